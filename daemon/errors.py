@@ -1,0 +1,182 @@
+"""Every failure the tool reports, one class per layer.
+
+Each class carries what a caller needs to react without inspecting messages: the exit code
+shared with the skill's `gen.sh`, the short layer name written to error sidecars, a hint for the
+person, and a `Disposition` telling the queue whether to give up, retry, or pause.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import ClassVar
+
+
+class Disposition(enum.Enum):
+    """What the queue does with a job after this failure."""
+
+    FINAL = "final"
+    """The job itself is at fault or was refused: it moves to `failed/` with its sidecar."""
+
+    RETRY = "retry"
+    """A transient failure: run the same job again after a backoff, up to `retry.attempts`."""
+
+    PAUSE = "pause"
+    """The environment is at fault (login, limits, network): the job stays, the queue waits."""
+
+
+class InboxError(Exception):
+    """Base of every expected failure; the orchestrators catch only this."""
+
+    exit_code: ClassVar[int] = 1
+    layer: ClassVar[str] = "internal"
+    default_hint: ClassVar[str] = ""
+    disposition: ClassVar[Disposition] = Disposition.FINAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        detail: str = "",
+        retry_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.detail = detail[-4096:]
+        self.retry_at = retry_at
+
+    @property
+    def retrying(self) -> bool:
+        """True when the job is kept for another try rather than given up."""
+        return self.disposition is not Disposition.FINAL
+
+
+class ConfigError(InboxError):
+    """The configuration file is missing, unreadable or has invalid keys; lists every problem."""
+
+    exit_code = 2
+    layer = "config"
+    default_hint = "Fix the listed keys; config.example.yaml documents each one."
+
+    def __init__(self, path: object, problems: list[str]) -> None:
+        self.problems = list(problems)
+        listing = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{path}: {len(self.problems)} problem(s) in the configuration:\n{listing}")
+
+
+class UsageError(InboxError):
+    """Bad command-line arguments."""
+
+    exit_code = 2
+    layer = "arguments"
+
+
+class JobError(InboxError):
+    """A job file that cannot be run as written: syntax, keys, types, references outside the inbox."""
+
+    exit_code = 2
+    layer = "job"
+    default_hint = "Edit the job file and save it again; it is picked up once more."
+
+
+class ReferenceMissing(InboxError):
+    """A reference image named by the job or the command line does not exist or is not an image."""
+
+    exit_code = 4
+    layer = "reference"
+    default_hint = "Put the reference image next to the job file, or fix its name under `refs`."
+
+
+class CodexMissing(InboxError):
+    """The codex command cannot be started (not installed, not on PATH, not executable)."""
+
+    exit_code = 3
+    layer = "codex-missing"
+    default_hint = "Install the Codex CLI (`npm install -g @openai/codex`) or set codex.command."
+    disposition = Disposition.PAUSE
+
+
+class CodexFailed(InboxError):
+    """codex ran but the turn failed for a reason worth another try (server error, dropped stream)."""
+
+    exit_code = 5
+    layer = "codex"
+    default_hint = "This is usually temporary; the job is tried again."
+    disposition = Disposition.RETRY
+
+
+class CodexRejected(CodexFailed):
+    """codex refused its arguments or configuration: another try would fail the same way."""
+
+    layer = "codex-arguments"
+    default_hint = "Check codex.extra_args, the job's model and your codex configuration."
+    disposition = Disposition.FINAL
+
+
+class CodexTimeout(CodexFailed):
+    """codex did not finish within the job's wall-clock timeout and was stopped."""
+
+    layer = "timeout"
+    default_hint = "Raise timeout_sec for this job or codex.timeout_sec in the config."
+
+
+class NotLoggedIn(CodexFailed):
+    """codex has no usable ChatGPT login (logged out, expired, API-key login, plan without Codex)."""
+
+    layer = "login"
+    default_hint = "Run `codex login` with a ChatGPT Plus or Pro account; jobs wait until then."
+    disposition = Disposition.PAUSE
+
+
+class UsageLimit(CodexFailed):
+    """The ChatGPT plan's usage limit or quota is reached; `retry_at` holds codex's time if given."""
+
+    layer = "usage-limit"
+    default_hint = "Wait until the limit resets; jobs wait in the inbox and resume on their own."
+    disposition = Disposition.PAUSE
+
+
+class NetworkDown(CodexFailed):
+    """codex could not reach the server at all."""
+
+    layer = "network"
+    default_hint = "Check the network connection; jobs wait in the inbox until it is back."
+    disposition = Disposition.PAUSE
+
+
+class NoSessionLog(InboxError):
+    """codex finished but this run's session log cannot be found."""
+
+    exit_code = 6
+    layer = "session-log"
+    default_hint = "Check that CODEX_HOME is writable and that codex runs without --ephemeral."
+
+
+class NoImage(InboxError):
+    """The run finished without producing an image (the model answered with text only)."""
+
+    exit_code = 7
+    layer = "no-image"
+    default_hint = (
+        "Check that your ChatGPT plan includes image generation; the job is tried again."
+    )
+    disposition = Disposition.RETRY
+
+
+class Refused(NoImage):
+    """The image tool was called but the generation failed or was refused (e.g. moderation)."""
+
+    layer = "refused"
+    default_hint = "Rephrase the prompt; codex's reason is in `detail`."
+    disposition = Disposition.FINAL
+
+
+class OutboxUnwritable(InboxError):
+    """The outbox (or an inbox state folder) cannot be written: full disk, permissions."""
+
+    exit_code = 1
+    layer = "outbox"
+    default_hint = "Free disk space or fix the folder's permissions; the job is kept and retried."
+    disposition = Disposition.PAUSE

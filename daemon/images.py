@@ -1,0 +1,89 @@
+"""Image bytes: recognise their real format, measure them, convert them.
+
+codex names every image `.png` whatever the bytes are, so the format always comes from the
+magic bytes. Pillow is imported lazily: the start-up path of `gen` and `once` stays lean.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ImageFormat(str, enum.Enum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is ImageFormat.JPEG else self.value
+
+    @property
+    def pillow_name(self) -> str:
+        return self.name
+
+
+# Extensions a reference image may have, lower-case, without the dot.
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+
+
+def sniff_format(head: bytes) -> ImageFormat | None:
+    """The format told by the first bytes, or None when they are not PNG, JPEG or WebP."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ImageFormat.PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return ImageFormat.JPEG
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ImageFormat.WEBP
+    return None
+
+
+def sniff_file(path: Path) -> ImageFormat | None:
+    with path.open("rb") as f:
+        return sniff_format(f.read(16))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    format: ImageFormat
+    width: int
+    height: int
+
+
+def inspect(data: bytes) -> ImageInfo | None:
+    """Decode the header with Pillow; None when the bytes are not a complete, readable image."""
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return ImageInfo(fmt, width, height)
+
+
+def convert(data: bytes, target: ImageFormat) -> bytes:
+    """Re-encode `data` as `target`; returns `data` unchanged when it already is."""
+    if sniff_format(data[:16]) is target:
+        return data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        if target is ImageFormat.JPEG and img.mode not in ("RGB", "L"):
+            # JPEG has no alpha: flatten onto white rather than onto black.
+            background = Image.new("RGB", img.size, "white")
+            rgba = img.convert("RGBA")
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            img = background
+        buffer = io.BytesIO()
+        options = {"quality": 95} if target is not ImageFormat.PNG else {}
+        img.save(buffer, format=target.pillow_name, **options)
+    return buffer.getvalue()
