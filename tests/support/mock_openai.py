@@ -1,0 +1,472 @@
+"""A local stand-in for the OpenAI Responses and Images APIs that the real codex CLI can talk to.
+
+It plays both the model (answering /v1/responses with SSE) and the image service, and records every
+request so tests can check what codex sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import io
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image
+
+from tests.support.codex_home import fake_jwt
+
+
+class Scenario(str, enum.Enum):
+    """How the mock behaves for the next codex run."""
+
+    IMAGE = "image"  # the model calls the image tool; the images endpoint returns a PNG
+    REFUSE = "refuse"  # the images endpoint answers 400 moderation_blocked
+    USAGE_LIMIT = "usage_limit"  # /v1/responses answers 429 usage_limit_reached
+    TEXT_ONLY = "text_only"  # the model answers with text and no tool call
+    HANG = "hang"  # /v1/responses never sends headers until the server stops
+    SERVER_ERROR = "server_error"  # /v1/responses answers 500
+    UNAUTHORIZED = "unauthorized"  # /v1/responses answers 401 (token refresh succeeds)
+    LOGIN_EXPIRED = "login_expired"  # /v1/responses answers 401 and the token refresh fails too
+
+
+class ToolKind(str, enum.Enum):
+    """Which image tool a /v1/responses request offered the model."""
+
+    HOSTED = "hosted"  # {"type": "image_generation"} (codex <= 0.142)
+    NAMESPACE = "namespace"  # function `imagegen` in namespace `image_gen`
+    CODE_MODE = "code_mode"  # custom tool `exec` whose description mentions image_gen__imagegen
+    NONE = "none"
+
+
+ASSISTANT_DONE_TEXT = "Here is your image."
+ASSISTANT_FAILED_TEXT = "The image could not be generated."
+ASSISTANT_TEXT_ONLY = "I can only describe it: a small red square."
+REVISED_PROMPT = "A revised prompt from the mock."
+MODERATION_MESSAGE = (
+    "Your request was rejected by the safety system. If you believe this is an error, contact us."
+)
+_IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
+_TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
+
+
+def make_png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A solid-colour PNG of the given size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One HTTP request the mock received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any  # the parsed body, or None when it is empty or not JSON
+
+
+class MockOpenAI:
+    """ThreadingHTTPServer on 127.0.0.1 with an ephemeral port; use as a context manager."""
+
+    def __init__(
+        self,
+        scenario: Scenario | str = Scenario.IMAGE,
+        *,
+        image_bytes: bytes | None = None,
+        image_size: tuple[int, int] = (64, 64),
+        resets_in_sec: int = 3600,
+    ) -> None:
+        self.scenario = Scenario(scenario)
+        self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
+        self.resets_in_sec = resets_in_sec
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> MockOpenAI:
+        """Bind 127.0.0.1:0 and serve in a background thread."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server.daemon_threads = True
+        self._server = server
+        self._stopping.clear()
+        self._thread = threading.Thread(target=server.serve_forever, name="mock-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release hanging handlers, stop serving and close the socket."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> MockOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "MockOpenAI is not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The provider base_url codex is configured with."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- what codex sent -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """Requests whose path (without query) equals path."""
+        return [r for r in self.requests if r.path.split("?", 1)[0] == path]
+
+    def clear(self) -> None:
+        """Forget recorded requests (between runs of one test)."""
+        with self._lock:
+            self._requests.clear()
+
+    def user_prompts(self) -> list[str]:
+        """The user's prompt as each /v1/responses request carried it, byte for byte."""
+        return [prompt for r in self.requests_to("/v1/responses") if (prompt := user_prompt(r.json))]
+
+    def image_requests(self) -> list[RecordedRequest]:
+        """Requests codex made to the Images API (generations and edits)."""
+        return [r for r in self.requests if r.path.startswith("/v1/images/")]
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    # -- model behaviour -------------------------------------------------------------------------
+
+    def responses_reply(self, body: Any) -> tuple[int, Any]:
+        """(status, payload) for a /v1/responses request: a list of SSE events, or an error body."""
+        scenario = self.scenario
+        if scenario is Scenario.USAGE_LIMIT:
+            return 429, self.usage_limit_body()
+        if scenario is Scenario.SERVER_ERROR:
+            return 500, {"error": {"message": "mock internal error", "type": "server_error"}}
+        if scenario in (Scenario.UNAUTHORIZED, Scenario.LOGIN_EXPIRED):
+            return 401, {"error": {"message": "Invalid token", "code": "invalid_token"}}
+        items = list(body.get("input", [])) if isinstance(body, dict) else []
+        if scenario is Scenario.TEXT_ONLY:
+            return 200, self._sse([assistant_message(ASSISTANT_TEXT_ONLY)])
+        if _has_tool_output(items):
+            failed = "image generation failed" in json.dumps(items[-1])
+            return 200, self._sse([assistant_message(ASSISTANT_FAILED_TEXT if failed else ASSISTANT_DONE_TEXT)])
+        return 200, self._sse([self._image_call(body)])
+
+    def usage_limit_body(self) -> dict[str, Any]:
+        """The 429 body codex turns into "You've hit your usage limit ... try again at <time>"."""
+        return {
+            "error": {
+                "type": "usage_limit_reached",
+                "message": "The usage limit has been reached",
+                "plan_type": "plus",
+                "resets_at": int(time.time()) + self.resets_in_sec,
+                "resets_in_seconds": self.resets_in_sec,
+            }
+        }
+
+    def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = user_prompt(body) or "an image"
+        refs = referenced_paths(body)
+        kind = offered_tool(body)
+        if kind is ToolKind.CODE_MODE:
+            return code_mode_call(prompt, refs)
+        if kind is ToolKind.NAMESPACE:
+            args: dict[str, Any] = {"prompt": prompt}
+            if refs:
+                args["referenced_image_paths"] = refs
+            return {
+                "type": "function_call",
+                "namespace": "image_gen",
+                "name": "imagegen",
+                "call_id": "call_mock1",
+                "arguments": json.dumps(args),
+            }
+        if kind is ToolKind.HOSTED:
+            return self._hosted_call()
+        return assistant_message("No image tool was offered.")
+
+    def _hosted_call(self) -> dict[str, Any]:
+        if self.scenario is Scenario.REFUSE:
+            return {"type": "image_generation_call", "id": "ig_mock1", "status": "failed", "result": None}
+        return {
+            "type": "image_generation_call",
+            "id": "ig_mock1",
+            "status": "completed",
+            "revised_prompt": REVISED_PROMPT,
+            "result": base64.b64encode(self.image_bytes).decode("ascii"),
+        }
+
+    def _sse(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            response_id = f"resp_mock{next(_COUNTER)}"
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {"id": response_id}},
+        ]
+        for index, item in enumerate(items):
+            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        events.append(
+            {
+                "type": "response.completed",
+                "response": {
+                    "id": response_id,
+                    "usage": {
+                        "input_tokens": 10,
+                        "input_tokens_details": {"cached_tokens": 0},
+                        "output_tokens": 5,
+                        "output_tokens_details": {"reasoning_tokens": 0},
+                        "total_tokens": 15,
+                    },
+                },
+            }
+        )
+        return events
+
+    def token_reply(self) -> tuple[int, Any]:
+        """(status, JSON body) for a login-token refresh; LOGIN_EXPIRED rejects the refresh token."""
+        if self.scenario is Scenario.LOGIN_EXPIRED:
+            return 401, {"error": {"code": "refresh_token_expired", "message": "Refresh token expired"}}
+        token = fake_jwt()
+        return 200, {"id_token": token, "access_token": token, "refresh_token": "x"}
+
+    def images_reply(self) -> tuple[int, Any]:
+        """(status, JSON body) for /v1/images/generations and /v1/images/edits."""
+        if self.scenario is Scenario.REFUSE:
+            return 400, {
+                "error": {
+                    "message": MODERATION_MESSAGE,
+                    "type": "image_generation_user_error",
+                    "param": None,
+                    "code": "moderation_blocked",
+                }
+            }
+        return 200, {
+            "created": int(time.time()),
+            "data": [
+                {
+                    "b64_json": base64.b64encode(self.image_bytes).decode("ascii"),
+                    "revised_prompt": REVISED_PROMPT,
+                }
+            ],
+        }
+
+
+_COUNTER = iter(range(1, 1_000_000_000))
+
+
+# -- request inspection (pure) ---------------------------------------------------------------------
+
+
+def _offered_tools(body: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """Every (namespace, tool) offered: top-level `tools` and 0.169's `additional_tools` input items."""
+    groups: list[Any] = [body.get("tools") or []]
+    groups += [i.get("tools") or [] for i in body.get("input", []) if isinstance(i, dict) and i.get("type") == "additional_tools"]
+    found: list[tuple[str | None, dict[str, Any]]] = []
+
+    def walk(tools: list[Any], namespace: str | None) -> None:
+        for tool in tools:
+            if isinstance(tool, dict):
+                found.append((namespace, tool))
+                if tool.get("type") == "namespace":
+                    walk(tool.get("tools") or [], tool.get("name"))
+
+    for group in groups:
+        walk(group, None)
+    return found
+
+
+def offered_tool(body: dict[str, Any]) -> ToolKind:
+    """Which image tool the request offers; code-mode `exec` wins, as codex 0.169 calls it from there."""
+    tools = _offered_tools(body)
+    if any(
+        t.get("type") == "custom" and t.get("name") == "exec" and "image_gen__imagegen" in json.dumps(t)
+        for _, t in tools
+    ):
+        return ToolKind.CODE_MODE
+    if any(ns == "image_gen" or (t.get("type") == "namespace" and t.get("name") == "image_gen") for ns, t in tools):
+        return ToolKind.NAMESPACE
+    if any(t.get("type") == "image_generation" for _, t in tools):
+        return ToolKind.HOSTED
+    return ToolKind.NONE
+
+
+def _user_messages(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        return []
+    return [
+        item
+        for item in body.get("input", [])
+        if isinstance(item, dict) and item.get("type", "message") == "message" and item.get("role") == "user"
+    ]
+
+
+def _texts(message: dict[str, Any]) -> list[str]:
+    content = message.get("content", [])
+    if isinstance(content, str):
+        return [content]
+    return [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "input_text"]
+
+
+def _is_context_text(text: str) -> bool:
+    # codex sends its environment context and instructions as user messages wrapped in tags.
+    stripped = text.lstrip()
+    return stripped.startswith(("<environment_context>", "<user_instructions>", "# AGENTS.md", "<permissions"))
+
+
+def user_texts(body: Any) -> list[str]:
+    """Every input_text of the last user message, in order (image tags and placeholders included)."""
+    messages = [m for m in _user_messages(body) if not all(_is_context_text(t) for t in _texts(m))]
+    return _texts(messages[-1]) if messages else []
+
+
+def user_prompt(body: Any) -> str | None:
+    """The user's own prompt: the last text of the last user message that is not an image tag."""
+    texts = [t for t in user_texts(body) if not _IMAGE_TAG.fullmatch(t) and t != "</image>"]
+    return texts[-1] if texts else None
+
+
+def referenced_paths(body: Any) -> list[str]:
+    """The `path="..."` values of `-i` image tags in the user's messages, in order."""
+    paths: list[str] = []
+    for message in _user_messages(body):
+        for text in _texts(message):
+            paths.extend(json.loads(f'"{m}"') for m in _IMAGE_TAG.findall(text))
+    return paths
+
+
+def _has_tool_output(items: list[Any]) -> bool:
+    """True when the model's last tool call already has its output (the turn should end)."""
+    return any(isinstance(i, dict) and i.get("type") in _TOOL_OUTPUT_TYPES for i in items)
+
+
+def assistant_message(text: str) -> dict[str, Any]:
+    """A Responses-API assistant message output item."""
+    return {
+        "type": "message",
+        "role": "assistant",
+        "id": "msg_mock",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def code_mode_call(prompt: str, refs: list[str]) -> dict[str, Any]:
+    """A code-mode `exec` call whose JavaScript calls the image tool once."""
+    args: dict[str, Any] = {"prompt": prompt}
+    if refs:
+        args["referenced_image_paths"] = refs
+    # JSON is valid JavaScript for an object literal, so the prompt needs no other escaping.
+    source = f"const r = await tools.image_gen__imagegen({json.dumps(args)});\ngeneratedImage(r);\n"
+    return {
+        "type": "custom_tool_call",
+        "id": "ctc_mock1",
+        "call_id": "call_mock1",
+        "name": "exec",
+        "input": source,
+        "status": "completed",
+    }
+
+
+# -- HTTP plumbing ---------------------------------------------------------------------------------
+
+
+def _make_handler(mock: MockOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
+        owner = mock
+
+    return Handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: MockOpenAI
+    protocol_version = "HTTP/1.0"  # one request per connection: no keep-alive bookkeeping
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Keep test output quiet."""
+
+    def _read(self) -> RecordedRequest:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None  # multipart image edits, compressed bodies
+        request = RecordedRequest(self.command, self.path, dict(self.headers.items()), raw, parsed)
+        self.owner._record(request)
+        return request
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_sse(self, events: list[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        self.wfile.flush()
+
+    def do_GET(self) -> None:
+        self._read()
+        path = self.path.split("?", 1)[0]
+        if path == "/v1/models":
+            self._send_json(200, {"models": []})
+        else:
+            self._send_json(404, {"error": {"message": f"not found: {path}"}})
+
+    def do_POST(self) -> None:
+        request = self._read()
+        path = self.path.split("?", 1)[0]
+        if path == "/v1/responses":
+            self._responses(request)
+        elif path in ("/v1/images/generations", "/v1/images/edits"):
+            self._send_json(*self.owner.images_reply())
+        elif path == "/oauth/token":
+            self._send_json(*self.owner.token_reply())
+        else:
+            self._send_json(404, {"error": {"message": f"not found: {path}"}})
+
+    def _responses(self, request: RecordedRequest) -> None:
+        if self.owner.scenario is Scenario.HANG:
+            # Hold the connection without a status line until the mock stops.
+            self.owner._stopping.wait()
+            self.close_connection = True
+            return
+        status, payload = self.owner.responses_reply(request.json)
+        if status == 200:
+            self._send_sse(payload)
+        else:
+            self._send_json(status, payload)
