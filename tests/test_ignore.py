@@ -1,0 +1,98 @@
+"""Which inbox names are litter, and which files are iCloud placeholders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from daemon.ignore import SF_DATALESS, icloud_stub_target, is_icloud_placeholder, is_ignored
+
+LITTER = [
+    ".DS_Store",
+    "._cat.prompt.yaml",
+    ".hidden.prompt.yaml",
+    "desktop.ini",
+    "Desktop.ini",
+    "Thumbs.db",
+    ".syncthing.cat.prompt.yaml.tmp",
+    "~syncthing~cat.prompt.yaml.tmp",
+    ".stfolder",
+    ".stversions",
+    "@eaDir",
+    ".Spotlight-V100",
+    ".Trashes",
+    "__MACOSX",
+    "cat.prompt.yaml.part",
+    "cat.png.crdownload",
+    "cat.prompt.yaml.filepart",
+    ".cat.prompt.yaml.swp",
+    "cat.prompt.yaml.swp",
+    "cat.prompt.yaml~",
+    ".#cat.prompt.yaml",
+    ".cat.prompt.yaml.icloud",
+    "",
+]
+
+REAL = [
+    "cat.prompt.yaml",
+    "cat.png",
+    "cat.ref.JPG",
+    "cat.sync-conflict-20240101-120000-ABCDEFG.prompt.yaml",
+    "my part.prompt.yaml",
+    "tilde~in~middle.prompt.yaml",
+]
+
+
+@pytest.mark.parametrize("name", LITTER)
+def test_litter_is_ignored(name: str) -> None:
+    """Sync-tool, editor and OS files are never taken for jobs or references."""
+    assert is_ignored(name)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_files_are_not_ignored(name: str) -> None:
+    """Job files, images and sync-conflict copies are ordinary files."""
+    assert not is_ignored(name)
+
+
+def test_icloud_stub_names_its_target() -> None:
+    """An old-style stub `.<name>.icloud` stands for `<name>`; other names stand for nothing."""
+    assert icloud_stub_target(".cat.png.icloud") == "cat.png"
+    assert icloud_stub_target("cat.png.icloud") is None
+    assert icloud_stub_target(".icloud") is None
+
+
+def _st(**fields: Any) -> os.stat_result:
+    base = {"st_size": 10, "st_blocks": 8, "st_flags": 0}
+    base.update(fields)
+    return SimpleNamespace(**base)  # type: ignore[return-value]
+
+
+def test_old_style_stub_is_a_placeholder(tmp_path: Path) -> None:
+    """A `.<name>.icloud` file is a placeholder whatever its stat says."""
+    assert is_icloud_placeholder(tmp_path / ".cat.png.icloud", _st(), platform="linux")
+
+
+def test_dataless_flag_is_a_placeholder(tmp_path: Path) -> None:
+    """The SF_DATALESS flag marks an evicted file on any platform that reports it."""
+    assert is_icloud_placeholder(tmp_path / "cat.png", _st(st_flags=SF_DATALESS), platform="linux")
+
+
+def test_size_without_blocks_is_a_placeholder_on_macos(tmp_path: Path) -> None:
+    """On macOS a file with bytes but no blocks is evicted; elsewhere it is inline data."""
+    evicted = _st(st_size=5000, st_blocks=0)
+    assert is_icloud_placeholder(tmp_path / "cat.png", evicted, platform="darwin")
+    assert not is_icloud_placeholder(tmp_path / "cat.png", evicted, platform="linux")
+
+
+def test_real_file_is_not_a_placeholder(tmp_path: Path) -> None:
+    """A file written here is on disk, and an empty file is not evicted."""
+    path = tmp_path / "cat.png"
+    path.write_bytes(b"x" * 100)
+    assert not is_icloud_placeholder(path, os.stat(path), platform="darwin")
+    empty = _st(st_size=0, st_blocks=0)
+    assert not is_icloud_placeholder(tmp_path / "e.png", empty, platform="darwin")
