@@ -180,3 +180,10 @@ class OutboxUnwritable(InboxError):
     layer = "outbox"
     default_hint = "Free disk space or fix the folder's permissions; the job is kept and retried."
     disposition = Disposition.PAUSE
+
+
+class Cancelled(InboxError):
+    """A run stopped on purpose (shutdown); the job goes back to the inbox untouched."""
+
+    layer = "cancelled"
+    disposition = Disposition.PAUSE

@@ -1,0 +1,353 @@
+"""Run `codex exec` for one image request: the argv, the version probe, the wall-clock timeout.
+
+The prompt goes in on stdin, never through a shell; codex runs in its own process group so a
+timeout or a shutdown stops the node launcher and the native binary together.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from daemon.errors import Cancelled, CodexMissing, CodexTimeout
+
+# The user's request goes between the markers byte for byte; the words around it only ask the
+# agent to use its image tool and nothing else (no SVG, HTML or code drawings).
+INSTRUCTION_HEAD = (
+    "Generate an image with your image generation tool for the request between the markers "
+    "below. Give the tool the request exactly as written: do not translate, shorten, extend or "
+    "improve it.{refs} Call the image tool once per image the request asks for. Do not draw with "
+    "SVG, HTML, code or text, do not write files, and do not answer with anything else.\n"
+    "<<<REQUEST\n"
+)
+INSTRUCTION_REFS = " The attached images are the reference images of the request."
+INSTRUCTION_TAIL = "\nREQUEST>>>\n"
+
+# codex-cli releases this tool knows how to read.
+MIN_SUPPORTED = (0, 111, 0)
+# `--disable unbounded_connection_retries` makes a network outage fail fast instead of retrying
+# forever; releases before it exit 1 on an unknown feature flag, so it is added only from here.
+BOUNDED_RETRIES_SINCE = (0, 150, 0)
+
+TERM_GRACE_SEC = 5.0
+STDERR_TAIL_BYTES = 4096
+_NETWORK_WAIT = re.compile(r"waiting for network", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class CodexVersion:
+    text: str
+    number: tuple[int, int, int]
+
+    @property
+    def bounded_retries(self) -> bool:
+        return self.number >= BOUNDED_RETRIES_SINCE
+
+
+@dataclass(frozen=True, slots=True)
+class CodexRun:
+    """What a finished `codex exec` said about itself; the image is read from its session log."""
+
+    returncode: int
+    thread_id: str | None
+    error_message: str | None
+    agent_message: str | None
+    stderr_tail: str
+    started_at: datetime
+    finished_at: datetime
+    network_down: bool = False
+
+    @property
+    def detail(self) -> str:
+        """codex's own words for a failure, at most 4 KB, for the error sidecar."""
+        parts = [p for p in (self.error_message, self.stderr_tail.strip()) if p]
+        return "\n".join(parts)[-STDERR_TAIL_BYTES:]
+
+
+def wrap_prompt(prompt: str, *, has_refs: bool) -> str:
+    """The text codex receives on stdin: the fixed instruction around the untouched prompt."""
+    head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "")
+    return head + prompt + INSTRUCTION_TAIL
+
+
+def build_argv(
+    command: Sequence[str],
+    *,
+    version: CodexVersion,
+    workdir: Path,
+    refs: Sequence[Path] = (),
+    model: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The full argv of one `codex exec` run (pure)."""
+    argv = [
+        *command,
+        "exec",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "read-only",
+        "--color",
+        "never",
+        "--enable",
+        "image_generation",
+        "--json",
+        "-C",
+        str(workdir),
+    ]
+    if version.bounded_retries:
+        argv += ["--disable", "unbounded_connection_retries"]
+    if model:
+        argv += ["-m", model]
+    for ref in refs:
+        argv += ["-i", str(ref)]
+    argv += list(extra_args)
+    return argv
+
+
+def parse_version(text: str) -> CodexVersion | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    if match is None:
+        return None
+    major, minor, patch = (int(g) for g in match.groups())
+    return CodexVersion(text.strip(), (major, minor, patch))
+
+
+def probe_version(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> CodexVersion:
+    """Ask `codex --version` once; CodexMissing when it cannot be started or answers oddly."""
+    try:
+        done = run(
+            [*command, "--version"],
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        raise CodexMissing(
+            f"The codex command {command[0]!r} cannot be started.", detail=str(exc)
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CodexMissing("`codex --version` did not answer within 60 seconds.") from exc
+    version = parse_version(done.stdout) if done.returncode == 0 else None
+    if version is None:
+        raise CodexMissing(
+            f"`{' '.join(command)} --version` did not print a codex-cli version.",
+            detail=(done.stdout + done.stderr)[-STDERR_TAIL_BYTES:],
+        )
+    if version.number < MIN_SUPPORTED:
+        raise CodexMissing(
+            f"codex {version.text} is too old; codex-cli 0.111 or later is needed.",
+            hint="Update the Codex CLI (`npm install -g @openai/codex`).",
+        )
+    return version
+
+
+def child_environment(
+    base: Mapping[str, str], codex_home: Path | None
+) -> dict[str, str]:
+    """The daemon's environment, with CODEX_HOME set when the config names one."""
+    env = dict(base)
+    if codex_home is not None:
+        env["CODEX_HOME"] = str(codex_home)
+    return env
+
+
+def codex_home_of(env: Mapping[str, str]) -> Path:
+    return Path(env.get("CODEX_HOME") or Path.home() / ".codex").expanduser()
+
+
+class _EventReader:
+    """Reads codex's `--json` events as they come; tells the caller the thread id at once."""
+
+    def __init__(self, on_thread_id: Callable[[str], None], on_network_wait: Callable[[], None]):
+        self.thread_id: str | None = None
+        self.error_message: str | None = None
+        self.agent_message: str | None = None
+        self.network_down = False
+        self._on_thread_id = on_thread_id
+        self._on_network_wait = on_network_wait
+
+    def feed(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+            self.thread_id = event["thread_id"]
+            self._on_thread_id(self.thread_id)
+        elif kind == "turn.failed":
+            error = event.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                self.error_message = error["message"]
+        elif kind == "error" and isinstance(event.get("message"), str):
+            self._on_error(event["message"])
+        elif kind == "item.completed":
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") == "agent_message":
+                text = item.get("text")
+                self.agent_message = text if isinstance(text, str) else None
+
+    def _on_error(self, message: str) -> None:
+        # "Reconnecting..." errors are not terminal, except the endless wait for a network
+        # that older releases do instead of failing: that one stops the run early.
+        if _NETWORK_WAIT.search(message):
+            self.network_down = True
+            self._on_network_wait()
+        elif not message.startswith("Reconnecting"):
+            self.error_message = message
+
+
+def run_codex(
+    argv: Sequence[str],
+    *,
+    prompt_text: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_sec: float,
+    on_thread_id: Callable[[str], None] = lambda _id: None,
+    cancel: threading.Event | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> CodexRun:
+    """Run codex to completion, or stop its whole process group at the timeout or on `cancel`.
+
+    Raises CodexMissing when it cannot start, CodexTimeout when the clock ran out, and
+    `Cancelled` when `cancel` was set.
+    """
+    started_at = now()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        raise CodexMissing(f"The codex command {argv[0]!r} cannot be started.", detail=str(exc))
+
+    stop_early = threading.Event()
+    events = _EventReader(on_thread_id, stop_early.set)
+    stderr_tail: collections.deque[bytes] = collections.deque()
+    threads = [
+        threading.Thread(target=_write_stdin, args=(proc, prompt_text), daemon=True),
+        threading.Thread(target=_read_events, args=(proc, events), daemon=True),
+        threading.Thread(target=_read_tail, args=(proc, stderr_tail), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    outcome = _wait(proc, timeout_sec, cancel, stop_early)
+    if outcome != "exited":
+        _stop_group(proc)
+    for t in threads:
+        t.join(timeout=10)
+    tail = b"".join(stderr_tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:]
+    if outcome == "timeout":
+        raise CodexTimeout(
+            f"codex did not finish within {timeout_sec:g} seconds and was stopped.",
+            detail=tail,
+        )
+    if outcome == "cancelled":
+        raise Cancelled("The run was stopped because the daemon is shutting down.")
+    return CodexRun(
+        returncode=proc.returncode if outcome == "exited" else 1,
+        thread_id=events.thread_id,
+        error_message=events.error_message,
+        agent_message=events.agent_message,
+        stderr_tail=tail,
+        started_at=started_at,
+        finished_at=now(),
+        network_down=events.network_down,
+    )
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    timeout_sec: float,
+    cancel: threading.Event | None,
+    stop_early: threading.Event,
+) -> str:
+    """Wait in short steps so that a cancel or a network wait is noticed within a second."""
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=min(0.25, remaining))
+            return "exited"
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if stop_early.is_set():
+            return "network"
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole group, a grace period, then SIGKILL: a SIGKILL during a token refresh
+    can corrupt auth.json, so codex always gets the chance to stop cleanly first."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=TERM_GRACE_SEC)
+    except subprocess.TimeoutExpired:
+        pass
+    # Grandchildren may outlive the leader; the group id stays valid while any member lives.
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _write_stdin(proc: subprocess.Popen[bytes], text: str) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(text.encode("utf-8"))
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _read_events(proc: subprocess.Popen[bytes], events: _EventReader) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        events.feed(line)
+
+
+def _read_tail(proc: subprocess.Popen[bytes], tail: collections.deque[bytes]) -> None:
+    assert proc.stderr is not None
+    size = 0
+    for chunk in iter(lambda: proc.stderr.read1(8192), b""):  # type: ignore[union-attr]
+        tail.append(chunk)
+        size += len(chunk)
+        while size - len(tail[0]) >= STDERR_TAIL_BYTES and len(tail) > 1:
+            size -= len(tail.popleft())

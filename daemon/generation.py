@@ -1,0 +1,183 @@
+"""One image request through codex: run `codex exec`, then read the images from this run's log.
+
+Knows nothing of inboxes or outboxes: `gen`, `once` and the daemon all come through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from daemon import codex, rollout
+from daemon.config import CodexConfig
+from daemon.errors import InboxError, NoImage, NoSessionLog, Refused
+from daemon.failures import classify
+from daemon.images import sniff_file
+from daemon.rollout import FoundImage, RolloutScan
+
+
+@dataclass(frozen=True, slots=True)
+class CodexSetup:
+    """How to start codex here, learned once per process (the version probe costs a start-up)."""
+
+    command: tuple[str, ...]
+    extra_args: tuple[str, ...]
+    env: Mapping[str, str]
+    version: codex.CodexVersion
+
+    @property
+    def home(self) -> Path:
+        return codex.codex_home_of(self.env)
+
+
+def prepare_codex(
+    config: CodexConfig, *, environ: Mapping[str, str] = os.environ
+) -> CodexSetup:
+    """Probe `codex --version`; raises CodexMissing when codex cannot be started."""
+    env = codex.child_environment(environ, config.home)
+    version = codex.probe_version(config.command, env=env)
+    return CodexSetup(config.command, config.extra_args, env, version)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    prompt: str
+    refs: tuple[Path, ...]
+    model: str | None
+    timeout_sec: float
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The images of one finished run, with what the result sidecar reports about it."""
+
+    images: tuple[FoundImage, ...]
+    thread_id: str
+    codex_version: str
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def revised_prompt(self) -> str | None:
+        return next((i.revised_prompt for i in self.images if i.revised_prompt), None)
+
+
+def generate(
+    request: ImageRequest,
+    setup: CodexSetup,
+    *,
+    on_thread_id: Callable[[str], None] = lambda _id: None,
+    cancel: threading.Event | None = None,
+) -> Generation:
+    """Run codex for `request` and return its images; raises an InboxError subclass otherwise."""
+    with tempfile.TemporaryDirectory(prefix="gpt-image-inbox-") as tmp:
+        workdir = Path(tmp)
+        refs = copy_references(request.refs, workdir)
+        argv = codex.build_argv(
+            setup.command,
+            version=setup.version,
+            workdir=workdir,
+            refs=refs,
+            model=request.model,
+            extra_args=setup.extra_args,
+        )
+        run = codex.run_codex(
+            argv,
+            prompt_text=codex.wrap_prompt(request.prompt, has_refs=bool(refs)),
+            cwd=workdir,
+            env=setup.env,
+            timeout_sec=request.timeout_sec,
+            on_thread_id=on_thread_id,
+            cancel=cancel,
+        )
+    return collect(run, setup)
+
+
+def copy_references(refs: Sequence[Path], workdir: Path) -> list[Path]:
+    """Copy references into the run's folder as `ref-1.png`…: plain ASCII names, because
+    codex splits `-i` values on commas and some releases mangle other characters."""
+    copies = []
+    for n, ref in enumerate(refs, 1):
+        fmt = sniff_file(ref)
+        ext = fmt.extension if fmt else "png"
+        dest = workdir / f"ref-{n}.{ext}"
+        shutil.copyfile(ref, dest)
+        copies.append(dest)
+    return copies
+
+
+def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
+    """Read this run's session log (and only it) and decide between images and a failure."""
+    if run.thread_id is None:
+        if run.returncode != 0:
+            raise classify(run.error_message or run.stderr_tail, returncode=run.returncode,
+                           detail=run.detail)
+        raise NoSessionLog("codex finished without announcing its session.", detail=run.detail)
+    scan = scan_thread(setup.home, run.thread_id, started_at=run.started_at)
+    images = scan.images if scan else ()
+    if not images:
+        images = tuple(rollout.generated_images(setup.home, run.thread_id))
+    if images:
+        return Generation(
+            images=tuple(images),
+            thread_id=run.thread_id,
+            codex_version=setup.version.text,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+        )
+    raise _why_no_image(run, scan)
+
+
+def scan_thread(codex_home: Path, thread_id: str, *, started_at: datetime) -> RolloutScan | None:
+    log = rollout.find_session_log(codex_home, thread_id, started_at=started_at.astimezone())
+    return rollout.scan_rollout(log) if log is not None else None
+
+
+def _why_no_image(run: codex.CodexRun, scan: RolloutScan | None) -> InboxError:
+    if scan is not None and scan.refusals:
+        return Refused(
+            "The image tool was called but the image was refused or failed.",
+            detail="\n".join(scan.refusals),
+        )
+    if run.network_down:
+        return classify("waiting for network", detail=run.detail)
+    turn_error = scan.turn_error if scan else None
+    if run.returncode != 0 or turn_error:
+        message = run.error_message or turn_error or run.stderr_tail
+        kind = scan.turn_error_kind if scan else None
+        return classify(message, kind=kind, returncode=run.returncode, detail=run.detail)
+    if scan is None:
+        return NoSessionLog(
+            f"codex's session log for thread {run.thread_id} was not found.",
+            detail=run.detail,
+        )
+    return NoImage(
+        "codex answered without generating an image.",
+        detail=(run.agent_message or "")[-4096:],
+    )
+
+
+def recover(thread_id: str, started_at: datetime, setup: CodexSetup) -> Generation | None:
+    """The images of a run whose codex finished while we were not watching (a crash).
+
+    None when that session produced none (or never finished): the job must run again.
+    """
+    scan = scan_thread(setup.home, thread_id, started_at=started_at)
+    images = scan.images if scan else ()
+    if not images:
+        images = tuple(rollout.generated_images(setup.home, thread_id))
+    if not images:
+        return None
+    return Generation(
+        images=tuple(images),
+        thread_id=thread_id,
+        codex_version=setup.version.text,
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+    )
