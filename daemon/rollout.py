@@ -1,0 +1,420 @@
+"""Find one codex run's session log and stream it for the images that run generated.
+
+Big JSON strings are never loaded: they stay in the file as byte ranges and only a result image
+is decoded from its range, so memory stays near the size of the images kept.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from daemon.images import ImageFormat, sniff_format
+
+_THREAD_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{7,79}")
+_CHUNK = 1 << 20
+# A line shorter than this is parsed whole; a longer one keeps its big strings in the file.
+_INLINE_LINE_MAX = 2 << 20
+# Strings longer than this inside a long line are left in the file as byte ranges.
+_BLOB_MIN = 64 << 10
+_BLOB_MARK = "\x00rollout-blob:"
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_NOT_B64 = bytes(sorted(set(range(256)) - set(_B64_ALPHABET)))
+_REASON_HINTS = re.compile(r"fail|error|block|refus|reject|moderation|safety|denied", re.I)
+_REASON_MAX = 1000
+GENERIC_REFUSAL = "image generation failed (codex gave no reason)"
+
+
+@dataclass(frozen=True, slots=True)
+class FoundImage:
+    data: bytes
+    format: ImageFormat
+    call_id: str | None
+    revised_prompt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutScan:
+    images: tuple[FoundImage, ...]
+    refusals: tuple[str, ...]  # codex's reason for each failed generation
+    turn_error: str | None  # task_complete / turn error message, if the turn failed
+    turn_error_kind: str | None  # codex_error_info kind ("usage_limit_exceeded", ...)
+    completed: bool  # a task_complete line was seen
+    cli_version: str | None
+
+
+def _check_thread_id(thread_id: str) -> None:
+    # The id goes into a glob pattern and a folder name: no separators, no metacharacters.
+    if not isinstance(thread_id, str) or not _THREAD_ID.fullmatch(thread_id):
+        raise ValueError(f"not a codex thread id: {thread_id!r}")
+
+
+def find_session_log(codex_home: Path, thread_id: str, *, started_at: datetime) -> Path | None:
+    """This run's log, looked for only in the local-date folders around `started_at`."""
+    _check_thread_id(thread_id)
+    day = (started_at.astimezone() if started_at.tzinfo else started_at).date()
+    for offset in (0, -1, 1):
+        d = day + timedelta(days=offset)
+        folder = codex_home / "sessions" / f"{d:%Y}" / f"{d:%m}" / f"{d:%d}"
+        found = sorted(folder.glob(f"rollout-*-{thread_id}.jsonl"))
+        if found:
+            return found[-1]
+    return None
+
+
+def generated_images(codex_home: Path, thread_id: str) -> list[FoundImage]:
+    """Images codex saved under `generated_images/<thread_id>/`, oldest first, by real format."""
+    _check_thread_id(thread_id)
+    folder = codex_home / "generated_images" / thread_id
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file()]
+    found = []
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        data = path.read_bytes()
+        fmt = sniff_format(data[:16])
+        if fmt is not None:
+            found.append(FoundImage(data, fmt, path.stem, None))
+    return found
+
+
+# --- reading lines -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Blob:
+    """A JSON string left in the file: the raw bytes between its quotes."""
+
+    start: int
+    end: int
+
+
+class _Lines:
+    """Yields (value, blobs) for each complete JSONL line; split on b"\\n" only."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.buf = b""
+        self.pos = 0  # next unread byte in buf
+        self.base = 0  # file offset of buf[0]
+        self.eof = False
+
+    def _refill(self) -> bool:
+        chunk = self.f.read(_CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        self.base += self.pos
+        self.buf = self.buf[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def __iter__(self) -> Iterator[tuple[Any, list[_Blob]]]:
+        while True:
+            nl = self.buf.find(b"\n", self.pos)
+            if nl >= 0:
+                line, self.pos = self.buf[self.pos : nl], nl + 1
+                yield from _loads(line, [])
+            elif len(self.buf) - self.pos >= _INLINE_LINE_MAX:
+                skeleton, blobs = self._long_line()
+                if skeleton is not None:
+                    yield from _loads(skeleton, blobs)
+            elif not self._refill():
+                # A last line without "\n": kept if whole, dropped if the run was killed mid-write.
+                yield from _loads(self.buf[self.pos :], [])
+                return
+
+    def _long_line(self) -> tuple[bytes | None, list[_Blob]]:
+        """Copy the line minus its big strings; None when the file ends inside it."""
+        out = bytearray()
+        blobs: list[_Blob] = []
+        while True:
+            quote = self.buf.find(b'"', self.pos)
+            nl = self.buf.find(b"\n", self.pos, quote if quote >= 0 else len(self.buf))
+            if nl >= 0:
+                out += self.buf[self.pos : nl]
+                self.pos = nl + 1
+                return bytes(out), blobs
+            if quote < 0:
+                out += self.buf[self.pos :]
+                self.pos = len(self.buf)
+                if not self._refill():
+                    return None, blobs
+                continue
+            out += self.buf[self.pos : quote]
+            self.pos = quote + 1
+            if not self._string(out, blobs):
+                return None, blobs
+
+    def _string(self, out: bytearray, blobs: list[_Blob]) -> bool:
+        """Consume one string body after its opening quote; False at end of file."""
+        start, mark, big = self.base + self.pos, len(out), False
+        out += b'"'
+        while True:
+            quote = self.buf.find(b'"', self.pos)
+            stop = quote if quote >= 0 else len(self.buf)
+            escape = self.buf.find(b"\\", self.pos, stop)
+            if escape >= 0 and escape + 1 < len(self.buf):
+                stop = escape + 2  # copy the escape pair, then look again
+            elif escape >= 0:
+                stop = escape  # the escaped byte is in the next chunk
+            if not big:
+                out += self.buf[self.pos : stop]
+            self.pos = stop
+            if not big and len(out) - mark > _BLOB_MIN:
+                big = True
+                del out[mark:]
+            if escape < 0 and quote >= 0:
+                self.pos = quote + 1
+                end = self.base + quote
+                break
+            if escape < 0 or escape + 1 >= len(self.buf):
+                if not self._refill():
+                    return False
+        if big:
+            blobs.append(_Blob(start, end))
+            out += b'"\\u0000rollout-blob:%d"' % (len(blobs) - 1)
+        else:
+            out += b'"'
+        return True
+
+
+def _loads(line: bytes, blobs: list[_Blob]) -> Iterator[tuple[Any, list[_Blob]]]:
+    if not line.strip():
+        return
+    try:
+        value = json.loads(line)
+    except ValueError:  # a line cut short by a killed run, or not JSON at all
+        return
+    if isinstance(value, dict):
+        yield value, blobs
+
+
+# --- strings that may live in the file ---------------------------------------------------------
+
+
+class _Strings:
+    """Resolves a parsed string that may be a placeholder for a byte range of the log."""
+
+    def __init__(self, f: BinaryIO, blobs: list[_Blob]) -> None:
+        self.f = f
+        self.blobs = blobs
+
+    def blob(self, value: object) -> _Blob | None:
+        if isinstance(value, str) and value.startswith(_BLOB_MARK):
+            index = int(value[len(_BLOB_MARK) :])
+            return self.blobs[index] if index < len(self.blobs) else None
+        return None
+
+    def text(self, value: object, limit: int = 64 << 10) -> str | None:
+        """The string itself, or the start of a long one read back from the file."""
+        blob = self.blob(value)
+        if blob is None:
+            return value if isinstance(value, str) else None
+        self.f.seek(blob.start)
+        raw = self.f.read(min(limit, blob.end - blob.start))
+        if len(raw) == blob.end - blob.start:
+            try:
+                return str(json.loads(b'"' + raw + b'"'))
+            except ValueError:
+                pass
+        return raw.decode("utf-8", "replace")
+
+    def chunks(self, value: object) -> Iterator[bytes]:
+        """The raw bytes of a string, a chunk at a time."""
+        blob = self.blob(value)
+        if blob is None:
+            text = value if isinstance(value, str) else ""
+            for i in range(0, len(text), _CHUNK):
+                yield text[i : i + _CHUNK].encode("ascii", "ignore")
+            return
+        self.f.seek(blob.start)
+        left = blob.end - blob.start
+        while left > 0:
+            chunk = self.f.read(min(_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+
+
+def _decode_base64(chunks: Iterator[bytes]) -> tuple[bytes, str] | None:
+    """Decode base64 (or a base64 data URL) chunk by chunk; returns (bytes, sha256 hex)."""
+    out, digest, carry, first = io.BytesIO(), hashlib.sha256(), b"", True
+    try:
+        for chunk in chunks:
+            if first and chunk.startswith(b"data:"):
+                chunk = chunk[chunk.find(b",") + 1 :]
+            first = False
+            # Drops JSON escape backslashes ("\/" -> "/") and line breaks along with junk.
+            data = carry + chunk.translate(None, _NOT_B64)
+            whole = len(data) - len(data) % 4
+            piece = binascii.a2b_base64(data[:whole])
+            carry = data[whole:]
+            out.write(piece)
+            digest.update(piece)
+        if carry:
+            piece = binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
+            out.write(piece)
+            digest.update(piece)
+    except binascii.Error:
+        return None
+    return out.getvalue(), digest.hexdigest()
+
+
+# --- what the lines mean -----------------------------------------------------------------------
+
+
+def _output_text(output: object, strings: _Strings) -> str:
+    """The text parts of a function_call_output / custom_tool_call_output, never its images."""
+    if isinstance(output, list):
+        parts = [
+            _output_text(item.get("text"), strings)
+            for item in output
+            if isinstance(item, dict) and item.get("type") in ("input_text", "output_text", "text")
+        ]
+        return "\n".join(parts)
+    if isinstance(output, dict):
+        return _output_text(output.get("content", output.get("output")), strings)
+    return strings.text(output) or ""
+
+
+def _pick_reason(text: str) -> str | None:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for wanted in (re.compile("image generation failed", re.I), _REASON_HINTS):
+        for line in lines:
+            if wanted.search(line):
+                start = line.lower().find("image generation failed")
+                return line[max(start, 0) :][:_REASON_MAX]
+    return None
+
+
+def _failure_text(failure: object) -> str | None:
+    if isinstance(failure, str) and failure.strip():
+        return failure.strip()[:_REASON_MAX]
+    if isinstance(failure, dict):
+        for key in ("message", "reason", "error"):
+            if isinstance(failure.get(key), str):
+                return str(failure[key])[:_REASON_MAX]
+        return json.dumps(failure)[:_REASON_MAX]
+    return None
+
+
+def _error_kind(info: object) -> str | None:
+    if isinstance(info, str):
+        return info
+    if isinstance(info, dict) and info:
+        return str(next(iter(info)))
+    return None
+
+
+@dataclass(slots=True)
+class _Scanner:
+    """Accumulates what the lines of one log say, in order."""
+
+    images: list[FoundImage] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    pending: list[str | None] = field(default_factory=list)  # failures awaiting their reason
+    seen_calls: set[str] = field(default_factory=set)
+    seen_digests: set[str] = field(default_factory=set)
+    turn_error: str | None = None
+    turn_error_kind: str | None = None
+    error_event: tuple[str | None, str | None] | None = None
+    completed: bool = False
+    cli_version: str | None = None
+
+    def line(self, line: dict[str, Any], strings: _Strings) -> None:
+        payload = line.get("payload")
+        if not isinstance(payload, dict):
+            return
+        kind, ptype = line.get("type"), payload.get("type")
+        if kind == "session_meta" and isinstance(payload.get("cli_version"), str):
+            self.cli_version = payload["cli_version"]
+        elif kind == "response_item":
+            self._response_item(ptype, payload, strings)
+        elif kind == "event_msg":
+            self._event(ptype, payload, strings)
+
+    def _response_item(self, ptype: object, payload: dict[str, Any], strings: _Strings) -> None:
+        if ptype == "image_generation_call":  # 0.111-0.142, hosted tool
+            self._generation(payload, payload.get("id"), payload.get("revised_prompt"), strings)
+        elif ptype in ("function_call_output", "custom_tool_call_output"):
+            self._tool_output(_output_text(payload.get("output"), strings))
+
+    def _event(self, ptype: object, payload: dict[str, Any], strings: _Strings) -> None:
+        if ptype == "image_generation_end":  # 0.117-0.145
+            self._generation(payload, payload.get("call_id"), payload.get("revised_prompt"), strings)
+        elif ptype == "item_completed":  # 0.150+
+            item = payload.get("item")
+            if isinstance(item, dict) and item.get("kind") == "image_gen.generation":
+                self._generation(item, item.get("id"), item.get("revisedPrompt"), strings)
+        elif ptype == "task_complete":
+            self.completed = True
+            error = payload.get("error")
+            if isinstance(error, dict):
+                self.turn_error = strings.text(error.get("message")) or "the turn failed"
+                self.turn_error_kind = _error_kind(error.get("codex_error_info"))
+        elif ptype == "error":
+            message = strings.text(payload.get("message"))
+            self.error_event = (message, _error_kind(payload.get("codex_error_info")))
+
+    def _generation(
+        self, item: dict[str, Any], call_id: object, revised: object, strings: _Strings
+    ) -> None:
+        call = call_id if isinstance(call_id, str) else None
+        if call is not None and call in self.seen_calls:
+            return  # 0.117-0.142 log the same image twice under one id
+        if item.get("status") == "failed":
+            if call is not None:
+                self.seen_calls.add(call)
+            self.pending.append(_failure_text(item.get("failure")))
+            return
+        result = item.get("result")
+        if not result or not isinstance(result, str):
+            return
+        decoded = _decode_base64(strings.chunks(result))
+        if decoded is None:
+            return
+        data, digest = decoded
+        fmt = sniff_format(data[:16])
+        if fmt is None or digest in self.seen_digests:
+            return
+        if call is not None:
+            self.seen_calls.add(call)
+        self.seen_digests.add(digest)
+        self.images.append(FoundImage(data, fmt, call, strings.text(revised)))
+
+    def _tool_output(self, text: str) -> None:
+        # 0.144+ give a failed generation's reason only in the next tool output's text.
+        if self.pending:
+            reason = _pick_reason(text)
+            self.refusals += [reason or failure or GENERIC_REFUSAL for failure in self.pending]
+            self.pending.clear()
+
+    def result(self) -> RolloutScan:
+        self.refusals += [failure or GENERIC_REFUSAL for failure in self.pending]
+        self.pending.clear()
+        error, kind = self.turn_error, self.turn_error_kind
+        # Without task_complete, a fatal `error` event is the only word on why the turn ended.
+        if not self.completed and self.error_event is not None:
+            error, kind = self.error_event
+        return RolloutScan(
+            tuple(self.images), tuple(self.refusals), error, kind, self.completed, self.cli_version
+        )
+
+
+def scan_rollout(path: Path) -> RolloutScan:
+    """Everything one session log says about its run's images, refusals and turn outcome."""
+    scanner = _Scanner()
+    with path.open("rb") as lines_file, path.open("rb") as blob_file:
+        for line, blobs in _Lines(lines_file):
+            scanner.line(line, _Strings(blob_file, blobs))
+    return scanner.result()
