@@ -51,6 +51,14 @@ REVISED_PROMPT = "A revised prompt from the mock."
 MODERATION_MESSAGE = (
     "Your request was rejected by the safety system. If you believe this is an error, contact us."
 )
+MISSING_AUTH_BODY = {
+    "error": {
+        "message": "Missing bearer or basic authentication in header",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+}
 _IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
 _TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
@@ -464,6 +472,10 @@ class _Handler(BaseHTTPRequestHandler):
             # Hold the connection without a status line until the mock stops.
             self.owner._stopping.wait()
             self.close_connection = True
+            return
+        if not self.headers.get("Authorization"):
+            # What api.openai.com says to a logged-out codex (no bearer token at all).
+            self._send_json(401, MISSING_AUTH_BODY)
             return
         status, payload = self.owner.responses_reply(request.json)
         if status == 200:

@@ -1,0 +1,59 @@
+"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, and a CODEX_HOME bound to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.codex_home import make_codex_home
+from tests.support.mock_openai import MockOpenAI
+
+CODEX_VERSION = "0.169.0"
+
+
+def _pinned_codex_path() -> Path:
+    explicit = os.environ.get("GPT_IMAGE_INBOX_CODEX_BIN")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("GPT_IMAGE_INBOX_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt-image-inbox"
+    )
+    return Path(cache) / f"codex-{CODEX_VERSION}" / "node_modules" / ".bin" / "codex"
+
+
+def _unavailable(message: str) -> None:
+    # On CI a missing codex must not turn the real-codex tests into silent skips.
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set, so this is an error; run scripts/install-codex)")
+    pytest.skip(f"{message}; run scripts/install-codex")
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    """Path of the pinned real codex CLI; skips (fails on CI) when it is not installed."""
+    path = _pinned_codex_path()
+    if not os.access(path, os.X_OK):
+        _unavailable(f"codex {CODEX_VERSION} not found at {path}")
+    probe = subprocess.run(
+        [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if CODEX_VERSION not in probe.stdout:
+        _unavailable(f"{path} reports {probe.stdout.strip()!r}, not codex-cli {CODEX_VERSION}")
+    return path
+
+
+@pytest.fixture
+def mock_openai() -> Iterator[MockOpenAI]:
+    """A started MockOpenAI (scenario "image"); set `.scenario` to change its behaviour."""
+    with MockOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def codex_home(tmp_path: Path, mock_openai: MockOpenAI) -> Path:
+    """A private CODEX_HOME with a test ChatGPT login, pointed at the mock's port."""
+    return make_codex_home(tmp_path / "codex-home", port=mock_openai.port)
