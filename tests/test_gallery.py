@@ -1,0 +1,480 @@
+"""The outbox gallery: what the page says and links, and what a person sees in Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import yaml
+from PIL import Image
+
+from daemon.errors import OutboxUnwritable
+from daemon.gallery import build_gallery, write_gallery
+from tests.support.browser import Browser, require_chromium
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+INJECTION = (
+    'Draw <script>alert("x")</script> and <img src=x onerror="alert(1)"> '
+    "& 'quotes' \"double\" </article></main><b>bold?</b> 🐱🎨\n  second line, indented"
+)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def image_bytes(fmt: str, size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, fmt)
+    return buf.getvalue()
+
+
+def add_result(
+    outbox: Path,
+    base: str,
+    *,
+    prompt: str = "a cat",
+    minutes: int = 0,
+    images: list[tuple[str, str, tuple[int, int]]] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write real images and their result sidecar, as the daemon would."""
+    entries = []
+    for i, (file, fmt, size) in enumerate(images or [(f"{base}.png", "PNG", (64, 48))]):
+        data = image_bytes(fmt, size, ((40 * i + 200) % 256, 120, 60))
+        (outbox / file).write_bytes(data)
+        entries.append(
+            {"file": file, "format": fmt.lower(), "width": size[0], "height": size[1],
+             "bytes": len(data), "sha256": "0" * 64}
+        )
+    finished = T0 + timedelta(minutes=minutes)
+    sidecar = {
+        "images": entries, "prompt": prompt, "revised_prompt": extra.pop("revised_prompt", prompt),
+        "refs": [], "codex_version": "0.169.0", "thread_id": "t-" + base,
+        "started_at": (finished - timedelta(seconds=42)).isoformat(),
+        "finished_at": finished.isoformat(), "seconds": 42.4, "job": f"{base}.prompt.yaml",
+        **extra,
+    }
+    path = outbox / f"{base}.result.yaml"
+    path.write_text(yaml.safe_dump(sidecar, sort_keys=False, allow_unicode=True), "utf-8")
+    return path
+
+
+def add_error(outbox: Path, base: str, *, minutes: int = 0, **extra: Any) -> Path:
+    sidecar = {
+        "code": 7, "error": "rollout", "message": "codex refused to draw this picture.",
+        "hint": "Rephrase the prompt; codex's reason is in `detail`.",
+        "detail": "safety system", "retrying": False,
+        "failed_at": (T0 + timedelta(minutes=minutes)).isoformat(),
+        "job": f"{base}.prompt.yaml", "prompt": "a forbidden thing", **extra,
+    }
+    path = outbox / f"{base}.error.yaml"
+    path.write_text(yaml.safe_dump(sidecar, sort_keys=False, allow_unicode=True), "utf-8")
+    return path
+
+
+class Page(HTMLParser):
+    """The parsed page: every start tag, and the text inside elements of each class."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.texts: dict[str, list[str]] = {}
+        self._open: list[list[str]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in ("img", "meta", "br"):
+            classes = (dict(attrs).get("class") or "").split()
+            self._open.append(classes)
+            for c in classes:
+                self.texts.setdefault(c, []).append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in ("img", "meta", "br") and self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for classes in self._open:
+            for c in classes:
+                self.texts[c][-1] += data
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for t, attrs in self.tags if t == tag]
+
+
+def page(outbox: Path, **kw: Any) -> Page:
+    return Page(build_gallery(outbox, tz=timezone.utc, **kw))
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    path = tmp_path / "outbox"
+    path.mkdir()
+    return path
+
+
+# ---------------------------------------------------------------- the page's content
+
+
+def test_result_card_links_its_image_lazily_with_its_size(outbox: Path) -> None:
+    """A result shows its image linked relatively, lazy-loaded, with width and height set."""
+    add_result(outbox, "cat", images=[("cat.png", "PNG", (64, 48))])
+    img = page(outbox).all("img")
+    assert img == [{"src": "cat.png", "alt": "cat.png", "width": "64", "height": "48",
+                    "loading": "lazy", "decoding": "async"}]
+    assert {"class": "pic", "href": "cat.png"} in page(outbox).all("a")
+
+
+@pytest.mark.parametrize("name", ["my cat #2?.png", "kätzchen 猫.png", "50% off&more.png"])
+def test_awkward_file_names_are_url_quoted(outbox: Path, name: str) -> None:
+    """Spaces, #, ?, % and unicode in a file name become a relative URL that finds the file."""
+    add_result(outbox, "job", images=[(name, "PNG", (8, 8))])
+    src = page(outbox).all("img")[0]["src"]
+    assert src is not None
+    assert not set(src) & set(" #?&") and src.isascii()
+    assert (outbox / unquote(src)).is_file()
+
+
+def test_file_paths_leaving_the_outbox_are_not_linked(outbox: Path) -> None:
+    """A sidecar naming ../ or an absolute path gets no image element, only a note."""
+    add_result(outbox, "ok")
+    sidecar = yaml.safe_load((outbox / "ok.result.yaml").read_text())
+    sidecar["images"] = [{"file": "../secret.png"}, {"file": "/etc/passwd"}]
+    (outbox / "ok.result.yaml").write_text(yaml.safe_dump(sidecar))
+    result = page(outbox)
+    assert result.all("img") == []
+    assert "Image outside the outbox: ../secret.png" in result.texts["missing"]
+
+
+def test_several_images_of_one_job_share_one_card(outbox: Path) -> None:
+    """All images of a job appear in one card, in the sidecar's order."""
+    add_result(outbox, "pair", images=[("pair.png", "PNG", (8, 8)), ("pair-2.jpg", "JPEG", (8, 8))])
+    result = page(outbox)
+    assert len(result.all("article")) == 1
+    assert [i["src"] for i in result.all("img")] == ["pair.png", "pair-2.jpg"]
+
+
+def test_prompt_is_text_never_markup(outbox: Path) -> None:
+    """A prompt full of tags, quotes and emoji reads back exactly and adds no elements."""
+    add_result(outbox, "evil", prompt=INJECTION)
+    text = build_gallery(outbox)
+    result = Page(text)
+    assert result.texts["prompt"] == [INJECTION]
+    assert [t for t, _ in result.tags].count("script") == 0
+    assert len(result.all("img")) == 1  # only the job's own image
+    assert not any(k.startswith("on") for _, attrs in result.tags for k in attrs)
+    assert "&lt;script&gt;" in text and "&quot;double&quot;" in text and "&#x27;quotes&#x27;" in text
+
+
+def test_every_field_is_escaped(outbox: Path) -> None:
+    """Job names, messages, hints and file names are escaped too, not only the prompt."""
+    evil = '"><script>x</script>'
+    add_result(outbox, "r", images=[(f"a{evil.replace('/', '_')}.png", "PNG", (8, 8))], job=evil,
+               revised_prompt=evil)
+    add_error(outbox, "e", message=evil, hint=evil, detail=evil, job=evil, prompt=evil)
+    result = page(outbox)
+    assert [t for t, _ in result.tags].count("script") == 0
+    assert result.texts["message"] == [evil] and result.texts["job"] == [evil, evil]
+
+
+def test_revised_prompt_shows_only_when_codex_changed_it(outbox: Path) -> None:
+    """An unchanged revised prompt is not repeated; a changed one is shown under a label."""
+    add_result(outbox, "same", prompt="a cat", revised_prompt="a cat", minutes=1)
+    add_result(outbox, "changed", prompt="a dog", revised_prompt="A photo of a dog, 35mm.")
+    result = page(outbox)
+    assert result.texts["revised"] == ["A photo of a dog, 35mm."]
+    assert result.texts["prompt"] == ["a cat", "a dog", "A photo of a dog, 35mm."]
+
+
+def test_card_says_when_it_finished_and_how_long_it_took(outbox: Path) -> None:
+    """The meta line carries the finish time and the duration."""
+    add_result(outbox, "cat", minutes=5)
+    assert page(outbox).texts["meta"] == ["Finished 2026-03-01 12:05 · took 42 s · cat.prompt.yaml"]
+
+
+def test_newest_first_by_sidecar_time_then_mtime(outbox: Path) -> None:
+    """Cards are ordered by finished_at / failed_at; a sidecar without a time uses its mtime."""
+    add_result(outbox, "oldest", minutes=0)
+    add_error(outbox, "middle", minutes=10)
+    add_result(outbox, "newest", minutes=20)
+    untimed = add_result(outbox, "untimed")
+    data = yaml.safe_load(untimed.read_text())
+    del data["finished_at"]
+    untimed.write_text(yaml.safe_dump(data))
+    stamp = (T0 + timedelta(minutes=15)).timestamp()
+    os.utime(untimed, (stamp, stamp))
+    ids = [a["id"] for a in page(outbox).all("article")]
+    assert ids == ["newest.result.yaml", "untimed.result.yaml", "middle.error.yaml",
+                   "oldest.result.yaml"]
+
+
+def test_gallery_is_capped_and_says_how_many_are_hidden(outbox: Path) -> None:
+    """With more jobs than the limit, only the newest show, and the page says how many do not."""
+    for i in range(5):
+        add_result(outbox, f"job{i}", minutes=i)
+    result = page(outbox, limit=3)
+    assert [a["id"] for a in result.all("article")] == [
+        "job4.result.yaml", "job3.result.yaml", "job2.result.yaml"]
+    assert result.texts["capped"] == ["Showing the newest 3; 2 older jobs are not shown."]
+    assert "capped" not in page(outbox, limit=5).texts
+
+
+def test_broken_sidecars_among_the_newest_do_not_take_a_place(outbox: Path) -> None:
+    """A broken newest sidecar is skipped and the next good one fills the page."""
+    for i in range(3):
+        add_result(outbox, f"job{i}", minutes=i)
+    (outbox / "zz.result.yaml").write_text(f"finished_at: '{T0 + timedelta(days=1)}'\nimages: [\n")
+    result = page(outbox, limit=2)
+    assert [a["id"] for a in result.all("article")] == ["job2.result.yaml", "job1.result.yaml"]
+    assert result.texts["capped"] == ["Showing the newest 2; 1 older job is not shown."]
+
+
+def test_failed_job_card_shows_message_hint_and_retry(outbox: Path) -> None:
+    """A failure is its own kind of card with the sentence, the hint and whether it will retry."""
+    add_error(outbox, "limit", code=5, error="codex", message="The usage limit is reached.",
+              hint="Wait until the limit resets.", retrying=True,
+              retry_at=(T0 + timedelta(hours=2)).isoformat())
+    add_error(outbox, "refused", minutes=-1)
+    result = page(outbox)
+    assert [a["class"] for a in result.all("article")] == ["card failed", "card failed"]
+    assert result.texts["badge"][0].startswith("Failed (code 5)")
+    assert result.texts["retry"] == ["will retry after 2026-03-01 14:00"]
+    assert result.texts["message"] == ["The usage limit is reached.",
+                                       "codex refused to draw this picture."]
+    assert result.texts["hint"][1] == "What to do: Rephrase the prompt; codex's reason is in `detail`."
+    assert "Failed 2026-03-01 11:59" in result.texts["meta"][1]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"images: [\n  - {file: \n",                       # YAML syntax error
+        b"- just\n- a list\n",                             # not a mapping
+        b"\xff\xfe\x00garbage\x80",                        # not text
+        b"!!python/object/apply:os.system ['true']\n",     # unsafe tag
+        b"name: someone else's file\nversion: 3\n",        # foreign mapping
+        b"images: 12\nprompt: x\n",                        # images of the wrong type
+        b"finished_at: '2026-03-01T12:00:00+00:00'\nprompt: [\n",  # time line but broken
+    ],
+)
+def test_broken_or_foreign_sidecars_are_skipped(outbox: Path, content: bytes) -> None:
+    """A sidecar that is not ours or not readable is left out; the rest still shows."""
+    add_result(outbox, "good")
+    (outbox / "bad.result.yaml").write_bytes(content)
+    (outbox / "bad.error.yaml").write_bytes(content if b"version" not in content else b"{}\n")
+    assert [a["id"] for a in page(outbox).all("article")] == ["good.result.yaml"]
+
+
+def test_odd_field_types_do_not_break_a_card(outbox: Path) -> None:
+    """Wrong-typed optional fields are ignored rather than shown or crashing the build."""
+    path = add_result(outbox, "odd")
+    data = yaml.safe_load(path.read_text())
+    data.update(prompt=12, seconds="fast", finished_at="yesterday", revised_prompt=None,
+                images=[{"file": "odd.png", "width": "wide", "height": True}, "junk", {"x": 1}])
+    path.write_text(yaml.safe_dump(data))
+    result = page(outbox)
+    assert result.all("img") == [{"src": "odd.png", "alt": "odd.png", "loading": "lazy",
+                                  "decoding": "async"}]
+    assert "prompt" not in result.texts
+
+
+def test_empty_outbox_says_what_to_do(outbox: Path) -> None:
+    """An outbox with no sidecars gets a page that explains where pictures come from."""
+    text = build_gallery(outbox)
+    assert "No results yet. Drop a prompt file into the inbox" in text
+    assert "<article" not in text
+
+
+def test_page_is_static_and_forbids_scripts(outbox: Path) -> None:
+    """The page has a script-forbidding CSP, a phone viewport, dark-mode CSS and no script."""
+    add_result(outbox, "cat")
+    text = build_gallery(outbox)
+    metas = Page(text).all("meta")
+    csp = next(m["content"] for m in metas if m.get("http-equiv") == "Content-Security-Policy")
+    assert csp is not None and csp.startswith(
+        "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'")
+    assert "script-src" not in csp  # default-src 'none' covers scripts
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in metas
+    assert "prefers-color-scheme:dark" in text
+    assert "<script" not in text.lower()
+
+
+# ---------------------------------------------------------------- writing the file
+
+
+def test_write_gallery_replaces_index_and_leaves_no_temp_files(outbox: Path) -> None:
+    """index.html is replaced whole, readable by others, with no temporary file left behind."""
+    (outbox / "index.html").write_text("old")
+    add_result(outbox, "cat")
+    path = write_gallery(outbox)
+    assert path == outbox / "index.html"
+    assert path.read_text("utf-8").startswith("<!DOCTYPE html>")
+    assert path.stat().st_mode & 0o044 == 0o044
+    add_result(outbox, "dog", minutes=1)
+    write_gallery(outbox)
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.endswith((".png", ".yaml"))) == [
+        "index.html"]
+    assert "dog.png" in path.read_text("utf-8")
+
+
+def test_write_gallery_survives_a_lone_surrogate(outbox: Path) -> None:
+    """A YAML escape for a lone surrogate does not stop the page; the other jobs still show."""
+    add_result(outbox, "good", prompt="a good cat")
+    add_result(outbox, "s", minutes=1)
+    data = (outbox / "s.result.yaml").read_text().replace("prompt: a cat", 'prompt: "a \\ud800 cat"')
+    (outbox / "s.result.yaml").write_text(data)
+    text = write_gallery(outbox).read_text("utf-8")
+    # libyaml refuses the escape (the sidecar is skipped); the pure-Python loader accepts it.
+    assert "a good cat" in text
+    assert "\ud800" not in text and ("a ? cat" in text or 's.result.yaml"' not in text)
+
+
+def test_unwritable_outbox_raises_outbox_unwritable(tmp_path: Path) -> None:
+    """A missing or read-only outbox gives the daemon's own error, not a bare OSError."""
+    with pytest.raises(OutboxUnwritable, match="gallery could not be written"):
+        write_gallery(tmp_path / "gone")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_five_thousand_sidecars_build_fast(outbox: Path) -> None:
+    """5,000 sidecars build in well under a few seconds, capped at the newest 500."""
+    base = yaml.safe_dump({"images": [{"file": "x.png", "width": 1024, "height": 1024}],
+                           "prompt": "A watercolor cat\non a windowsill " * 20, "seconds": 40.0})
+    for i in range(5000):
+        finished = (T0 + timedelta(minutes=i)).isoformat()
+        suffix = "error" if i % 10 == 0 else "result"
+        key = "failed_at" if suffix == "error" else "finished_at"
+        body = base if suffix == "result" else "code: 7\nmessage: No image.\n"
+        (outbox / f"j{i:05}.{suffix}.yaml").write_text(f"{key}: '{finished}'\n{body}")
+    started = time.perf_counter()
+    text = build_gallery(outbox)
+    elapsed = time.perf_counter() - started
+    assert text.count("<article") == 500
+    assert 'id="j04999.result.yaml"' in text and "4500 older jobs are not shown" in text
+    assert elapsed < 8, f"building took {elapsed:.2f} s"
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An outbox of real images and failures, with its index.html written."""
+    out = tmp_path_factory.mktemp("browser") / "outbox"
+    out.mkdir()
+    add_result(out, "sunset", prompt="A sunset over the sea,\n  in watercolour.", minutes=1,
+               images=[("sunset.png", "PNG", (640, 400))],
+               revised_prompt="A watercolour sunset over a calm sea.")
+    add_result(out, "pair", prompt="Two cats, one orange and one grey.", minutes=2,
+               images=[("pair.jpg", "JPEG", (300, 300)), ("pair-2.webp", "WEBP", (300, 300))])
+    add_result(out, "odd name", prompt="File names with #, ? and ünïcode.", minutes=3,
+               images=[("odd name #1?ü.png", "PNG", (320, 200))])
+    add_result(out, "evil", prompt=INJECTION, minutes=4, images=[("evil.png", "PNG", (200, 200))])
+    add_error(out, "limit", minutes=5, code=5, error="codex", message="The usage limit is reached.",
+              hint="Wait until the limit resets; jobs resume on their own.", retrying=True,
+              prompt="A lighthouse at night.")
+    add_error(out, "refused", minutes=0)
+    write_gallery(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with Browser(require_chromium()) as b:
+        yield b
+
+
+@pytest.fixture
+def opened(browser: Browser, gallery: Path) -> Browser:
+    browser.open((gallery / "index.html").as_uri())
+    return browser
+
+
+ALL_LOADED = "[...document.images].every(i => i.complete)"
+
+
+@pytest.mark.browser
+def test_browser_loads_every_image_from_file_url(opened: Browser) -> None:
+    """Every image, including the oddly named one, loads over file:// under the page's CSP."""
+    opened.wait_for(ALL_LOADED)
+    sizes = opened.evaluate(
+        "[...document.images].map(i => [decodeURIComponent(i.getAttribute('src')), i.naturalWidth])"
+    )
+    assert sorted(sizes) == [["evil.png", 200], ["odd name #1?ü.png", 320], ["pair-2.webp", 300],
+                             ["pair.jpg", 300], ["sunset.png", 640]]
+
+
+@pytest.mark.browser
+def test_browser_shows_prompts_as_written(opened: Browser) -> None:
+    """The prompts read exactly as written, line breaks and indentation included."""
+    prompts = opened.evaluate("[...document.querySelectorAll('.prompt')].map(p => p.innerText)")
+    assert INJECTION in prompts
+    assert "A sunset over the sea,\n  in watercolour." in prompts
+    assert "A watercolour sunset over a calm sea." in prompts
+
+
+@pytest.mark.browser
+def test_browser_injection_prompt_creates_no_elements(opened: Browser) -> None:
+    """The HTML in a prompt creates no script, image, bold or handler in the live page."""
+    found = opened.evaluate(
+        "({scripts: document.scripts.length, imgs: document.images.length,"
+        " bold: document.querySelectorAll('b').length,"
+        " handlers: document.querySelectorAll('[onerror],[onload]').length,"
+        " articles: document.querySelectorAll('article').length})"
+    )
+    assert found == {"scripts": 0, "imgs": 5, "bold": 0, "handlers": 0, "articles": 6}
+    assert "<script>" not in opened.dom().split("<style>")[0]
+
+
+@pytest.mark.browser
+def test_browser_failure_shows_its_message_and_hint(opened: Browser) -> None:
+    """The failed jobs' cards show their sentence, the hint and whether they will be retried."""
+    cards = opened.evaluate("[...document.querySelectorAll('.card.failed')].map(c => c.innerText)")
+    assert len(cards) == 2
+    assert "The usage limit is reached." in cards[0]
+    assert "WHAT TO DO: Wait until the limit resets; jobs resume on their own." in cards[0]
+    assert "will retry" in cards[0] and "will retry" not in cards[1]
+    assert "Rephrase the prompt" in cards[1]
+
+
+@pytest.mark.browser
+def test_browser_puts_images_of_one_job_side_by_side(opened: Browser) -> None:
+    """The two images of one job sit next to each other, scaled into the card."""
+    opened.wait_for(ALL_LOADED)
+    boxes = opened.evaluate(
+        "[...document.querySelectorAll('#pair\\\\.result\\\\.yaml img')].map(i => {"
+        " const r = i.getBoundingClientRect(), c = i.closest('article').getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.right <= c.right + 0.5]; })"
+    )
+    assert len(boxes) == 2
+    (left1, top1, width1, inside1), (left2, top2, _, inside2) = boxes
+    assert top1 == top2 and left2 >= left1 + width1 and inside1 and inside2
+
+
+@pytest.mark.browser
+def test_browser_screenshots_light_dark_and_phone(browser: Browser, gallery: Path) -> None:
+    """The page renders in light and dark mode and on a phone-sized screen; screenshots are kept."""
+    url = (gallery / "index.html").as_uri()
+    backgrounds = {}
+    for name, kw in {"gallery": {}, "gallery-dark": {"dark": True},
+                     "gallery-phone": {"width": 390, "height": 844}}.items():
+        browser.open(url, **kw)
+        browser.wait_for(ALL_LOADED)
+        backgrounds[name] = browser.evaluate("getComputedStyle(document.body).backgroundColor")
+        shot = browser.screenshot(ARTIFACTS / f"{name}.png")
+        assert Image.open(shot).size[0] == kw.get("width", 1280)
+    assert backgrounds["gallery"] != backgrounds["gallery-dark"]
+    phone_columns = browser.evaluate(
+        "getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length")
+    assert phone_columns == 1
