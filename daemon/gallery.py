@@ -166,7 +166,7 @@ def _read_raw(path: Path) -> bytes | None:
 def parse_card(path: Path, raw: bytes) -> Card | None:
     """The card for one sidecar's bytes, or None when they are not YAML or not one of ours."""
     try:
-        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a safe loader, C or pure Python
+        data = yaml.load(raw, Loader=_Loader)  # a safe loader, C or pure Python
     except (yaml.YAMLError, ValueError):  # ValueError: bytes that are not valid UTF-8/16
         return None
     if not isinstance(data, dict):
@@ -363,7 +363,7 @@ def _render_failure(card: Card, tz: timezone | None) -> str:
         parts.append(f'<p class="hint"><span class="label">What to do: </span>{_e(card.hint)}</p>')
     parts.append(_render_prompt(card))
     if card.detail:
-        parts.append(f'<details><summary>Details</summary><pre>{_e(card.detail)}</pre></details>')
+        parts.append(f"<details><summary>Details</summary><pre>{_e(card.detail)}</pre></details>")
     parts.append(f"{_render_meta(card, tz)}</div></article>")
     return "".join(parts)
 
@@ -433,7 +433,7 @@ def render(cards: list[Card], *, total: int, now: datetime, tz: timezone | None 
         for c in cards
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'

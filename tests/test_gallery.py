@@ -23,6 +23,7 @@ from tests.support.browser import Browser, require_chromium
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+PALETTE = [(233, 120, 60), (70, 130, 200), (90, 170, 110), (200, 80, 150), (240, 200, 70)]
 INJECTION = (
     'Draw <script>alert("x")</script> and <img src=x onerror="alert(1)"> '
     "& 'quotes' \"double\" </article></main><b>bold?</b> 🐱🎨\n  second line, indented"
@@ -50,18 +51,30 @@ def add_result(
     """Write real images and their result sidecar, as the daemon would."""
     entries = []
     for i, (file, fmt, size) in enumerate(images or [(f"{base}.png", "PNG", (64, 48))]):
-        data = image_bytes(fmt, size, ((40 * i + 200) % 256, 120, 60))
+        data = image_bytes(fmt, size, PALETTE[(len(outbox.name) + len(file) + i) % len(PALETTE)])
         (outbox / file).write_bytes(data)
         entries.append(
-            {"file": file, "format": fmt.lower(), "width": size[0], "height": size[1],
-             "bytes": len(data), "sha256": "0" * 64}
+            {
+                "file": file,
+                "format": fmt.lower(),
+                "width": size[0],
+                "height": size[1],
+                "bytes": len(data),
+                "sha256": "0" * 64,
+            }
         )
     finished = T0 + timedelta(minutes=minutes)
     sidecar = {
-        "images": entries, "prompt": prompt, "revised_prompt": extra.pop("revised_prompt", prompt),
-        "refs": [], "codex_version": "0.169.0", "thread_id": "t-" + base,
+        "images": entries,
+        "prompt": prompt,
+        "revised_prompt": extra.pop("revised_prompt", prompt),
+        "refs": [],
+        "codex_version": "0.169.0",
+        "thread_id": "t-" + base,
         "started_at": (finished - timedelta(seconds=42)).isoformat(),
-        "finished_at": finished.isoformat(), "seconds": 42.4, "job": f"{base}.prompt.yaml",
+        "finished_at": finished.isoformat(),
+        "seconds": 42.4,
+        "job": f"{base}.prompt.yaml",
         **extra,
     }
     path = outbox / f"{base}.result.yaml"
@@ -71,11 +84,16 @@ def add_result(
 
 def add_error(outbox: Path, base: str, *, minutes: int = 0, **extra: Any) -> Path:
     sidecar = {
-        "code": 7, "error": "rollout", "message": "codex refused to draw this picture.",
+        "code": 7,
+        "error": "rollout",
+        "message": "codex refused to draw this picture.",
         "hint": "Rephrase the prompt; codex's reason is in `detail`.",
-        "detail": "safety system", "retrying": False,
+        "detail": "safety system",
+        "retrying": False,
         "failed_at": (T0 + timedelta(minutes=minutes)).isoformat(),
-        "job": f"{base}.prompt.yaml", "prompt": "a forbidden thing", **extra,
+        "job": f"{base}.prompt.yaml",
+        "prompt": "a forbidden thing",
+        **extra,
     }
     path = outbox / f"{base}.error.yaml"
     path.write_text(yaml.safe_dump(sidecar, sort_keys=False, allow_unicode=True), "utf-8")
@@ -131,8 +149,16 @@ def test_result_card_links_its_image_lazily_with_its_size(outbox: Path) -> None:
     """A result shows its image linked relatively, lazy-loaded, with width and height set."""
     add_result(outbox, "cat", images=[("cat.png", "PNG", (64, 48))])
     img = page(outbox).all("img")
-    assert img == [{"src": "cat.png", "alt": "cat.png", "width": "64", "height": "48",
-                    "loading": "lazy", "decoding": "async"}]
+    assert img == [
+        {
+            "src": "cat.png",
+            "alt": "cat.png",
+            "width": "64",
+            "height": "48",
+            "loading": "lazy",
+            "decoding": "async",
+        }
+    ]
     assert {"class": "pic", "href": "cat.png"} in page(outbox).all("a")
 
 
@@ -174,14 +200,20 @@ def test_prompt_is_text_never_markup(outbox: Path) -> None:
     assert [t for t, _ in result.tags].count("script") == 0
     assert len(result.all("img")) == 1  # only the job's own image
     assert not any(k.startswith("on") for _, attrs in result.tags for k in attrs)
-    assert "&lt;script&gt;" in text and "&quot;double&quot;" in text and "&#x27;quotes&#x27;" in text
+    for escaped in ("&lt;script&gt;", "&quot;double&quot;", "&#x27;quotes&#x27;"):
+        assert escaped in text
 
 
 def test_every_field_is_escaped(outbox: Path) -> None:
     """Job names, messages, hints and file names are escaped too, not only the prompt."""
     evil = '"><script>x</script>'
-    add_result(outbox, "r", images=[(f"a{evil.replace('/', '_')}.png", "PNG", (8, 8))], job=evil,
-               revised_prompt=evil)
+    add_result(
+        outbox,
+        "r",
+        images=[(f"a{evil.replace('/', '_')}.png", "PNG", (8, 8))],
+        job=evil,
+        revised_prompt=evil,
+    )
     add_error(outbox, "e", message=evil, hint=evil, detail=evil, job=evil, prompt=evil)
     result = page(outbox)
     assert [t for t, _ in result.tags].count("script") == 0
@@ -215,8 +247,12 @@ def test_newest_first_by_sidecar_time_then_mtime(outbox: Path) -> None:
     stamp = (T0 + timedelta(minutes=15)).timestamp()
     os.utime(untimed, (stamp, stamp))
     ids = [a["id"] for a in page(outbox).all("article")]
-    assert ids == ["newest.result.yaml", "untimed.result.yaml", "middle.error.yaml",
-                   "oldest.result.yaml"]
+    assert ids == [
+        "newest.result.yaml",
+        "untimed.result.yaml",
+        "middle.error.yaml",
+        "oldest.result.yaml",
+    ]
 
 
 def test_gallery_is_capped_and_says_how_many_are_hidden(outbox: Path) -> None:
@@ -225,7 +261,10 @@ def test_gallery_is_capped_and_says_how_many_are_hidden(outbox: Path) -> None:
         add_result(outbox, f"job{i}", minutes=i)
     result = page(outbox, limit=3)
     assert [a["id"] for a in result.all("article")] == [
-        "job4.result.yaml", "job3.result.yaml", "job2.result.yaml"]
+        "job4.result.yaml",
+        "job3.result.yaml",
+        "job2.result.yaml",
+    ]
     assert result.texts["capped"] == ["Showing the newest 3; 2 older jobs are not shown."]
     assert "capped" not in page(outbox, limit=5).texts
 
@@ -242,29 +281,39 @@ def test_broken_sidecars_among_the_newest_do_not_take_a_place(outbox: Path) -> N
 
 def test_failed_job_card_shows_message_hint_and_retry(outbox: Path) -> None:
     """A failure is its own kind of card with the sentence, the hint and whether it will retry."""
-    add_error(outbox, "limit", code=5, error="codex", message="The usage limit is reached.",
-              hint="Wait until the limit resets.", retrying=True,
-              retry_at=(T0 + timedelta(hours=2)).isoformat())
+    add_error(
+        outbox,
+        "limit",
+        code=5,
+        error="codex",
+        message="The usage limit is reached.",
+        hint="Wait until the limit resets.",
+        retrying=True,
+        retry_at=(T0 + timedelta(hours=2)).isoformat(),
+    )
     add_error(outbox, "refused", minutes=-1)
     result = page(outbox)
     assert [a["class"] for a in result.all("article")] == ["card failed", "card failed"]
     assert result.texts["badge"][0].startswith("Failed (code 5)")
     assert result.texts["retry"] == ["will retry after 2026-03-01 14:00"]
-    assert result.texts["message"] == ["The usage limit is reached.",
-                                       "codex refused to draw this picture."]
-    assert result.texts["hint"][1] == "What to do: Rephrase the prompt; codex's reason is in `detail`."
+    assert result.texts["message"] == [
+        "The usage limit is reached.",
+        "codex refused to draw this picture.",
+    ]
+    refused_hint = "Rephrase the prompt; codex's reason is in `detail`."
+    assert result.texts["hint"][1] == f"What to do: {refused_hint}"
     assert "Failed 2026-03-01 11:59" in result.texts["meta"][1]
 
 
 @pytest.mark.parametrize(
     "content",
     [
-        b"images: [\n  - {file: \n",                       # YAML syntax error
-        b"- just\n- a list\n",                             # not a mapping
-        b"\xff\xfe\x00garbage\x80",                        # not text
-        b"!!python/object/apply:os.system ['true']\n",     # unsafe tag
-        b"name: someone else's file\nversion: 3\n",        # foreign mapping
-        b"images: 12\nprompt: x\n",                        # images of the wrong type
+        b"images: [\n  - {file: \n",  # YAML syntax error
+        b"- just\n- a list\n",  # not a mapping
+        b"\xff\xfe\x00garbage\x80",  # not text
+        b"!!python/object/apply:os.system ['true']\n",  # unsafe tag
+        b"name: someone else's file\nversion: 3\n",  # foreign mapping
+        b"images: 12\nprompt: x\n",  # images of the wrong type
         b"finished_at: '2026-03-01T12:00:00+00:00'\nprompt: [\n",  # time line but broken
     ],
 )
@@ -280,12 +329,18 @@ def test_odd_field_types_do_not_break_a_card(outbox: Path) -> None:
     """Wrong-typed optional fields are ignored rather than shown or crashing the build."""
     path = add_result(outbox, "odd")
     data = yaml.safe_load(path.read_text())
-    data.update(prompt=12, seconds="fast", finished_at="yesterday", revised_prompt=None,
-                images=[{"file": "odd.png", "width": "wide", "height": True}, "junk", {"x": 1}])
+    data.update(
+        prompt=12,
+        seconds="fast",
+        finished_at="yesterday",
+        revised_prompt=None,
+        images=[{"file": "odd.png", "width": "wide", "height": True}, "junk", {"x": 1}],
+    )
     path.write_text(yaml.safe_dump(data))
     result = page(outbox)
-    assert result.all("img") == [{"src": "odd.png", "alt": "odd.png", "loading": "lazy",
-                                  "decoding": "async"}]
+    assert result.all("img") == [
+        {"src": "odd.png", "alt": "odd.png", "loading": "lazy", "decoding": "async"}
+    ]
     assert "prompt" not in result.texts
 
 
@@ -303,7 +358,8 @@ def test_page_is_static_and_forbids_scripts(outbox: Path) -> None:
     metas = Page(text).all("meta")
     csp = next(m["content"] for m in metas if m.get("http-equiv") == "Content-Security-Policy")
     assert csp is not None and csp.startswith(
-        "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'")
+        "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'"
+    )
     assert "script-src" not in csp  # default-src 'none' covers scripts
     assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in metas
     assert "prefers-color-scheme:dark" in text
@@ -324,7 +380,8 @@ def test_write_gallery_replaces_index_and_leaves_no_temp_files(outbox: Path) -> 
     add_result(outbox, "dog", minutes=1)
     write_gallery(outbox)
     assert sorted(p.name for p in outbox.iterdir() if not p.name.endswith((".png", ".yaml"))) == [
-        "index.html"]
+        "index.html"
+    ]
     assert "dog.png" in path.read_text("utf-8")
 
 
@@ -332,8 +389,8 @@ def test_write_gallery_survives_a_lone_surrogate(outbox: Path) -> None:
     """A YAML escape for a lone surrogate does not stop the page; the other jobs still show."""
     add_result(outbox, "good", prompt="a good cat")
     add_result(outbox, "s", minutes=1)
-    data = (outbox / "s.result.yaml").read_text().replace("prompt: a cat", 'prompt: "a \\ud800 cat"')
-    (outbox / "s.result.yaml").write_text(data)
+    sidecar = outbox / "s.result.yaml"
+    sidecar.write_text(sidecar.read_text().replace("prompt: a cat", 'prompt: "a \\ud800 cat"'))
     text = write_gallery(outbox).read_text("utf-8")
     # libyaml refuses the escape (the sidecar is skipped); the pure-Python loader accepts it.
     assert "a good cat" in text
@@ -349,8 +406,13 @@ def test_unwritable_outbox_raises_outbox_unwritable(tmp_path: Path) -> None:
 
 def test_five_thousand_sidecars_build_fast(outbox: Path) -> None:
     """5,000 sidecars build in well under a few seconds, capped at the newest 500."""
-    base = yaml.safe_dump({"images": [{"file": "x.png", "width": 1024, "height": 1024}],
-                           "prompt": "A watercolor cat\non a windowsill " * 20, "seconds": 40.0})
+    base = yaml.safe_dump(
+        {
+            "images": [{"file": "x.png", "width": 1024, "height": 1024}],
+            "prompt": "A watercolor cat\non a windowsill " * 20,
+            "seconds": 40.0,
+        }
+    )
     for i in range(5000):
         finished = (T0 + timedelta(minutes=i)).isoformat()
         suffix = "error" if i % 10 == 0 else "result"
@@ -373,17 +435,40 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An outbox of real images and failures, with its index.html written."""
     out = tmp_path_factory.mktemp("browser") / "outbox"
     out.mkdir()
-    add_result(out, "sunset", prompt="A sunset over the sea,\n  in watercolour.", minutes=1,
-               images=[("sunset.png", "PNG", (640, 400))],
-               revised_prompt="A watercolour sunset over a calm sea.")
-    add_result(out, "pair", prompt="Two cats, one orange and one grey.", minutes=2,
-               images=[("pair.jpg", "JPEG", (300, 300)), ("pair-2.webp", "WEBP", (300, 300))])
-    add_result(out, "odd name", prompt="File names with #, ? and ünïcode.", minutes=3,
-               images=[("odd name #1?ü.png", "PNG", (320, 200))])
+    add_result(
+        out,
+        "sunset",
+        prompt="A sunset over the sea,\n  in watercolour.",
+        minutes=1,
+        images=[("sunset.png", "PNG", (640, 400))],
+        revised_prompt="A watercolour sunset over a calm sea.",
+    )
+    add_result(
+        out,
+        "pair",
+        prompt="Two cats, one orange and one grey.",
+        minutes=2,
+        images=[("pair.jpg", "JPEG", (300, 300)), ("pair-2.webp", "WEBP", (300, 300))],
+    )
+    add_result(
+        out,
+        "odd name",
+        prompt="File names with #, ? and ünïcode.",
+        minutes=3,
+        images=[("odd name #1?ü.png", "PNG", (320, 200))],
+    )
     add_result(out, "evil", prompt=INJECTION, minutes=4, images=[("evil.png", "PNG", (200, 200))])
-    add_error(out, "limit", minutes=5, code=5, error="codex", message="The usage limit is reached.",
-              hint="Wait until the limit resets; jobs resume on their own.", retrying=True,
-              prompt="A lighthouse at night.")
+    add_error(
+        out,
+        "limit",
+        minutes=5,
+        code=5,
+        error="codex",
+        message="The usage limit is reached.",
+        hint="Wait until the limit resets; jobs resume on their own.",
+        retrying=True,
+        prompt="A lighthouse at night.",
+    )
     add_error(out, "refused", minutes=0)
     write_gallery(out)
     return out
@@ -411,8 +496,13 @@ def test_browser_loads_every_image_from_file_url(opened: Browser) -> None:
     sizes = opened.evaluate(
         "[...document.images].map(i => [decodeURIComponent(i.getAttribute('src')), i.naturalWidth])"
     )
-    assert sorted(sizes) == [["evil.png", 200], ["odd name #1?ü.png", 320], ["pair-2.webp", 300],
-                             ["pair.jpg", 300], ["sunset.png", 640]]
+    assert sorted(sizes) == [
+        ["evil.png", 200],
+        ["odd name #1?ü.png", 320],
+        ["pair-2.webp", 300],
+        ["pair.jpg", 300],
+        ["sunset.png", 640],
+    ]
 
 
 @pytest.mark.browser
@@ -467,8 +557,11 @@ def test_browser_screenshots_light_dark_and_phone(browser: Browser, gallery: Pat
     """The page renders in light and dark mode and on a phone-sized screen; screenshots are kept."""
     url = (gallery / "index.html").as_uri()
     backgrounds = {}
-    for name, kw in {"gallery": {}, "gallery-dark": {"dark": True},
-                     "gallery-phone": {"width": 390, "height": 844}}.items():
+    for name, kw in {
+        "gallery": {},
+        "gallery-dark": {"dark": True},
+        "gallery-phone": {"width": 390, "height": 844},
+    }.items():
         browser.open(url, **kw)
         browser.wait_for(ALL_LOADED)
         backgrounds[name] = browser.evaluate("getComputedStyle(document.body).backgroundColor")
@@ -476,5 +569,6 @@ def test_browser_screenshots_light_dark_and_phone(browser: Browser, gallery: Pat
         assert Image.open(shot).size[0] == kw.get("width", 1280)
     assert backgrounds["gallery"] != backgrounds["gallery-dark"]
     phone_columns = browser.evaluate(
-        "getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length")
+        "getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length"
+    )
     assert phone_columns == 1

@@ -6,6 +6,7 @@ Stdlib only: messages are JSON separated by NUL bytes. The test, not the page, r
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -117,10 +118,8 @@ class Browser:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
+        with contextlib.suppress(BrowserError, OSError):
             self._send("Browser.close", {}, session=None)
-        except (BrowserError, OSError):
-            pass
         try:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -196,7 +195,8 @@ class Browser:
                 raise BrowserError("chromium opened no page")
             time.sleep(0.1)
         attached = self.call(
-            "Target.attachToTarget", {"targetId": pages[0]["targetId"], "flatten": True},
+            "Target.attachToTarget",
+            {"targetId": pages[0]["targetId"], "flatten": True},
             session=None,
         )
         self._session = attached["sessionId"]
