@@ -176,9 +176,9 @@ class _Lines:
                 self.pos = quote + 1
                 end = self.base + quote
                 break
-            if escape < 0 or escape + 1 >= len(self.buf):
-                if not self._refill():
-                    return False
+            needs_more = escape < 0 or escape + 1 >= len(self.buf)
+            if needs_more and not self._refill():
+                return False
         if big:
             blobs.append(_Blob(start, end))
             out += b'"\\u0000rollout-blob:%d"' % (len(blobs) - 1)
@@ -351,7 +351,9 @@ class _Scanner:
 
     def _event(self, ptype: object, payload: dict[str, Any], strings: _Strings) -> None:
         if ptype == "image_generation_end":  # 0.117-0.145
-            self._generation(payload, payload.get("call_id"), payload.get("revised_prompt"), strings)
+            self._generation(
+                payload, payload.get("call_id"), payload.get("revised_prompt"), strings
+            )
         elif ptype == "item_completed":  # 0.150+
             item = payload.get("item")
             if isinstance(item, dict) and item.get("kind") == "image_gen.generation":

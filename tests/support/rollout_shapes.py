@@ -19,11 +19,15 @@ from typing import Any
 
 USAGE_LIMIT_MESSAGE = (
     "You\u2019ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), "
-    "visit https://chatgpt.com/codex/settings/usage to purchase more credits or try again at 5:46 PM."
+    "visit https://chatgpt.com/settings/usage to purchase more credits "
+    "or try again at 5:46 PM."
 )
+# As 0.169 words it in the tool output that follows a failed generation.
 MODERATION_FAILURE = (
-    'image generation failed: http 400 Bad Request: {"error":{"message":"Your request was rejected '
-    'by the safety system.","type":"image_generation_user_error","code":"moderation_blocked"}}'
+    'image generation failed: http 400 Bad Request: Some("{\\"error\\": {\\"message\\": '
+    '\\"Your request was rejected by the safety system.\\", \\"type\\": '
+    '\\"image_generation_user_error\\", \\"param\\": null, \\"code\\": '
+    '\\"moderation_blocked\\"}}")'
 )
 
 
@@ -146,18 +150,39 @@ def _user_message(w: _Writer) -> None:
         content.append({"type": "input_image", "image_url": data_url(ref)})
         content.append({"type": "input_text", "text": "</image>"})
     w.add("response_item", {"type": "message", "role": "user", "content": content})
-    w.add(
-        "event_msg",
-        {
-            "type": "user_message",
-            "message": run.prompt,
-            "images": [data_url(r) for r in run.references],
-        },
-    )
+    if w.shape is Shape.EXTENSION:
+        parts: list[dict[str, Any]] = [
+            {"type": "local_image", "path": f"/refs/ref{n}.png"} for n in range(len(run.references))
+        ]
+        parts.append({"type": "text", "text": run.prompt, "text_elements": []})
+        item = {"type": "UserMessage", "id": "user-1", "content": parts}
+        w.add("event_msg", {"type": "item_completed", "turn_id": "turn-1", "item": item})
+    else:
+        images = [data_url(r) for r in run.references]
+        w.add("event_msg", {"type": "user_message", "message": run.prompt, "images": images})
+
+
+def hosted_call_id(run: Run, n: int) -> str:
+    """The `ig_...` id of the n-th hosted image call of `run`."""
+    return f"ig_{n:04d}{run.thread_id.replace('-', '')[:20]}"
+
+
+def exec_call_id(n: int) -> str:
+    """The `exec-<uuid>` id of the n-th client-side image generation."""
+    return f"exec-{uuid.UUID(int=n + 1)}"
+
+
+def generated_files(run: Run) -> list[tuple[str, bytes]]:
+    """(file name, bytes) codex saves under `generated_images/<thread>/`; none before 0.117."""
+    shape = shape_for(run.version)
+    if shape is Shape.HOSTED_CALL:
+        return []
+    name = (lambda n: hosted_call_id(run, n)) if shape is Shape.HOSTED_BOTH else exec_call_id
+    return [(f"{name(n)}.png", image) for n, image in enumerate(run.images)]
 
 
 def _hosted(w: _Writer, n: int, image: bytes | None, reason: str | None) -> None:
-    call_id = f"ig_{n:04d}{w.run.thread_id.replace('-', '')[:20]}"
+    call_id = hosted_call_id(w.run, n)
     status = "completed" if image is not None else "failed"
     result = b64(image) if image is not None else ""
     revised = f"revised: {w.run.prompt} #{n}"
@@ -188,14 +213,14 @@ def _hosted(w: _Writer, n: int, image: bytes | None, reason: str | None) -> None
 def _client_side(w: _Writer, n: int, image: bytes | None, reason: str | None) -> None:
     run = w.run
     tool_call = f"call_{n:04d}"
-    exec_id = f"exec-{uuid.UUID(int=n + 1)}"
+    exec_id = exec_call_id(n)
     w.add(
         "response_item",
         {
             "type": "custom_tool_call",
             "call_id": tool_call,
             "name": "exec",
-            "input": "const r = await tools.image_gen__imagegen({\"prompt\": \"...\"});\n"
+            "input": 'const r = await tools.image_gen__imagegen({"prompt": "..."});\n'
             "generatedImage(r);\n",
             "status": "completed",
         },
@@ -229,8 +254,10 @@ def _client_side(w: _Writer, n: int, image: bytes | None, reason: str | None) ->
                     "status": status,
                     "revisedPrompt": revised if image is not None else None,
                     "result": result,
+                    "transparentBackground": None,
                     "failure": run.refusal_failure_field if image is None else None,
                     "savedPath": w.saved_path(exec_id) if image is not None else None,
+                    "generationId": None,
                 },
             },
         )
@@ -238,12 +265,19 @@ def _client_side(w: _Writer, n: int, image: bytes | None, reason: str | None) ->
 
 
 def _tool_output(w: _Writer, call_id: str, image: bytes | None, reason: str | None) -> None:
+    head = "Script {}\nWall time 0.0 seconds\nOutput:\n"
     if image is None:
-        output: Any = [{"type": "input_text", "text": f"Script error:\nError: {reason}\n"}]
+        output: Any = [
+            {"type": "input_text", "text": head.format("failed")},
+            {"type": "input_text", "text": f"Script error:\n{reason}"},
+        ]
     else:
-        output = [{"type": "input_text", "text": "Script completed\n"}]
+        output = [{"type": "input_text", "text": head.format("completed")}]
         if w.run.echo:
-            output.append({"type": "input_image", "image_url": data_url(image)})
+            output.append(
+                {"type": "input_image", "image_url": data_url(image), "detail": "original"}
+            )
+        output.append({"type": "input_text", "text": "Generated images are saved to ..."})
     w.add(
         "response_item",
         {"type": "custom_tool_call_output", "call_id": call_id, "output": output},
