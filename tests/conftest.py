@@ -1,4 +1,4 @@
-"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, and a CODEX_HOME bound to it."""
+"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, a CODEX_HOME bound to it."""
 
 from __future__ import annotations
 

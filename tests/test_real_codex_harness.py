@@ -94,7 +94,9 @@ def kill_group(proc: subprocess.Popen[bytes], grace_sec: float = 10.0) -> None:
         pass
 
 
-def finish(proc: subprocess.Popen[bytes], started: float, timeout: float = RUN_TIMEOUT_SEC) -> CodexRun:
+def finish(
+    proc: subprocess.Popen[bytes], started: float, timeout: float = RUN_TIMEOUT_SEC
+) -> CodexRun:
     """Collect a run's output; a run that outlives the timeout is killed and fails the test."""
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -103,7 +105,9 @@ def finish(proc: subprocess.Popen[bytes], started: float, timeout: float = RUN_T
         proc.communicate()
         pytest.fail(f"codex did not finish within {timeout} s")
     events = [json.loads(line) for line in stdout.decode("utf-8").splitlines() if line.strip()]
-    return CodexRun(proc.returncode, events, stderr.decode("utf-8", "replace"), time.monotonic() - started)
+    return CodexRun(
+        proc.returncode, events, stderr.decode("utf-8", "replace"), time.monotonic() - started
+    )
 
 
 @pytest.fixture
@@ -112,7 +116,9 @@ def run_codex(
 ) -> Callable[..., CodexRun]:
     """Run codex to completion against the mock: run_codex(prompt, refs=(), home=codex_home)."""
 
-    def run(prompt: str = "A red square.\n", refs: tuple[Path, ...] = (), home: Path = codex_home) -> CodexRun:
+    def run(
+        prompt: str = "A red square.\n", refs: tuple[Path, ...] = (), home: Path = codex_home
+    ) -> CodexRun:
         started = time.monotonic()
         proc = start_codex(codex_bin, home, mock_openai.port, tmp_path / "work", prompt, refs)
         return finish(proc, started)
@@ -122,7 +128,11 @@ def run_codex(
 
 def rollout_path(home: Path, thread_id: str) -> Path:
     """The one session log of this thread under $CODEX_HOME/sessions/YYYY/MM/DD/."""
-    found = list((home / "sessions").glob(f"[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/rollout-*-{thread_id}.jsonl"))
+    found = list(
+        (home / "sessions").glob(
+            f"[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/rollout-*-{thread_id}.jsonl"
+        )
+    )
     assert len(found) == 1, found
     return found[0]
 
@@ -140,7 +150,9 @@ def payloads(lines: list[dict[str, Any]], payload_type: str) -> list[dict[str, A
 def image_items(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The Extension `image_gen.generation` items of 0.150+ session logs."""
     items = [p["item"] for p in payloads(lines, "item_completed")]
-    return [i for i in items if i.get("type") == "Extension" and i.get("kind") == "image_gen.generation"]
+    return [
+        i for i in items if i.get("type") == "Extension" and i.get("kind") == "image_gen.generation"
+    ]
 
 
 def task_complete(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -164,11 +176,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = RUN_TIMEOUT_SEC) ->
         time.sleep(0.05)
 
 
-# -- successful turns -------------------------------------------------------------------------------
+# -- successful turns ------------------------------------------------------------------------------
 
 
 @pytest.mark.real_codex
-def test_image_turn_writes_image_to_session_log_and_disk(run_codex, codex_home, mock_openai) -> None:
+def test_image_turn_writes_image_to_session_log_and_disk(
+    run_codex, codex_home, mock_openai
+) -> None:
     """An image turn exits 0, and the mock's PNG is in the session log and in generated_images/."""
     run = run_codex(TRICKY_PROMPT)
 
@@ -190,7 +204,7 @@ def test_image_turn_writes_image_to_session_log_and_disk(run_codex, codex_home, 
 
 @pytest.mark.real_codex
 def test_prompt_reaches_model_and_image_api_byte_for_byte(run_codex, mock_openai) -> None:
-    """The stdin prompt arrives unchanged at /v1/responses and, via the tool call, at the Images API."""
+    """The stdin prompt arrives unchanged at /v1/responses and, via the tool, at the Images API."""
     run_codex(TRICKY_PROMPT)
 
     assert mock_openai.user_prompts()[0] == TRICKY_PROMPT
@@ -200,7 +214,9 @@ def test_prompt_reaches_model_and_image_api_byte_for_byte(run_codex, mock_openai
 
 
 @pytest.mark.real_codex
-def test_reference_image_goes_to_the_edits_endpoint(run_codex, codex_home, mock_openai, tmp_path) -> None:
+def test_reference_image_goes_to_the_edits_endpoint(
+    run_codex, codex_home, mock_openai, tmp_path
+) -> None:
     """A `-i` reference is sent to /v1/images/edits and recorded as an input image of the result."""
     ref = tmp_path / "reference.png"
     ref.write_bytes(make_png((32, 32), (0, 0, 200)))
@@ -219,6 +235,21 @@ def test_reference_image_goes_to_the_edits_endpoint(run_codex, codex_home, mock_
 
 
 @pytest.mark.real_codex
+def test_two_image_calls_in_one_turn_leave_two_images(run_codex, codex_home, mock_openai) -> None:
+    """Two image tool calls in one turn give two completed items and two files."""
+    mock_openai.images_per_call = 2
+
+    run = run_codex()
+
+    assert run.returncode == 0, run.stderr
+    items = image_items(rollout_lines(rollout_path(codex_home, run.thread_id)))
+    assert [i["status"] for i in items] == ["completed", "completed"]
+    assert len({i["id"] for i in items}) == 2
+    assert len(generated_files(codex_home, run.thread_id)) == 2
+    assert len(mock_openai.requests_to("/v1/images/generations")) == 2
+
+
+@pytest.mark.real_codex
 def test_text_only_answer_exits_zero_without_image(run_codex, codex_home, mock_openai) -> None:
     """A model that only answers in text still exits 0, with no image anywhere."""
     mock_openai.scenario = Scenario.TEXT_ONLY
@@ -226,19 +257,23 @@ def test_text_only_answer_exits_zero_without_image(run_codex, codex_home, mock_o
     run = run_codex()
 
     assert run.returncode == 0, run.stderr
-    assert run.events[2]["item"] == {"id": "item_0", "type": "agent_message", "text": ASSISTANT_TEXT_ONLY}
+    assert run.events[2]["item"] == {
+        "id": "item_0",
+        "type": "agent_message",
+        "text": ASSISTANT_TEXT_ONLY,
+    }
     lines = rollout_lines(rollout_path(codex_home, run.thread_id))
     assert image_items(lines) == []
     assert generated_files(codex_home, run.thread_id) == []
     assert task_complete(lines)["last_agent_message"] == ASSISTANT_TEXT_ONLY
 
 
-# -- failures ---------------------------------------------------------------------------------------
+# -- failures --------------------------------------------------------------------------------------
 
 
 @pytest.mark.real_codex
 def test_refused_generation_exits_zero_with_failed_item(run_codex, codex_home, mock_openai) -> None:
-    """A moderation refusal exits 0; the log has a failed item and the reason only in the tool output."""
+    """A moderation refusal exits 0; a failed item, the reason only in the following tool output."""
     mock_openai.scenario = Scenario.REFUSE
 
     run = run_codex()
@@ -275,7 +310,11 @@ def test_usage_limit_exits_one_with_try_again_time(run_codex, codex_home, mock_o
 @pytest.mark.parametrize(
     ("scenario", "message_start", "kind"),
     [
-        (Scenario.SERVER_ERROR, "We\u2019re currently experiencing high demand", "internal_server_error"),
+        (
+            Scenario.SERVER_ERROR,
+            "We\u2019re currently experiencing high demand",
+            "internal_server_error",
+        ),
         (
             Scenario.UNAUTHORIZED,
             "unexpected status 401 Unauthorized: Invalid token",
@@ -291,7 +330,7 @@ def test_usage_limit_exits_one_with_try_again_time(run_codex, codex_home, mock_o
 def test_turn_errors_exit_one(
     run_codex, codex_home, mock_openai, scenario, message_start, kind
 ) -> None:
-    """Server and login failures fail the turn with exit 1, a turn.failed message and an error kind."""
+    """Server and login failures exit 1 with a turn.failed message and a codex_error_info kind."""
     mock_openai.scenario = scenario
 
     run = run_codex()
@@ -306,7 +345,9 @@ def test_turn_errors_exit_one(
 
 
 @pytest.mark.real_codex
-def test_logged_out_home_offers_no_image_tool_and_exits_one(run_codex, mock_openai, tmp_path) -> None:
+def test_logged_out_home_offers_no_image_tool_and_exits_one(
+    run_codex, mock_openai, tmp_path
+) -> None:
     """Without auth.json codex sends no token and no image tool; the 401 fails the turn."""
     home = make_codex_home(tmp_path / "logged-out", port=mock_openai.port, logged_out=True)
 
@@ -322,7 +363,10 @@ def test_logged_out_home_offers_no_image_tool_and_exits_one(run_codex, mock_open
 
 
 @pytest.mark.real_codex
-@pytest.mark.parametrize(("logged_out", "code", "answer"), [(False, 0, "Logged in using ChatGPT"), (True, 1, "Not logged in")])
+@pytest.mark.parametrize(
+    ("logged_out", "code", "answer"),
+    [(False, 0, "Logged in using ChatGPT"), (True, 1, "Not logged in")],
+)
 def test_login_status_answers_on_stderr(codex_bin, tmp_path, logged_out, code, answer) -> None:
     """`codex login status` exits 0/1 and prints its answer on stderr, nothing on stdout."""
     home = make_codex_home(tmp_path / "home", port=1, logged_out=logged_out)
@@ -347,7 +391,9 @@ def test_hanging_server_needs_caller_timeout(codex_bin, codex_home, mock_openai,
     """A server that never answers keeps codex running; SIGTERM to its group ends it promptly."""
     mock_openai.scenario = Scenario.HANG
     started = time.monotonic()
-    proc = start_codex(codex_bin, codex_home, mock_openai.port, tmp_path / "work", "A red square.\n")
+    proc = start_codex(
+        codex_bin, codex_home, mock_openai.port, tmp_path / "work", "A red square.\n"
+    )
     try:
         wait_for(lambda: bool(mock_openai.requests_to("/v1/responses")))
         time.sleep(2.0)  # codex is now waiting on a reply that never comes; it must still be alive
@@ -362,7 +408,7 @@ def test_hanging_server_needs_caller_timeout(codex_bin, codex_home, mock_openai,
     assert all(line["payload"].get("type") != "task_complete" for line in lines)
 
 
-# -- the mock's model side for older releases (no codex needed) -------------------------------------
+# -- the mock's model side for older releases (no codex needed) ------------------------------------
 
 
 def _request(tools: list[dict[str, Any]], text: str) -> dict[str, Any]:
@@ -373,7 +419,7 @@ def _request(tools: list[dict[str, Any]], text: str) -> dict[str, Any]:
 
 
 def test_hosted_tool_request_gets_image_generation_call() -> None:
-    """A request offering the hosted tool (codex <= 0.142) is answered with an image_generation_call."""
+    """A request offering the hosted tool (codex <= 0.142) gets an image_generation_call."""
     body = _request([{"type": "image_generation"}], "draw")
     mock = MockOpenAI(image_bytes=b"\x89PNG fake")
 
@@ -382,21 +428,39 @@ def test_hosted_tool_request_gets_image_generation_call() -> None:
     assert offered_tool(body) is ToolKind.HOSTED
     assert status == 200
     item = events[1]["item"]
-    assert (item["type"], base64.b64decode(item["result"])) == ("image_generation_call", b"\x89PNG fake")
-    assert events[-1] == {**events[-1], "type": "response.completed"} and events[-1]["response"]["id"]
+    assert (item["type"], base64.b64decode(item["result"])) == (
+        "image_generation_call",
+        b"\x89PNG fake",
+    )
+    assert (
+        events[-1] == {**events[-1], "type": "response.completed"} and events[-1]["response"]["id"]
+    )
 
 
 def test_namespace_tool_request_gets_function_call_with_references() -> None:
     """A request offering the image_gen namespace gets a function call carrying the -i paths."""
-    tools = [{"type": "namespace", "name": "image_gen", "tools": [{"type": "function", "name": "imagegen"}]}]
+    tools = [
+        {
+            "type": "namespace",
+            "name": "image_gen",
+            "tools": [{"type": "function", "name": "imagegen"}],
+        }
+    ]
     body = _request(tools, "draw it")
 
-    status, events = MockOpenAI().responses_reply(body)
+    _status, events = MockOpenAI().responses_reply(body)
 
     assert offered_tool(body) is ToolKind.NAMESPACE
     item = events[1]["item"]
-    assert (item["type"], item["namespace"], item["name"]) == ("function_call", "image_gen", "imagegen")
-    assert json.loads(item["arguments"]) == {"prompt": "draw it", "referenced_image_paths": ['/abs/ref "1".png']}
+    assert (item["type"], item["namespace"], item["name"]) == (
+        "function_call",
+        "image_gen",
+        "imagegen",
+    )
+    assert json.loads(item["arguments"]) == {
+        "prompt": "draw it",
+        "referenced_image_paths": ['/abs/ref "1".png'],
+    }
     assert referenced_paths(body) == ['/abs/ref "1".png']
     assert user_prompt(body) == "draw it"
 

@@ -1,1 +1,1 @@
-"""Test helpers: a mock OpenAI server and a CODEX_HOME builder for running the real codex offline."""
+"""Test helpers: a mock OpenAI server and a CODEX_HOME builder to run the real codex offline."""

@@ -1,6 +1,6 @@
 """Build a private CODEX_HOME that points the real codex CLI at the local mock server.
 
-The login written here is a made-up ChatGPT-kind login (unsigned JWT) that only ever reaches 127.0.0.1.
+The login written here is a made-up ChatGPT-kind login (unsigned JWT) that only reaches 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import base64
 import json
 import os
 import time
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 
 PROVIDER_ID = "mock"

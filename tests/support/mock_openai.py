@@ -63,7 +63,9 @@ _IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
 _TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
 
-def make_png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def make_png(
+    size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
     """A solid-colour PNG of the given size."""
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
@@ -91,8 +93,10 @@ class MockOpenAI:
         image_bytes: bytes | None = None,
         image_size: tuple[int, int] = (64, 64),
         resets_in_sec: int = 3600,
+        images_per_call: int = 1,
     ) -> None:
         self.scenario = Scenario(scenario)
+        self.images_per_call = images_per_call
         self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
@@ -100,6 +104,15 @@ class MockOpenAI:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def scenario(self) -> Scenario:
+        """The behaviour for the next requests; accepts a Scenario or its string value."""
+        return self._scenario
+
+    @scenario.setter
+    def scenario(self, value: Scenario | str) -> None:
+        self._scenario = Scenario(value)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -109,7 +122,9 @@ class MockOpenAI:
         server.daemon_threads = True
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="mock-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="mock-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -159,7 +174,9 @@ class MockOpenAI:
 
     def user_prompts(self) -> list[str]:
         """The user's prompt as each /v1/responses request carried it, byte for byte."""
-        return [prompt for r in self.requests_to("/v1/responses") if (prompt := user_prompt(r.json))]
+        return [
+            prompt for r in self.requests_to("/v1/responses") if (prompt := user_prompt(r.json))
+        ]
 
     def image_requests(self) -> list[RecordedRequest]:
         """Requests codex made to the Images API (generations and edits)."""
@@ -185,7 +202,9 @@ class MockOpenAI:
             return 200, self._sse([assistant_message(ASSISTANT_TEXT_ONLY)])
         if _has_tool_output(items):
             failed = "image generation failed" in json.dumps(items[-1])
-            return 200, self._sse([assistant_message(ASSISTANT_FAILED_TEXT if failed else ASSISTANT_DONE_TEXT)])
+            return 200, self._sse(
+                [assistant_message(ASSISTANT_FAILED_TEXT if failed else ASSISTANT_DONE_TEXT)]
+            )
         return 200, self._sse([self._image_call(body)])
 
     def usage_limit_body(self) -> dict[str, Any]:
@@ -205,7 +224,7 @@ class MockOpenAI:
         refs = referenced_paths(body)
         kind = offered_tool(body)
         if kind is ToolKind.CODE_MODE:
-            return code_mode_call(prompt, refs)
+            return code_mode_call(prompt, refs, self.images_per_call)
         if kind is ToolKind.NAMESPACE:
             args: dict[str, Any] = {"prompt": prompt}
             if refs:
@@ -223,7 +242,12 @@ class MockOpenAI:
 
     def _hosted_call(self) -> dict[str, Any]:
         if self.scenario is Scenario.REFUSE:
-            return {"type": "image_generation_call", "id": "ig_mock1", "status": "failed", "result": None}
+            return {
+                "type": "image_generation_call",
+                "id": "ig_mock1",
+                "status": "failed",
+                "result": None,
+            }
         return {
             "type": "image_generation_call",
             "id": "ig_mock1",
@@ -239,7 +263,9 @@ class MockOpenAI:
             {"type": "response.created", "response": {"id": response_id}},
         ]
         for index, item in enumerate(items):
-            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+            events.append(
+                {"type": "response.output_item.done", "output_index": index, "item": item}
+            )
         events.append(
             {
                 "type": "response.completed",
@@ -258,9 +284,11 @@ class MockOpenAI:
         return events
 
     def token_reply(self) -> tuple[int, Any]:
-        """(status, JSON body) for a login-token refresh; LOGIN_EXPIRED rejects the refresh token."""
+        """(status, JSON body) for a token refresh; LOGIN_EXPIRED rejects the refresh token."""
         if self.scenario is Scenario.LOGIN_EXPIRED:
-            return 401, {"error": {"code": "refresh_token_expired", "message": "Refresh token expired"}}
+            return 401, {
+                "error": {"code": "refresh_token_expired", "message": "Refresh token expired"}
+            }
         token = fake_jwt()
         return 200, {"id_token": token, "access_token": token, "refresh_token": "x"}
 
@@ -293,9 +321,13 @@ _COUNTER = iter(range(1, 1_000_000_000))
 
 
 def _offered_tools(body: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """Every (namespace, tool) offered: top-level `tools` and 0.169's `additional_tools` input items."""
+    """Every (namespace, tool) offered: top-level `tools` and 0.169's `additional_tools` items."""
     groups: list[Any] = [body.get("tools") or []]
-    groups += [i.get("tools") or [] for i in body.get("input", []) if isinstance(i, dict) and i.get("type") == "additional_tools"]
+    groups += [
+        i.get("tools") or []
+        for i in body.get("input", [])
+        if isinstance(i, dict) and i.get("type") == "additional_tools"
+    ]
     found: list[tuple[str | None, dict[str, Any]]] = []
 
     def walk(tools: list[Any], namespace: str | None) -> None:
@@ -311,14 +343,19 @@ def _offered_tools(body: dict[str, Any]) -> list[tuple[str | None, dict[str, Any
 
 
 def offered_tool(body: dict[str, Any]) -> ToolKind:
-    """Which image tool the request offers; code-mode `exec` wins, as codex 0.169 calls it from there."""
+    """Which image tool the request offers; code-mode `exec` wins, as 0.169 calls it from there."""
     tools = _offered_tools(body)
     if any(
-        t.get("type") == "custom" and t.get("name") == "exec" and "image_gen__imagegen" in json.dumps(t)
+        t.get("type") == "custom"
+        and t.get("name") == "exec"
+        and "image_gen__imagegen" in json.dumps(t)
         for _, t in tools
     ):
         return ToolKind.CODE_MODE
-    if any(ns == "image_gen" or (t.get("type") == "namespace" and t.get("name") == "image_gen") for ns, t in tools):
+    if any(
+        ns == "image_gen" or (t.get("type") == "namespace" and t.get("name") == "image_gen")
+        for ns, t in tools
+    ):
         return ToolKind.NAMESPACE
     if any(t.get("type") == "image_generation" for _, t in tools):
         return ToolKind.HOSTED
@@ -331,7 +368,9 @@ def _user_messages(body: Any) -> list[dict[str, Any]]:
     return [
         item
         for item in body.get("input", [])
-        if isinstance(item, dict) and item.get("type", "message") == "message" and item.get("role") == "user"
+        if isinstance(item, dict)
+        and item.get("type", "message") == "message"
+        and item.get("role") == "user"
     ]
 
 
@@ -339,17 +378,21 @@ def _texts(message: dict[str, Any]) -> list[str]:
     content = message.get("content", [])
     if isinstance(content, str):
         return [content]
-    return [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "input_text"]
+    return [
+        c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "input_text"
+    ]
 
 
 def _is_context_text(text: str) -> bool:
     # codex sends its environment context and instructions as user messages wrapped in tags.
     stripped = text.lstrip()
-    return stripped.startswith(("<environment_context>", "<user_instructions>", "# AGENTS.md", "<permissions"))
+    return stripped.startswith(
+        ("<environment_context>", "<user_instructions>", "# AGENTS.md", "<permissions")
+    )
 
 
 def user_texts(body: Any) -> list[str]:
-    """Every input_text of the last user message, in order (image tags and placeholders included)."""
+    """Every input_text of the last user message, in order (image tags and placeholders too)."""
     messages = [m for m in _user_messages(body) if not all(_is_context_text(t) for t in _texts(m))]
     return _texts(messages[-1]) if messages else []
 
@@ -385,13 +428,14 @@ def assistant_message(text: str) -> dict[str, Any]:
     }
 
 
-def code_mode_call(prompt: str, refs: list[str]) -> dict[str, Any]:
-    """A code-mode `exec` call whose JavaScript calls the image tool once."""
+def code_mode_call(prompt: str, refs: list[str], count: int = 1) -> dict[str, Any]:
+    """A code-mode `exec` call whose JavaScript calls the image tool `count` times."""
     args: dict[str, Any] = {"prompt": prompt}
     if refs:
         args["referenced_image_paths"] = refs
     # JSON is valid JavaScript for an object literal, so the prompt needs no other escaping.
-    source = f"const r = await tools.image_gen__imagegen({json.dumps(args)});\ngeneratedImage(r);\n"
+    call = f"await tools.image_gen__imagegen({json.dumps(args)})"
+    source = "".join(f"const r{n} = {call};\ngeneratedImage(r{n});\n" for n in range(count))
     return {
         "type": "custom_tool_call",
         "id": "ctc_mock1",
@@ -416,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
     owner: MockOpenAI
     protocol_version = "HTTP/1.0"  # one request per connection: no keep-alive bookkeeping
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
     def _read(self) -> RecordedRequest:
