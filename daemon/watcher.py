@@ -1,0 +1,626 @@
+"""Turns activity in the inbox into READY job files, in arrival order, each once while it sits there.
+
+Observer handlers only note which names may have changed; one settle thread lists the inbox, decides
+when a job and its references are complete, and keeps the queue that `InboxWatcher.get()` takes from.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+import yaml
+from watchdog.events import (
+    FileClosedNoWriteEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
+from daemon.images import IMAGE_EXTENSIONS
+
+_log = structlog.get_logger()
+
+# Same rule as daemon.job (JOB_SUFFIX, MAX_JOB_BYTES, is_job_file); kept here until that lands.
+JOB_SUFFIX = ".prompt.yaml"
+MAX_JOB_BYTES = 1024 * 1024
+
+# Why the native observer could not start, and what the user can do about it.
+_NATIVE_FAILURE_HINTS = {
+    errno.ENOSPC: "inotify watch limit reached: raise fs.inotify.max_user_watches "
+    "(sysctl -w fs.inotify.max_user_watches=524288)",
+    errno.EMFILE: "inotify instance limit reached: raise fs.inotify.max_user_instances "
+    "(sysctl -w fs.inotify.max_user_instances=1024)",
+    errno.ENFILE: "the system is out of file handles: raise fs.file-max",
+    errno.ENOSYS: "this system has no native file watching",
+}
+
+# File timestamps come from the kernel's coarse clock, up to a scheduler tick behind time_ns().
+_TIMESTAMP_LAG_NS = 20_000_000
+
+Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
+
+
+def is_job_file(name: str) -> bool:
+    """True for `<name>.prompt.yaml` that is not litter (a dotfile, swap file, ...)."""
+    return name.endswith(JOB_SUFFIX) and len(name) > len(JOB_SUFFIX) and not is_ignored(name)
+
+
+def _image_owners(name: str) -> list[str]:
+    """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or ext.lower() not in IMAGE_EXTENSIONS:
+        return []
+    owners = [stem]
+    owners.extend(stem[:i] for i, char in enumerate(stem) if char == "." and i > 0)
+    return owners
+
+
+class JobState(enum.Enum):
+    """Where a job seen in the inbox stands before it is handed over."""
+
+    SETTLING = "settling"
+    """It or one of its references changed recently, or it does not parse yet."""
+
+    WAITING = "waiting"
+    """An iCloud placeholder or a missing explicit reference: its bytes are not here yet."""
+
+    READY = "ready"
+    """Complete: the next `get()` may hand it over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One look at the inbox root: job files, and image siblings per job name."""
+
+    jobs: frozenset[str]
+    siblings: dict[str, tuple[str, ...]]
+    evicted: frozenset[str]
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> Listing:
+        """Classify the entry names of the inbox root."""
+        jobs: set[str] = set()
+        evicted: set[str] = set()
+        siblings: dict[str, list[str]] = {}
+        for name in names:
+            target = icloud_stub_target(name)
+            if target is not None and not is_ignored(target):
+                evicted.add(target)
+                name = target
+            elif is_ignored(name):
+                continue
+            if is_job_file(name) and target is None:
+                jobs.add(name)
+            for owner in _image_owners(name):
+                siblings.setdefault(owner, []).append(name)
+        frozen = {owner: tuple(sorted(set(found))) for owner, found in siblings.items()}
+        return cls(frozenset(jobs), frozen, frozenset(evicted))
+
+    def siblings_of(self, job: str) -> tuple[str, ...]:
+        """Sibling image names of a job file name, present or evicted."""
+        return self.siblings.get(job[: -len(JOB_SUFFIX)], ())
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A job file seen in the inbox root and not handed over yet (mutable bookkeeping)."""
+
+    name: str
+    seen_at: float
+    stable_since: float
+    signature: Signature = ()
+    parsed: tuple[int, int] | None = None
+    parses: bool = False
+    refs: tuple[str, ...] = ()
+    state: JobState = JobState.SETTLING
+    notes: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Look:
+    """What stat saw of a job and its references this tick."""
+
+    signature: Signature
+    job_stat: tuple[int, int] | None
+    evicted: bool
+    refs_missing: bool
+
+
+def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
+    """Whether the job file parses as YAML, and the explicit relative references it names."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_JOB_BYTES + 1)
+    except FileNotFoundError:
+        return False, ()
+    except OSError:
+        return False, ()
+    if not data.strip():
+        return False, ()  # some clients create the file empty and fill it later
+    if len(data) > MAX_JOB_BYTES:
+        return True, ()  # too big to be a job: hand it over so the pipeline refuses it
+    try:
+        document = yaml.safe_load(data)
+    except (yaml.YAMLError, RecursionError):
+        return False, ()
+    return True, _explicit_refs(document)
+
+
+def _explicit_refs(document: Any) -> tuple[str, ...]:
+    """Relative reference paths a parsed job names; others are refused later by the pipeline."""
+    refs = document.get("refs") if isinstance(document, dict) else None
+    if not isinstance(refs, list):
+        return ()
+    found = []
+    for ref in refs:
+        if not isinstance(ref, str) or not ref:
+            continue
+        norm = os.path.normpath(ref)
+        if not os.path.isabs(norm) and norm != ".." and not norm.startswith(".." + os.sep):
+            found.append(norm)
+    return tuple(found)
+
+
+class Settler:
+    """Decides which jobs are complete; not thread-safe (InboxWatcher holds a lock around it).
+
+    A job is READY when it and its references kept the same (size, mtime_ns) for `settle_sec`
+    and it parses as YAML; one that still does not parse, or whose explicit references are still
+    missing, is handed over `grace_sec` after it stopped changing, so the pipeline reports why.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        *,
+        settle_sec: float,
+        grace_sec: float,
+        stat: Callable[[Path], os.stat_result] = os.stat,
+        log: Any = _log,
+    ) -> None:
+        self.inbox = inbox
+        self.settle_sec = settle_sec
+        self.grace_sec = grace_sec
+        self._stat = stat
+        self._log = log
+        self._candidates: dict[str, _Candidate] = {}  # insertion order is arrival order
+        self._delivered: set[str] = set()
+        self._deferred: set[str] = set()
+
+    def update(self, names: Iterable[str], now: float, *, listed_at_ns: int = 0) -> None:
+        """Take a fresh listing of the inbox root and re-check every waiting job.
+
+        `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read.
+        """
+        listing = Listing.of(names)
+        self._delivered &= listing.jobs  # a handed-over job that left may come back as new
+        for name in [n for n in self._candidates if n not in listing.jobs]:
+            del self._candidates[name]
+            self._log.info("job.dropped", job=name, reason="gone before it was taken")
+        self._admit(listing, now, listed_at_ns)
+        for candidate in self._candidates.values():
+            self._check(candidate, listing, now)
+
+    def take(self) -> Path | None:
+        """Hand over the earliest-arrived READY job, or None when none is ready."""
+        for name, candidate in self._candidates.items():
+            if candidate.state is JobState.READY:
+                del self._candidates[name]
+                self._delivered.add(name)
+                return self.inbox / name
+        return None
+
+    def done(self, path: Path) -> None:
+        """Forget a handed-over job: if it is (still or again) in the inbox, it is new."""
+        self._delivered.discard(path.name)
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs wait in each state."""
+        counts = dict.fromkeys(JobState, 0)
+        for candidate in self._candidates.values():
+            counts[candidate.state] += 1
+        return counts
+
+    @property
+    def busy(self) -> bool:
+        """True while some job waits, so the inbox must be looked at again soon."""
+        return bool(self._candidates or self._deferred)
+
+    def _admit(self, listing: Listing, now: float, listed_at_ns: int) -> None:
+        """Queue new job files in arrival order: by inode change time, then name.
+
+        A file whose change time is not clearly before the listing began may have been created
+        while it ran, with older siblings not returned by it (directory order is hash order on
+        ext4): it waits one pass, so that files are admitted in the order they arrived.
+        """
+        new = {}
+        for name in listing.jobs:
+            if name not in self._candidates and name not in self._delivered:
+                new[name] = self._ctime(name)
+        cutoff = listed_at_ns - _TIMESTAMP_LAG_NS
+        admitted = [n for n, ct in new.items() if ct < cutoff or n in self._deferred]
+        self._deferred = set(new) - set(admitted)
+        for name in sorted(admitted, key=lambda n: (new[n], n)):
+            self._candidates[name] = _Candidate(name, seen_at=now, stable_since=now)
+            self._log.debug("job.seen", job=name)
+
+    def _ctime(self, name: str) -> int:
+        try:
+            return self._stat(self.inbox / name).st_ctime_ns
+        except OSError:
+            return 0  # gone already: the next listing drops it
+
+    def _check(self, candidate: _Candidate, listing: Listing, now: float) -> None:
+        """Move one job between SETTLING, WAITING and READY."""
+        look = self._look(candidate, listing)
+        if look.signature != candidate.signature or look.job_stat is None:
+            candidate.signature, candidate.stable_since = look.signature, now
+            self._set_state(candidate, JobState.SETTLING)
+            return
+        if look.evicted:
+            candidate.stable_since = now  # once downloaded, it still has to settle
+            self._set_state(candidate, JobState.WAITING, note="job.not_downloaded")
+            return
+        quiet = now - candidate.stable_since
+        if quiet < self.settle_sec:
+            return
+        if candidate.parsed != look.job_stat:
+            candidate.parsed = look.job_stat
+            candidate.parses, candidate.refs = _parse(self.inbox / candidate.name)
+            return  # newly named references join the signature on the next tick
+        self._decide(candidate, look, quiet)
+
+    def _decide(self, candidate: _Candidate, look: _Look, quiet: float) -> None:
+        """A settled job: READY, unless it does not parse or lacks references and grace remains."""
+        overdue = quiet >= self.grace_sec
+        if not candidate.parses and not overdue:
+            self._set_state(candidate, JobState.SETTLING, note="job.unparsable")
+        elif look.refs_missing and not overdue:
+            self._set_state(candidate, JobState.WAITING, note="job.references_missing")
+        else:
+            self._set_state(candidate, JobState.READY)
+
+    def _look(self, candidate: _Candidate, listing: Listing) -> _Look:
+        """Stat the job file, its sibling images and its explicit references."""
+        signature: list[Any] = []
+        job_stat: tuple[int, int] | None = None
+        evicted = missing = False
+        siblings = listing.siblings_of(candidate.name)
+        for name in (candidate.name, *siblings, *candidate.refs):
+            path = self.inbox / name
+            try:
+                st = self._stat(path)
+            except OSError:
+                signature.append((name, None, None))
+                missing = missing or name in candidate.refs
+                evicted = evicted or name in listing.evicted
+                continue
+            if name == candidate.name and stat_mod.S_ISREG(st.st_mode):
+                job_stat = (st.st_size, st.st_mtime_ns)
+            evicted = evicted or is_icloud_placeholder(path, st)
+            signature.append((name, st.st_size, st.st_mtime_ns))
+        return _Look(tuple(signature), job_stat, evicted, missing)
+
+    def _set_state(self, candidate: _Candidate, state: JobState, *, note: str = "") -> None:
+        if candidate.state is not state:
+            candidate.state = state
+            candidate.notes.clear()
+        if note and note not in candidate.notes:
+            candidate.notes.add(note)
+            self._log.info(note, job=candidate.name, state=state.value)
+        if state is JobState.READY and "ready" not in candidate.notes:
+            candidate.notes.add("ready")
+            self._log.debug("job.ready", job=candidate.name)
+
+
+class _Hints:
+    """Names that may have changed, noted by observer threads and drained by the settle loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self.changed = threading.Event()
+
+    def note(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+            self.changed.set()
+
+    def drain(self) -> set[str]:
+        with self._lock:
+            names, self._names = self._names, set()
+            self.changed.clear()
+            return names
+
+
+INBOX_ITSELF = ""  # the hint noted when the watched folder itself was deleted or moved
+
+
+class _Handler(FileSystemEventHandler):
+    """Notes the inbox-root names an event touches; moves count for both ends."""
+
+    _READS = (FileOpenedEvent, FileClosedNoWriteEvent)  # our own reads of job files
+
+    def __init__(self, watched: str, hints: _Hints) -> None:
+        self._watched = watched
+        self._hints = hints
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, self._READS):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = os.fsdecode(raw)
+            if path == self._watched and event.is_directory and event.event_type != "modified":
+                self._hints.note(INBOX_ITSELF)
+            elif path and os.path.dirname(path) == self._watched:
+                name = os.path.basename(path)
+                if not is_ignored(name) or icloud_stub_target(name):
+                    self._hints.note(name)
+
+
+def _polling_observer(interval: float) -> BaseObserver:
+    return PollingObserver(timeout=interval)
+
+
+class InboxWatcher:
+    """Watches one inbox folder and hands over complete job files, oldest arrival first.
+
+    Threads: the watchdog observer's own threads only note names; one settle thread (started by
+    `start()`, joined by `stop()`) lists the inbox, checks jobs and keeps the queue. `get()`,
+    `done()` and `queued()` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        *,
+        settle_sec: float = 2.0,
+        rescan_sec: float = 60.0,
+        polling: bool = False,
+        grace_sec: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stat: Callable[[Path], os.stat_result] = os.stat,
+        listdir: Callable[[Path], list[str]] = os.listdir,
+        wall_clock: Callable[[], int] = time.time_ns,
+        native_observer: Callable[[], BaseObserver] = Observer,
+        polling_observer: Callable[[float], BaseObserver] = _polling_observer,
+    ) -> None:
+        self.inbox = Path(inbox)
+        self.settle_sec = settle_sec
+        self.rescan_sec = rescan_sec
+        self.polling = polling
+        self._clock = clock
+        self._stat = stat
+        self._listdir = listdir
+        self._wall_clock = wall_clock
+        self._native_observer = native_observer
+        self._polling_observer = polling_observer
+        self._log = _log.bind(inbox=str(self.inbox))
+        grace = grace_sec if grace_sec is not None else max(10.0, 5 * settle_sec)
+        self._settler = Settler(
+            self.inbox, settle_sec=settle_sec, grace_sec=grace, stat=stat, log=self._log
+        )
+        self._tick_sec = min(max(settle_sec / 4, 0.05), 0.5)
+        self._check_sec = min(rescan_sec, 1.0)
+        self._cond = threading.Condition()
+        self._hints = _Hints()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: BaseObserver | None = None
+        self._identity: tuple[int, int] | None = None
+        self._next_check = self._next_rescan = 0.0
+        self._last_problem = ""
+        self._present: bool | None = None
+
+    @property
+    def observer_kind(self) -> str | None:
+        """"native" or "polling" while an observer runs, else None (inbox missing)."""
+        if self._observer is None:
+            return None
+        return "polling" if self.polling else "native"
+
+    def start(self) -> None:
+        """Start watching: observer, initial scan, settle thread. Raises RuntimeError if reused."""
+        if self._thread is not None:
+            raise RuntimeError("InboxWatcher.start() called twice")
+        self._tick()  # the start-up scan, so queued() is right when start() returns
+        self._thread = threading.Thread(target=self._run, name="inbox-settle", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop every thread this watcher started and wait for them; wakes blocked `get()`s."""
+        self._stopping.set()
+        self._hints.changed.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._stop_observer()
+
+    def __enter__(self) -> InboxWatcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def get(self, timeout: float | None = None) -> Path | None:
+        """The next READY job file (oldest arrival first), waiting up to `timeout` seconds.
+
+        Returns None on timeout or once stopped. A job handed over is not handed over again
+        until `done(path)` is called, or it leaves the inbox root and comes back.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._stopping.is_set():
+                path = self._settler.take()
+                if path is not None:
+                    return path
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+        return None
+
+    def done(self, path: Path) -> None:
+        """The consumer is finished with `path`; if it is still in the inbox it is a new job."""
+        with self._cond:
+            self._settler.done(path)
+
+    def queued(self) -> int:
+        """Jobs in the inbox root not handed over yet (settling, waiting or ready)."""
+        with self._cond:
+            return sum(self._settler.counts().values())
+
+    def counts(self) -> dict[JobState, int]:
+        """Jobs not handed over yet, per state."""
+        with self._cond:
+            return self._settler.counts()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if self._settler.busy:
+                self._stopping.wait(self._tick_sec)  # hints can wait: every job is re-checked
+            else:
+                self._hints.changed.wait(self._idle_wait())
+            if not self._stopping.is_set():
+                self._tick()
+
+    def _idle_wait(self) -> float:
+        now = self._clock()
+        return max(0.0, min(self._next_check, self._next_rescan) - now)
+
+    def _tick(self) -> None:
+        """One pass: watch health, then a listing when something may have changed."""
+        now = self._clock()
+        hints = self._hints.drain()
+        if INBOX_ITSELF in hints or now >= self._next_check:
+            self._next_check = now + self._check_sec
+            self._check_inbox()
+        rescan = now >= self._next_rescan
+        if self._identity is None or not (hints or rescan or self._settler.busy):
+            return
+        if rescan:
+            self._next_rescan = now + self.rescan_sec
+        listed_at_ns = self._wall_clock()
+        try:
+            names = self._listdir(self.inbox)
+        except OSError as exc:
+            self._problem("inbox.unreadable", exc)
+            return
+        with self._cond:
+            self._settler.update(names, now, listed_at_ns=listed_at_ns)
+            self._cond.notify_all()
+
+    def _check_inbox(self) -> None:
+        """Notice the inbox missing, replaced or remounted, or the observer dead; recover."""
+        try:
+            st = self._stat(self.inbox)
+        except OSError as exc:
+            st, missing_why = None, str(exc)
+        else:
+            missing_why = "" if stat_mod.S_ISDIR(st.st_mode) else "not a folder"
+        if st is None or missing_why:
+            if self._present is not False:
+                self._log.warning("inbox.missing", error=missing_why, waiting=True)
+                self._present = False
+            if self._identity is not None:
+                self._stop_observer()
+                self._identity = None
+                with self._cond:
+                    self._settler.update((), self._clock())
+            return
+        self._present = True
+        identity = (st.st_dev, st.st_ino)
+        reason = self._restart_reason(identity)
+        if reason:
+            if not self._last_problem:
+                self._log.info("watch.restarting", reason=reason)
+            self._stop_observer()
+            self._start_observer()
+            if self._observer is not None:
+                self._identity = identity
+                self._next_rescan = 0.0  # look at everything: events were missed meanwhile
+
+    def _restart_reason(self, identity: tuple[int, int]) -> str:
+        if self._identity is None:
+            return "inbox present" if self._thread is None else "inbox is back"
+        if identity != self._identity:
+            return "inbox replaced or remounted"
+        if not self._observer_alive():
+            return "observer stopped"
+        return ""
+
+    def _observer_alive(self) -> bool:
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in list(observer.emitters))
+
+    def _start_observer(self) -> None:
+        """Native observer unless polling is asked for or the native one cannot start."""
+        watched = os.path.realpath(self.inbox)
+        if not self.polling:
+            try:
+                self._observer = self._scheduled(self._native_observer(), watched)
+                return
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                self._problem("watch.start_failed", exc)
+                return
+            except OSError as exc:
+                hint = _NATIVE_FAILURE_HINTS.get(exc.errno or 0, "")
+                self._log.warning(
+                    "watch.native_unavailable", error=str(exc), errno=exc.errno, hint=hint,
+                    fallback="polling",
+                )
+                self.polling = True
+        try:
+            interval = min(max(self.settle_sec / 2, 0.1), 1.0)
+            self._observer = self._scheduled(self._polling_observer(interval), watched)
+        except OSError as exc:
+            self._problem("watch.start_failed", exc)
+
+    def _scheduled(self, observer: BaseObserver, watched: str) -> BaseObserver:
+        observer.schedule(_Handler(watched, self._hints), watched, recursive=False)
+        try:
+            observer.start()
+        except OSError:
+            observer.unschedule_all()
+            raise
+        self._last_problem = ""
+        self._log.info("watch.started", observer="polling" if self.polling else "native")
+        return observer
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is None:
+            return
+        observer.stop()
+        if observer.is_alive():
+            observer.join()
+
+    def _problem(self, event: str, exc: OSError) -> None:
+        """Log a recurring failure once, not on every pass."""
+        if str(exc) != self._last_problem:
+            self._last_problem = str(exc)
+            self._log.warning(event, error=str(exc), errno=exc.errno)
