@@ -59,7 +59,7 @@ def require_chromium() -> str:
     """Chromium's path; skips the test when it is missing, or fails it when CI is set."""
     path = find_chromium()
     if path is None:
-        message = "chromium not found; run scripts/install-chromium"
+        message = "chromium not found; run scripts/install-test-tools"
         if os.environ.get("CI"):
             pytest.fail(f"{message} (CI is set, so this is an error)")
         pytest.skip(message)
