@@ -187,3 +187,11 @@ class Cancelled(InboxError):
 
     layer = "cancelled"
     disposition = Disposition.PAUSE
+
+
+class InboxBusy(InboxError):
+    """Another gpt-image-inbox process is already working on this inbox."""
+
+    exit_code = 1
+    layer = "lock"
+    default_hint = "Stop the other process first, or give this one another inbox."

@@ -71,11 +71,12 @@ def process_job(
         setup = get_setup()
     except InboxError as error:
         return _settle_failure(path.name, group, error, config, final_attempt, started)
+    ref_names = _ref_names(job, config.inbox)  # as the person named them, before the move
     try:
         job, group = claim(job, config.inbox)
     except InboxError as error:
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
-    record = RunRecord(group[0], job=path.name, refs=_ref_names(job, config.inbox),
+    record = RunRecord(group[0], job=path.name, refs=ref_names,
                        prompt=job.prompt, wanted=job.out or job.name,
                        format=job.format.value if job.format else None)
     record.save()

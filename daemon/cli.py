@@ -1,0 +1,184 @@
+"""The `gpt-image-inbox` command: argument parsing and exit codes; each command wires the parts.
+
+Modules are imported inside the commands so that `gen` and `once` start without paying for
+what they do not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon.errors import InboxError
+
+EXIT_OK = 0
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="configuration file (default: the user's config folder, see `doctor`)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from daemon import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gpt-image-inbox",
+        description="Turn prompt files into GPT Image 2 pictures through your logged-in Codex CLI.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("gen", help="generate one image now (drop-in for the skill's gen.sh)")
+    gen.add_argument("--prompt", required=True, help="the prompt, passed to codex unchanged")
+    gen.add_argument("--ref", action="append", type=Path, default=[], metavar="PATH",
+                     help="reference image (repeatable)")
+    gen.add_argument("--out", type=Path, default=None, metavar="PATH",
+                     help="output file (default ./image-YYYYMMDD-HHMMSS.<ext>)")
+    gen.add_argument("--timeout-sec", type=_positive_float, default=None, metavar="N",
+                     help="wall-clock limit for codex (default codex.timeout_sec, 300)")
+    gen.add_argument("--model", default=None, help="codex model (passed as -m)")
+    _add_config(gen)
+
+    once = commands.add_parser("once", help="process every job now in the inbox, then exit")
+    _add_config(once)
+
+    run = commands.add_parser("run", help="watch the inbox and run jobs until stopped (the daemon)")
+    _add_config(run)
+
+    status = commands.add_parser("status", help="what the daemon is doing (reads outbox/status.json)")
+    _add_config(status)
+
+    submit = commands.add_parser("submit", help="write a job into the inbox (and follow it)")
+    submit.add_argument("--prompt", required=True, help="the prompt, written to the job unchanged")
+    submit.add_argument("--ref", action="append", type=Path, default=[], metavar="PATH",
+                        help="reference image, copied in next to the job (repeatable)")
+    submit.add_argument("--name", default=None,
+                        help="job name (default job-YYYYMMDD-HHMMSS); made unique when taken")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job to its result, print the image path(s), exit like gen")
+    _add_config(submit)
+
+    gallery = commands.add_parser("gallery", help="rebuild outbox/index.html from the sidecars")
+    _add_config(gallery)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except InboxError as error:
+        report_failure(error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def report_failure(error: InboxError) -> None:
+    """One sentence naming the layer, then the hint: no stderr dump (it is in `detail`)."""
+    print(f"gpt-image-inbox: {error.layer}: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"  hint: {error.hint}", file=sys.stderr)
+
+
+def _load_config(path: Path | None):  # type: ignore[no-untyped-def]
+    from daemon.config import load_config
+    from daemon.logs import configure
+
+    config = load_config(path)
+    configure(config.log_level)
+    return config
+
+
+def cmd_gen(args: argparse.Namespace) -> int:
+    from daemon.oneshot import generate_to_file
+
+    config = _load_config(args.config)
+    paths = generate_to_file(
+        prompt=args.prompt,
+        refs=args.ref,
+        out=args.out,
+        timeout_sec=args.timeout_sec,
+        model=args.model,
+        config=config,
+    )
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from daemon.oneshot import process_inbox
+
+    config = _load_config(args.config)
+    return process_inbox(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.service import Daemon
+
+    config_path = args.config
+    _load_config(config_path)
+    return Daemon(config_path).run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.status import describe, read_status
+
+    config = _load_config(args.config)
+    data = read_status(config.outbox)
+    if data is None:
+        print(f"No status file in {config.outbox}: the daemon has not run with this outbox yet.")
+        return 1
+    print(describe(data))
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from daemon.submit import submit_job, wait_for_result
+
+    config = _load_config(args.config)
+    since = datetime.now().astimezone().replace(microsecond=0)
+    job_path = submit_job(prompt=args.prompt, refs=args.ref, name=args.name, config=config)
+    if not args.wait:
+        print(job_path)
+        return EXIT_OK
+    for path in wait_for_result(job_path, config, since=since):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from daemon.gallery import write_gallery
+
+    config = _load_config(args.config)
+    print(write_gallery(config.outbox))
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "gen": cmd_gen,
+    "once": cmd_once,
+    "run": cmd_run,
+    "status": cmd_status,
+    "submit": cmd_submit,
+    "gallery": cmd_gallery,
+}

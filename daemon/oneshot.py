@@ -1,0 +1,176 @@
+"""The one-shot commands: `gen` (one prompt to one file) and `once` (drain the inbox, then exit)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from daemon import outbox as disk
+from daemon.config import Config
+from daemon.errors import ReferenceMissing, UsageError
+from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
+from daemon.images import ImageFormat, convert, inspect, sniff_file
+from daemon.job import is_job_file
+from daemon.lock import InboxLock
+from daemon.pipeline import Outcome, Status, process_job, recover_processing
+
+log = structlog.get_logger()
+
+_EXTENSION_FORMATS = {"png": ImageFormat.PNG, "jpg": ImageFormat.JPEG, "jpeg": ImageFormat.JPEG,
+                      "webp": ImageFormat.WEBP}
+
+
+def generate_to_file(
+    *,
+    prompt: str,
+    refs: Sequence[Path],
+    out: Path | None,
+    timeout_sec: float | None,
+    model: str | None,
+    config: Config,
+) -> list[Path]:
+    """`gen`: check the arguments, run codex, write the image(s); returns the paths written."""
+    if not prompt.strip():
+        raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
+    for ref in refs:
+        _check_reference(ref)
+    setup = prepare_codex(config.codex)
+    request = ImageRequest(
+        prompt=prompt,
+        refs=tuple(r.resolve() for r in refs),
+        model=model,
+        timeout_sec=timeout_sec or config.codex.timeout_sec,
+    )
+    generation = generate(request, setup)
+    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
+    written = []
+    for n, image in enumerate(generation.images):
+        data = convert(image.data, target) if target else image.data
+        info = inspect(data)
+        if info is None:
+            continue
+        path = _output_path(out, n, info.format)
+        disk.replace_file(path, data)
+        written.append(path)
+        log.info("image written", path=str(path), format=info.format.value,
+                 width=info.width, height=info.height, thread_id=generation.thread_id)
+    if not written:
+        from daemon.errors import NoImage
+
+        raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
+    return written
+
+
+def _check_reference(ref: Path) -> None:
+    if not ref.is_file():
+        raise ReferenceMissing(f"The reference image {ref} does not exist.",
+                               hint="Check the path given to --ref.")
+    if sniff_file(ref) is None:
+        raise ReferenceMissing(f"The reference {ref} is not a PNG, JPEG or WebP image.",
+                               hint="Pass a PNG, JPEG or WebP file to --ref.")
+
+
+def _output_path(out: Path | None, index: int, fmt: ImageFormat) -> Path:
+    """`--out` as given (its extension decides the format), or ./image-<time>.<real ext>;
+    further images of the same run get `-2`, `-3` before the extension."""
+    if out is None:
+        out = Path(f"image-{datetime.now():%Y%m%d-%H%M%S}.{fmt.extension}")
+    elif out.suffix.lower().lstrip(".") not in _EXTENSION_FORMATS:
+        out = out.with_name(f"{out.name}.{fmt.extension}")
+    if index:
+        out = out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+    return out.absolute()
+
+
+def cached_setup(config: Config) -> Callable[[], CodexSetup]:
+    """Probe codex on first use and remember it; a failed probe is tried again next time."""
+    found: list[CodexSetup] = []
+
+    def get() -> CodexSetup:
+        if not found:
+            found.append(prepare_codex(config.codex))
+        return found[0]
+
+    return get
+
+
+def pending_jobs(inbox: Path) -> list[Path]:
+    """Job files in the inbox root, oldest first (arrival order)."""
+    jobs = []
+    for path in inbox.iterdir():
+        if is_job_file(path.name) and not path.name.startswith(".") and path.is_file():
+            jobs.append((path.stat().st_mtime_ns, path.name, path))
+    return [p for _, _, p in sorted(jobs)]
+
+
+def process_inbox(
+    config: Config, *, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """`once`: every job now in the inbox, one at a time; 0 when all succeeded.
+
+    An environment failure (login, usage limit, network, disk) stops the run: the jobs not yet
+    run stay in the inbox untouched, and the exit code is that failure's.
+    """
+    disk.ensure_dir(config.inbox)
+    disk.ensure_dir(config.outbox)
+    with InboxLock(config.inbox, command="once"):
+        return _drain(config, sleep)
+
+
+def _drain(config: Config, sleep: Callable[[float], None]) -> int:
+    get_setup = cached_setup(config)
+    for outcome in recover_processing(config, get_setup=get_setup):
+        log_outcome(outcome)
+    exit_code = 0
+    for path in pending_jobs(config.inbox):
+        outcome = run_with_retries(path, config, get_setup, sleep=sleep)
+        log_outcome(outcome)
+        after_job(config)
+        if outcome.status is not Status.DONE and exit_code == 0:
+            exit_code = outcome.error.exit_code if outcome.error else 1
+        if outcome.status is Status.PAUSED:
+            break
+    return exit_code
+
+
+def run_with_retries(
+    path: Path, config: Config, get_setup: Callable[[], CodexSetup], *,
+    sleep: Callable[[float], None],
+) -> Outcome:
+    attempts = config.retry.attempts
+    for attempt in range(1, attempts + 1):
+        outcome = process_job(path, config=config, get_setup=get_setup,
+                              final_attempt=attempt == attempts)
+        if outcome.status is not Status.RETRY:
+            return outcome
+        log_outcome(outcome)
+        sleep(backoff(config, attempt))
+    return outcome
+
+
+def backoff(config: Config, attempt: int) -> float:
+    """Seconds before try `attempt + 1`: doubling from retry.backoff_sec, capped."""
+    return float(min(config.retry.backoff_sec * 2 ** (attempt - 1), config.retry.max_backoff_sec))
+
+
+def after_job(config: Config) -> None:
+    """Work shared by every finished job; the gallery is rebuilt here when enabled."""
+    if config.gallery:
+        from daemon.gallery import write_gallery
+
+        write_gallery(config.outbox)
+
+
+def log_outcome(outcome: Outcome) -> None:
+    fields = {"job": outcome.job, "outcome": outcome.status.value, "seconds": outcome.seconds,
+              "outputs": [p.name for p in outcome.outputs]}
+    if outcome.error is not None:
+        fields.update(error=outcome.error.layer, message=outcome.error.message)
+        if outcome.error.retry_at:
+            fields["retry_at"] = outcome.error.retry_at.isoformat()
+    level = log.info if outcome.status is Status.DONE else log.warning
+    level("job finished", **fields)

@@ -1,0 +1,353 @@
+"""`gpt-image-inbox run`: the long-running loop. One worker, jobs in arrival order, one at a time.
+
+The watcher hands over complete job files; this loop owns the queue, the retries, the pauses
+when the environment is not ready, the status file and the service manager's notifications.
+Signal handlers only set events; the loop and a small heartbeat thread react to them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from daemon import outbox as disk
+from daemon.config import Config, load_config
+from daemon.errors import (
+    ConfigError,
+    InboxError,
+    NetworkDown,
+    NotLoggedIn,
+    UsageLimit,
+)
+from daemon.generation import CodexSetup
+from daemon.lock import InboxLock
+from daemon.notify import SystemdNotifier, watchdog_interval
+from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
+from daemon.pipeline import Outcome, Status, process_job, recover_processing
+from daemon.status import STATUS_NAME
+from daemon.status import Status as StatusFile
+from daemon.watcher import InboxWatcher
+
+log = structlog.get_logger()
+
+TICK_SEC = 0.5
+# How long a pause lasts when codex gives no time: doubling from the first value up to the cap.
+PAUSE_FIRST_SEC = {NetworkDown: 10.0, NotLoggedIn: 60.0, UsageLimit: 300.0}
+PAUSE_DEFAULT_FIRST_SEC = 30.0
+PAUSE_MAX_SEC = 900.0
+
+
+@dataclass
+class Queued:
+    """A job handed over by the watcher and not finished yet (waiting, retrying or paused)."""
+
+    path: Path
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class Pause:
+    error: InboxError
+    until: float
+    count: int
+    auth_stamp: tuple[int, int] | None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path | None,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        clock: Callable[[], float] = time.monotonic,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.environ = environ
+        self.clock = clock
+        self.notifier = notifier or SystemdNotifier(environ)
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.cancel = threading.Event()
+        self.queue: list[Queued] = []
+        self.pause: Pause | None = None
+        self.pause_streak = 0  # consecutive pauses without a job getting through: the backoff
+        self.get_setup: Callable[[], CodexSetup] = cached_setup(self.config)
+        self.status = StatusFile(self.config.outbox / STATUS_NAME)
+        self.watcher: InboxWatcher | None = None
+        self._busy_until = 0.0
+        self._last_tick = clock()
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; returns the exit code."""
+        self._install_signal_handlers()
+        for folder in (self.config.inbox, self.config.outbox):
+            disk.ensure_dir(folder)
+        with InboxLock(self.config.inbox, command="run"):
+            for outcome in recover_processing(self.config, get_setup=self.get_setup):
+                log_outcome(outcome)
+            self.watcher = self._new_watcher()
+            self.watcher.start()
+            heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+            heartbeat.start()
+            log.info("watching", inbox=str(self.config.inbox), outbox=str(self.config.outbox),
+                     observer=self.watcher.observer_kind)
+            self._set_state("idle")
+            self.notifier.ready()
+            try:
+                while not self.stopping.is_set():
+                    self._step()
+            finally:
+                self.notifier.stopping()
+                self.watcher.stop()
+                self._set_state("stopped")
+                heartbeat.join(timeout=5)
+        log.info("stopped")
+        return 0
+
+    def _new_watcher(self) -> InboxWatcher:
+        watch = self.config.watch
+        return InboxWatcher(self.config.inbox, settle_sec=watch.settle_sec,
+                            rescan_sec=watch.rescan_sec, polling=watch.polling)
+
+    def _install_signal_handlers(self) -> None:
+        def stop(_signum: int, _frame: FrameType | None) -> None:
+            self.stopping.set()
+
+        def reload(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _step(self) -> None:
+        self._last_tick = self.clock()
+        if self.reload_requested.is_set():
+            self._reload()
+        self._take_handed_over()
+        if self.pause is not None and not self._pause_over():
+            self.stopping.wait(TICK_SEC)
+            return
+        entry = self._next_due()
+        if entry is None:
+            assert self.watcher is not None
+            path = self.watcher.get(timeout=self._wait_time())
+            if path is not None:
+                self._enqueue(path)
+            return
+        self._run_entry(entry)
+
+    def _take_handed_over(self) -> None:
+        assert self.watcher is not None
+        while (path := self.watcher.get(timeout=0)) is not None:
+            self._enqueue(path)
+
+    def _enqueue(self, path: Path) -> None:
+        # The watcher may hand a retried job over again once it is back in the inbox root.
+        if all(q.path != path for q in self.queue):
+            self.queue.append(Queued(path))
+            self._publish()
+
+    def _next_due(self) -> Queued | None:
+        now = self.clock()
+        return next((q for q in self.queue if q.not_before <= now), None)
+
+    def _wait_time(self) -> float:
+        now = self.clock()
+        waits = [q.not_before - now for q in self.queue] + [TICK_SEC]
+        return max(0.01, min(waits))
+
+    def _run_entry(self, entry: Queued) -> None:
+        if self.stopping.is_set():
+            return
+        if not entry.path.exists():
+            self._finish(entry)  # deleted while queued: dropped
+            return
+        config = self.config
+        timeout = config.codex.timeout_sec
+        self._busy_until = self.clock() + timeout + config.shutdown_grace_sec + 60
+        self.status.current_job = entry.path.name
+        self.status.job_started_at = _now_iso()
+        self._set_state("working")
+        outcome = process_job(
+            entry.path,
+            config=config,
+            get_setup=self.get_setup,
+            final_attempt=entry.attempts + 1 >= config.retry.attempts,
+            cancel=self.cancel,
+        )
+        self._busy_until = 0.0
+        self.status.current_job = self.status.job_started_at = None
+        self._after(entry, outcome)
+
+    def _after(self, entry: Queued, outcome: Outcome) -> None:
+        log_outcome(outcome)
+        if outcome.status is not Status.PAUSED:
+            self.pause_streak = 0
+        if outcome.status in (Status.DONE, Status.FAILED):
+            self._finish(entry)
+            self._remember(outcome)
+        elif outcome.status is Status.RETRY:
+            entry.attempts += 1
+            entry.not_before = self.clock() + backoff(self.config, entry.attempts)
+            self._remember(outcome)
+        elif outcome.status is Status.PAUSED:
+            assert outcome.error is not None
+            self._start_pause(outcome.error)
+        if outcome.outputs and self.config.gallery:
+            after_job(self.config)
+        self._set_state("paused" if self.pause else "idle")
+
+    def _finish(self, entry: Queued) -> None:
+        assert self.watcher is not None
+        self.queue.remove(entry)
+        self.watcher.done(entry.path)
+
+    # --- pauses -------------------------------------------------------------------------
+
+    def _start_pause(self, error: InboxError) -> None:
+        self.pause_streak += 1
+        count = self.pause_streak
+        first = PAUSE_FIRST_SEC.get(type(error), PAUSE_DEFAULT_FIRST_SEC)
+        wait = min(first * 2 ** (count - 1), PAUSE_MAX_SEC)
+        if error.retry_at is not None:
+            wait = max(1.0, (error.retry_at - datetime.now(error.retry_at.tzinfo)).total_seconds())
+        self.pause = Pause(error, self.clock() + wait, count, self._auth_stamp())
+        resumes = datetime.now().astimezone() + timedelta(seconds=wait)
+        self.status.paused = {
+            "error": error.layer,
+            "message": error.message,
+            "hint": error.hint,
+            "resumes_at": resumes.isoformat(timespec="seconds"),
+        }
+        log.warning("queue paused", error=error.layer, message=error.message,
+                    resumes_at=self.status.paused["resumes_at"])
+
+    def _pause_over(self) -> bool:
+        assert self.pause is not None
+        why = None
+        if self.clock() >= self.pause.until:
+            why = "time"
+        elif self._auth_stamp() != self.pause.auth_stamp:
+            why = "login changed"
+        if why is None:
+            return False
+        log.info("queue resumed", reason=why)
+        self.pause = None
+        self.status.paused = None
+        self._set_state("idle")
+        return True
+
+    def _auth_stamp(self) -> tuple[int, int] | None:
+        """auth.json's (mtime, size): `codex login` rewrites it, which ends a login pause."""
+        home = Path(self.environ.get("CODEX_HOME") or Path.home() / ".codex")
+        if self.config.codex.home is not None:
+            home = self.config.codex.home
+        try:
+            st = (home / "auth.json").stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    # --- reload, status, heartbeat ------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.reload_requested.clear()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            log.error("reload failed; keeping the running configuration", message=error.message)
+            return
+        old, self.config = self.config, new
+        self.get_setup = cached_setup(new)
+        self.pause = None
+        self.status.paused = None
+        if (new.inbox, new.watch) != (old.inbox, old.watch):
+            log.info("reload: restarting the watcher", inbox=str(new.inbox))
+            assert self.watcher is not None
+            self.watcher.stop()
+            disk.ensure_dir(new.inbox)
+            self.queue.clear()
+            self.watcher = self._new_watcher()
+            self.watcher.start()
+        if new.outbox != old.outbox:
+            disk.ensure_dir(new.outbox)
+            self.status.path = new.outbox / STATUS_NAME
+        log.info("configuration reloaded", source=str(new.source))
+
+    def _remember(self, outcome: Outcome) -> None:
+        entry: dict[str, Any] = {"job": outcome.job, "at": _now_iso(),
+                                 "outputs": [p.name for p in outcome.outputs]}
+        if outcome.status is Status.DONE:
+            self.status.last_success = entry
+        elif outcome.error is not None:
+            entry.update(error=outcome.error.layer, message=outcome.error.message)
+            self.status.last_failure = entry
+
+    def _publish(self) -> None:
+        assert self.watcher is not None
+        self.status.queue_length = len(self.queue) + self.watcher.queued()
+        try:
+            self.status.save()
+        except InboxError as error:
+            log.warning("status file not written", message=error.message)
+
+    def _set_state(self, state: str) -> None:
+        self.status.state = state
+        if self.watcher is not None:
+            self._publish()
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        if self.status.state == "working":
+            return f"working on {self.status.current_job}"
+        if self.pause is not None:
+            return f"paused: {self.pause.error.message}"
+        return f"{self.status.state}, {self.status.queue_length} queued"
+
+    def _heartbeat(self) -> None:
+        """Pings the service manager while the loop is alive, and stops a running job when the
+        shutdown grace runs out: the one place that turns a stop request into a cancel."""
+        interval = watchdog_interval(self.environ)
+        grace_deadline: float | None = None
+        next_ping = 0.0
+        while True:
+            now = self.clock()
+            if self.stopping.is_set():
+                if grace_deadline is None:
+                    grace_deadline = now + self.config.shutdown_grace_sec
+                if not self._busy_until:
+                    return
+                if now >= grace_deadline:
+                    self.cancel.set()
+            # A loop stuck outside a job stops the pings, so systemd's watchdog can restart us.
+            alive = now - self._last_tick < 10 or now < self._busy_until
+            if interval and alive and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + interval
+            time.sleep(TICK_SEC)
+
+
+def _now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def run_daemon(config_path: Path | None) -> int:
+    return Daemon(config_path).run()

@@ -1,0 +1,87 @@
+"""The status file in the outbox (`status.json`): what the daemon is doing, always current.
+
+The daemon rewrites it atomically on every change; `gpt-image-inbox status` reads and prints it,
+so a person (or a script, or a phone looking at the synced folder) sees the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.outbox import replace_file
+
+STATUS_NAME = "status.json"
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Status:
+    """Mutable by the one worker only; every change is followed by `save()`."""
+
+    path: Path
+    state: str = "starting"  # starting | idle | working | paused | stopped
+    pid: int = field(default_factory=os.getpid)
+    since: str = field(default_factory=_now)
+    current_job: str | None = None
+    job_started_at: str | None = None
+    queue_length: int = 0
+    paused: dict[str, Any] | None = None
+    last_success: dict[str, Any] | None = None
+    last_failure: dict[str, Any] | None = None
+    updated_at: str = field(default_factory=_now)
+
+    def save(self) -> None:
+        self.updated_at = _now()
+        fields = asdict(self)
+        fields.pop("path")
+        replace_file(self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode())
+
+
+def read_status(outbox: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((outbox / STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe(data: dict[str, Any], *, now: datetime | None = None) -> str:
+    """The status as a few lines for a person."""
+    now = now or datetime.now().astimezone()
+    lines = [f"state: {data.get('state')} (pid {data.get('pid')}, since {data.get('since')})"]
+    if data.get("current_job"):
+        started = _parse(data.get("job_started_at"))
+        running = f", running for {int((now - started).total_seconds())} s" if started else ""
+        lines.append(f"working on: {data['current_job']}{running}")
+    lines.append(f"queued: {data.get('queue_length', 0)}")
+    paused = data.get("paused")
+    if paused:
+        lines.append(f"paused: {paused.get('message')}")
+        if paused.get("hint"):
+            lines.append(f"  hint: {paused['hint']}")
+        if paused.get("resumes_at"):
+            lines.append(f"  resumes at: {paused['resumes_at']}")
+    for key, label in (("last_success", "last success"), ("last_failure", "last failure")):
+        entry = data.get(key)
+        if entry:
+            extra = entry.get("message") or ", ".join(entry.get("outputs") or [])
+            lines.append(f"{label}: {entry.get('job')} at {entry.get('at')}: {extra}")
+    lines.append(f"updated: {data.get('updated_at')}")
+    return "\n".join(lines)
+
+
+def _parse(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
