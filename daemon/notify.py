@@ -32,7 +32,7 @@ class SystemdNotifier:
         self.send("READY=1")
 
     def status(self, text: str) -> None:
-        """One line shown by `systemctl status`; newlines would end the message, so they are flattened."""
+        """One line shown by `systemctl status`; newlines would end the message: flattened."""
         self.send("STATUS=" + " ".join(text.splitlines()))
 
     def watchdog(self) -> None:
@@ -44,7 +44,7 @@ class SystemdNotifier:
         self.send("STOPPING=1")
 
     def send(self, message: str) -> None:
-        """Send one datagram; a vanished systemd must never take the daemon down, so errors are logged."""
+        """Send one datagram; errors are only logged, as a vanished systemd must not stop us."""
         if self._address is None:
             return
         try:
@@ -67,7 +67,9 @@ def _socket_address(value: str) -> str | bytes | None:
     return None
 
 
-def watchdog_interval(environ: Mapping[str, str] | None = None, *, pid: int | None = None) -> float | None:
+def watchdog_interval(
+    environ: Mapping[str, str] | None = None, *, pid: int | None = None
+) -> float | None:
     """Seconds between WATCHDOG=1 pings (half of WatchdogSec=), or None when no watchdog is armed.
 
     WATCHDOG_PID, when set, names the process the watchdog is meant for; a child that inherited the
