@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import enum
 import io
+import itertools
 import json
 import re
 import threading
@@ -101,6 +102,7 @@ class MockOpenAI:
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._response_ids = itertools.count(1)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -258,7 +260,7 @@ class MockOpenAI:
 
     def _sse(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with self._lock:
-            response_id = f"resp_mock{next(_COUNTER)}"
+            response_id = f"resp_mock{next(self._response_ids)}"
         events: list[dict[str, Any]] = [
             {"type": "response.created", "response": {"id": response_id}},
         ]
@@ -312,9 +314,6 @@ class MockOpenAI:
                 }
             ],
         }
-
-
-_COUNTER = iter(range(1, 1_000_000_000))
 
 
 # -- request inspection (pure) ---------------------------------------------------------------------
