@@ -29,6 +29,9 @@ _BLOB_MARK = "\x00rollout-blob:"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_B64 = bytes(sorted(set(range(256)) - set(_B64_ALPHABET)))
 _REASON_HINTS = re.compile(r"fail|error|block|refus|reject|moderation|safety|denied", re.I)
+_FAILED = re.compile(r"image generation failed", re.I)
+# Lines of code-mode's own framing around a script's output, never a reason by themselves.
+_BOILERPLATE = re.compile(r"(script (failed|completed|error:?)|wall time .*|output:)$", re.I)
 _REASON_MAX = 1000
 GENERIC_REFUSAL = "image generation failed (codex gave no reason)"
 
@@ -221,11 +224,12 @@ class _Strings:
             return value if isinstance(value, str) else None
         self.f.seek(blob.start)
         raw = self.f.read(min(limit, blob.end - blob.start))
-        if len(raw) == blob.end - blob.start:
+        # The cut may split an escape or a UTF-8 sequence: back off a few bytes until it parses.
+        for cut in range(len(raw), max(len(raw) - 12, 0) - 1, -1):
             try:
-                return str(json.loads(b'"' + raw + b'"'))
+                return str(json.loads(b'"' + raw[:cut] + b'"'))
             except ValueError:
-                pass
+                continue
         return raw.decode("utf-8", "replace")
 
     def chunks(self, value: object) -> Iterator[bytes]:
@@ -288,12 +292,15 @@ def _output_text(output: object, strings: _Strings) -> str:
 
 
 def _pick_reason(text: str) -> str | None:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for wanted in (re.compile("image generation failed", re.I), _REASON_HINTS):
+    """The line of a tool output that says why generation failed, if one does."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not _BOILERPLATE.match(line)]
+    for wanted in (_FAILED, _REASON_HINTS):
         for line in lines:
-            if wanted.search(line):
-                start = line.lower().find("image generation failed")
-                return line[max(start, 0) :][:_REASON_MAX]
+            found = wanted.search(line)
+            if found:
+                start = found.start() if wanted is _FAILED else 0
+                return line[start:][:_REASON_MAX]
     return None
 
 

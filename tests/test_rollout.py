@@ -1,0 +1,516 @@
+"""Tests for daemon.rollout: finding a run's session log and reading its images out of it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.images import ImageFormat
+from daemon.rollout import (
+    GENERIC_REFUSAL,
+    find_session_log,
+    generated_images,
+    scan_rollout,
+)
+from tests.support.rollout_shapes import (
+    MODERATION_FAILURE,
+    USAGE_LIMIT_MESSAGE,
+    Run,
+    Shape,
+    fake_jpeg,
+    fake_webp,
+    render,
+    rollout_lines,
+    session_log_path,
+    shape_for,
+    tiny_png,
+    write_rollout,
+)
+
+REAL = Path(__file__).parent / "fixtures" / "rollouts"
+VERSIONS = ["0.111.0", "0.117.0", "0.125.0", "0.142.0", "0.144.0", "0.145.0", "0.150.0", "0.169.0"]
+THREAD = "01a21317-4b16-7900-b2ca-5484e8b77d77"
+
+
+def big_png(size: int) -> bytes:
+    """PNG magic followed by `size` random bytes (only the magic is checked here)."""
+    return b"\x89PNG\r\n\x1a\n" + os.urandom(size)
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]], tail: bytes = b"") -> Path:
+    body = b"".join(
+        json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        for line in lines
+    )
+    path.write_bytes(body + tail)
+    return path
+
+
+# --- every shape ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_each_release_shape_yields_its_one_image(tmp_path: Path, version: str) -> None:
+    """Every release family's log gives back exactly the image the run generated."""
+    image = tiny_png(5)
+    path = write_rollout(tmp_path / "log.jsonl", Run(version=version, images=[image]))
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [image]
+    assert scan.images[0].format is ImageFormat.PNG
+    assert scan.images[0].revised_prompt == "revised: a red fox in the snow #0"
+    assert scan.completed and scan.turn_error is None and scan.refusals == ()
+    assert scan.cli_version == version
+
+
+@pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
+def test_call_ids_follow_the_release(tmp_path: Path, version: str) -> None:
+    """Hosted-tool images carry ig_ ids, client-side ones exec-<uuid> ids."""
+    path = write_rollout(tmp_path / "log.jsonl", Run(version=version, images=[tiny_png(1)]))
+
+    call_id = scan_rollout(path).images[0].call_id
+
+    hosted = shape_for(version) in (Shape.HOSTED_CALL, Shape.HOSTED_BOTH)
+    assert call_id is not None and call_id.startswith("ig_" if hosted else "exec-")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_several_images_are_kept_in_order_with_their_real_formats(
+    tmp_path: Path, version: str
+) -> None:
+    """A run with three generations yields three images, in order, named by their magic bytes."""
+    images = [fake_jpeg(b"first"), tiny_png(2), fake_webp(b"third")]
+    path = write_rollout(tmp_path / "log.jsonl", Run(version=version, images=images))
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == images
+    assert [i.format for i in scan.images] == [ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP]
+
+
+# --- the same image twice -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.117.0", "0.142.0"])
+def test_hosted_image_logged_twice_is_kept_once(tmp_path: Path, version: str) -> None:
+    """0.117-0.142 log each image as image_generation_end and image_generation_call: one result."""
+    image = tiny_png(3)
+    path = write_rollout(tmp_path / "log.jsonl", Run(version=version, images=[image]))
+    assert path.read_text().count(base64.b64encode(image).decode()) == 2
+
+    assert [i.data for i in scan_rollout(path).images] == [image]
+
+
+def test_identical_bytes_under_different_ids_are_kept_once(tmp_path: Path) -> None:
+    """When the two copies of one image disagree on the id, the bytes' hash still dedupes."""
+    image = tiny_png(4)
+    lines = rollout_lines(Run(version="0.125.0", images=[image]))
+    for line in lines:
+        if line["payload"].get("type") == "image_generation_end":
+            line["payload"]["call_id"] = "ig_someotherid"
+    path = write_lines(tmp_path / "log.jsonl", lines)
+
+    assert [i.data for i in scan_rollout(path).images] == [image]
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.144.0", "0.150.0", "0.169.0"])
+def test_refusal_reason_comes_from_the_following_tool_output(tmp_path: Path, version: str) -> None:
+    """A failed client-side generation is reported with codex's own words from the tool output."""
+    path = write_rollout(
+        tmp_path / "log.jsonl", Run(version=version, refusals=[MODERATION_FAILURE])
+    )
+
+    scan = scan_rollout(path)
+
+    assert scan.images == ()
+    assert scan.refusals == (MODERATION_FAILURE,)
+    assert "moderation_blocked" in scan.refusals[0]
+
+
+def test_refusal_falls_back_to_the_failure_field(tmp_path: Path) -> None:
+    """Without a reason in the tool output, the Extension item's `failure` text is used."""
+    run = Run(refusals=["Script error:"], refusal_failure_field="content policy violation")
+    path = write_rollout(tmp_path / "log.jsonl", run)
+
+    assert scan_rollout(path).refusals == ("content policy violation",)
+
+
+def test_refusal_without_any_reason_gets_a_generic_one(tmp_path: Path) -> None:
+    """A failed hosted generation with no words anywhere is still reported as a refusal, once."""
+    lines = rollout_lines(Run(version="0.125.0", images=[tiny_png(1)]))
+    for line in lines:
+        if line["payload"].get("type") in ("image_generation_end", "image_generation_call"):
+            line["payload"].update(status="failed", result="")
+    path = write_lines(tmp_path / "log.jsonl", lines)
+
+    scan = scan_rollout(path)
+
+    assert scan.images == ()
+    assert scan.refusals == (GENERIC_REFUSAL,)
+
+
+def test_refusal_and_image_in_one_run_are_both_reported(tmp_path: Path) -> None:
+    """One generation may succeed and another be refused in the same run."""
+    run = Run(images=[tiny_png(1)], refusals=[MODERATION_FAILURE])
+    scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
+
+    assert [i.data for i in scan.images] == [tiny_png(1)]
+    assert scan.refusals == (MODERATION_FAILURE,)
+
+
+def test_refusal_reason_is_found_in_a_very_long_tool_output(tmp_path: Path) -> None:
+    """A reason at the start of a tool output too long to load is still read back from the file."""
+    reason = MODERATION_FAILURE + "\n" + "x" * (3 << 20)
+    path = write_rollout(tmp_path / "log.jsonl", Run(refusals=[reason], images=[big_png(3 << 20)]))
+
+    assert scan_rollout(path).refusals == (MODERATION_FAILURE,)
+
+
+# --- the trap -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
+def test_reference_images_and_the_tool_echo_are_never_results(tmp_path: Path, version: str) -> None:
+    """Bigger -i references in the user message and the echoed input_image are not taken."""
+    result = tiny_png(7)
+    references = [big_png(200_000), big_png(300_000)]
+    run = Run(version=version, images=[result], references=references)
+    path = write_rollout(tmp_path / "log.jsonl", run)
+
+    assert [i.data for i in scan_rollout(path).images] == [result]
+
+
+def test_an_echo_alone_is_not_an_image(tmp_path: Path) -> None:
+    """A log whose only image is the tool output's input_image yields nothing."""
+    lines = [
+        line
+        for line in rollout_lines(Run(images=[tiny_png(1)], references=[tiny_png(2)]))
+        if line["payload"].get("type") != "item_completed"
+        or line["payload"]["item"].get("kind") != "image_gen.generation"
+    ]
+    path = write_lines(tmp_path / "log.jsonl", lines)
+
+    scan = scan_rollout(path)
+
+    assert scan.images == () and scan.completed
+
+
+def test_results_that_are_not_images_are_ignored(tmp_path: Path) -> None:
+    """A result whose bytes are not PNG, JPEG or WebP is skipped, the next one kept."""
+    run = Run(images=[b"GIF89a not supported", b"plain text", tiny_png(8)])
+
+    scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
+
+    assert [i.data for i in scan.images] == [tiny_png(8)]
+
+
+def test_text_only_answer_has_no_image_and_no_refusal(tmp_path: Path) -> None:
+    """A model that answered in words leaves a completed turn with nothing to keep."""
+    scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", Run(references=[tiny_png(1)])))
+
+    assert scan.images == () and scan.refusals == () and scan.completed
+
+
+# --- turn outcome ---------------------------------------------------------------------------------
+
+
+def test_usage_limit_is_recorded_with_its_kind(tmp_path: Path) -> None:
+    """task_complete's error message and string kind become turn_error and turn_error_kind."""
+    run = Run(turn_error=USAGE_LIMIT_MESSAGE, turn_error_kind="usage_limit_exceeded")
+
+    scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
+
+    assert scan.completed
+    assert scan.turn_error == USAGE_LIMIT_MESSAGE
+    assert scan.turn_error_kind == "usage_limit_exceeded"
+
+
+def test_a_dict_error_kind_is_named_by_its_key(tmp_path: Path) -> None:
+    """codex_error_info {"http_connection_failed": {...}} is reported as http_connection_failed."""
+    run = Run(
+        turn_error="stream disconnected before completion",
+        turn_error_kind={"http_connection_failed": {"http_status_code": None}},
+    )
+
+    scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
+
+    assert scan.turn_error_kind == "http_connection_failed"
+
+
+def test_error_event_explains_a_turn_without_task_complete(tmp_path: Path) -> None:
+    """When the turn never completed, a fatal error event is the turn error."""
+    lines = rollout_lines(Run(complete=False))
+    error = {"type": "error", "message": "Quota exceeded.", "codex_error_info": "quota_exceeded"}
+    lines.append({"timestamp": "t", "type": "event_msg", "payload": error})
+
+    scan = scan_rollout(write_lines(tmp_path / "log.jsonl", lines))
+
+    assert not scan.completed
+    assert (scan.turn_error, scan.turn_error_kind) == ("Quota exceeded.", "quota_exceeded")
+
+
+# --- robustness -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [100, 3 << 20])
+def test_truncated_last_line_keeps_earlier_images(tmp_path: Path, size: int) -> None:
+    """A killed run's half-written last line is dropped; the images before it are kept."""
+    first, second = big_png(size), tiny_png(2)
+    lines = rollout_lines(Run(images=[first, second], complete=False))
+    cut = json.dumps(rollout_lines(Run(images=[big_png(size)]))[6]).encode()
+    assert b"image_gen.generation" in cut
+    path = write_lines(tmp_path / "log.jsonl", lines, tail=cut[: len(cut) * 2 // 3])
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [first, second]
+    assert not scan.completed
+
+
+def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> None:
+    """The `truncate_last` option cuts mid-line, and the scan still completes without it."""
+    path = write_rollout(tmp_path / "log.jsonl", Run(images=[tiny_png(1)], truncate_last=True))
+    assert not path.read_bytes().endswith(b"\n")
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [tiny_png(1)] and not scan.completed
+
+
+@pytest.mark.parametrize("image_size", [1000, 4 << 20])
+def test_line_separators_inside_strings_do_not_split_lines(tmp_path: Path, image_size: int) -> None:
+    """U+2028, U+2029 and U+0085 in prompts stay inside their line, short lines and long."""
+    prompt = "first\u2028second\u2029third\x85fourth"
+    image = big_png(image_size)
+    path = write_rollout(tmp_path / "log.jsonl", Run(prompt=prompt, images=[image]))
+    assert "\u2028".encode() in path.read_bytes()
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [image]
+    assert scan.images[0].revised_prompt == f"revised: {prompt} #0"
+
+
+def test_long_line_with_escaped_slashes_decodes_exactly(tmp_path: Path) -> None:
+    r"""A multi-megabyte result written with "\/" escapes decodes to the original bytes."""
+    image = big_png(5 << 20)
+    data = render(Run(images=[image], prompt='say "hi"\\ \n'))
+    encoded = base64.b64encode(image)
+    escaped = encoded.replace(b"/", b"\\/")
+    assert data.count(encoded) == 2
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(data.replace(encoded, escaped, 1))
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [image]
+    assert scan.images[0].revised_prompt == 'revised: say "hi"\\ \n #0'
+
+
+def test_blank_and_garbage_lines_are_skipped(tmp_path: Path) -> None:
+    """Empty lines, non-JSON lines and JSON that is not an object do not stop the scan."""
+    path = tmp_path / "log.jsonl"
+    good = render(Run(images=[tiny_png(1)]))
+    path.write_bytes(b"\n\nnot json\n[1,2]\n" + good)
+
+    assert [i.data for i in scan_rollout(path).images] == [tiny_png(1)]
+
+
+# --- the real captured 0.169 logs -----------------------------------------------------------------
+
+
+def _b64_strings(path: Path, key: str) -> list[bytes]:
+    found = []
+    for raw in path.read_bytes().splitlines():
+        stack: list[Any] = [json.loads(raw)]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k == key and isinstance(v, str) and v:
+                        found.append(base64.b64decode(v.split(",")[-1]))
+                    stack.append(v)
+            elif isinstance(value, list):
+                stack.extend(value)
+    return found
+
+
+def test_real_image_log_yields_the_generated_png() -> None:
+    """The captured 0.169 image run yields one PNG, the same one codex echoed to the model."""
+    path = REAL / "real-0.169-image.jsonl"
+
+    scan = scan_rollout(path)
+
+    assert len(scan.images) == 1 and scan.images[0].format is ImageFormat.PNG
+    assert scan.images[0].call_id is not None and scan.images[0].call_id.startswith("exec-")
+    assert _b64_strings(path, "image_url") == [scan.images[0].data]
+    assert scan.cli_version == "0.169.0" and scan.completed and scan.turn_error is None
+
+
+def test_real_reference_log_never_returns_the_reference() -> None:
+    """With an -i reference in the log, the result is the generated image, not the reference."""
+    path = REAL / "real-0.169-image-reference.jsonl"
+
+    scan = scan_rollout(path)
+
+    reference, echo = _b64_strings(path, "image_url")
+    assert [i.data for i in scan.images] == [echo]
+    assert reference != echo
+
+
+def test_real_refusal_log_gives_codex_reason() -> None:
+    """The captured refusal yields no image and the moderation reason from the tool output."""
+    scan = scan_rollout(REAL / "real-0.169-refuse.jsonl")
+
+    assert scan.images == ()
+    assert len(scan.refusals) == 1
+    assert scan.refusals[0].startswith("image generation failed: http 400")
+    assert "moderation_blocked" in scan.refusals[0]
+
+
+def test_real_text_only_log_has_nothing() -> None:
+    """The captured text-only answer is a completed turn without images or refusals."""
+    scan = scan_rollout(REAL / "real-0.169-text_only.jsonl")
+
+    assert (scan.images, scan.refusals, scan.completed) == ((), (), True)
+
+
+def test_real_usage_limit_log_gives_message_and_kind() -> None:
+    """The captured usage limit carries codex's sentence and the usage_limit_exceeded kind."""
+    scan = scan_rollout(REAL / "real-0.169-usage_limit.jsonl")
+
+    assert scan.turn_error is not None
+    assert scan.turn_error.startswith("You\u2019ve hit your usage limit.")
+    assert "try again at" in scan.turn_error
+    assert scan.turn_error_kind == "usage_limit_exceeded"
+
+
+def _extension_item(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(
+        line["payload"]["item"]
+        for line in lines
+        if line["type"] == "event_msg"
+        and line["payload"].get("type") == "item_completed"
+        and line["payload"]["item"].get("kind") == "image_gen.generation"
+    )
+
+
+def test_builder_matches_the_real_0169_shape() -> None:
+    """The 0.169 builder writes the same keys and tool-output layout as real codex."""
+    real = [json.loads(raw) for raw in (REAL / "real-0.169-image.jsonl").read_bytes().splitlines()]
+    built = rollout_lines(Run(images=[tiny_png(1)]))
+
+    assert set(_extension_item(built)) == set(_extension_item(real))
+    assert {"timestamp", "ordinal", "type", "payload"} <= set(built[0])
+
+    def echo_layout(lines: list[dict[str, Any]]) -> list[str]:
+        out = next(
+            line["payload"]["output"]
+            for line in lines
+            if line["payload"].get("type") == "custom_tool_call_output"
+        )
+        return [part["type"] for part in out]
+
+    assert echo_layout(built) == echo_layout(real)
+
+
+# --- finding the log ------------------------------------------------------------------------------
+
+
+def test_log_is_found_in_the_folder_of_the_local_start_date(tmp_path: Path) -> None:
+    """A run's log under today's local-date folder is found by its thread id."""
+    started = datetime.now().astimezone()
+    path = write_rollout(session_log_path(tmp_path, THREAD, started), Run(thread_id=THREAD))
+
+    assert find_session_log(tmp_path, THREAD, started_at=started) == path
+
+
+@pytest.mark.parametrize("days", [-1, 1])
+def test_log_is_found_in_a_neighbouring_day(tmp_path: Path, days: int) -> None:
+    """A run that crossed midnight (or a clock near it) is found in the day before or after."""
+    started = datetime(2030, 3, 17, 23, 59, 58)
+    path = write_rollout(
+        session_log_path(tmp_path, THREAD, started + timedelta(days=days)), Run(thread_id=THREAD)
+    )
+
+    assert find_session_log(tmp_path, THREAD, started_at=started) == path
+
+
+def test_log_two_days_away_is_not_looked_for(tmp_path: Path) -> None:
+    """Only three folders are searched: a log two days off is not found."""
+    started = datetime(2030, 3, 17, 12, 0, 0)
+    write_rollout(session_log_path(tmp_path, THREAD, started + timedelta(days=2)), Run())
+
+    assert find_session_log(tmp_path, THREAD, started_at=started) is None
+
+
+def test_aware_start_time_is_turned_into_the_local_date(tmp_path: Path) -> None:
+    """An aware UTC start time picks the local-date folder codex writes into."""
+    started = datetime(2030, 3, 17, 12, 0, tzinfo=timezone.utc)
+    path = write_rollout(session_log_path(tmp_path, THREAD, started), Run(thread_id=THREAD))
+
+    assert find_session_log(tmp_path, THREAD, started_at=started) == path
+
+
+def test_other_sessions_and_compressed_logs_are_not_returned(tmp_path: Path) -> None:
+    """Another thread's log and a .jsonl.zst of this thread are ignored."""
+    started = datetime(2030, 3, 17, 12, 0, 0)
+    other = "01a21317-0000-7000-8000-000000000000"
+    write_rollout(session_log_path(tmp_path, other, started), Run(thread_id=other))
+    zst = session_log_path(tmp_path, THREAD, started).with_suffix(".jsonl.zst")
+    zst.write_bytes(b"\x28\xb5\x2f\xfd")
+
+    assert find_session_log(tmp_path, THREAD, started_at=started) is None
+
+
+def test_missing_sessions_folder_means_no_log(tmp_path: Path) -> None:
+    """A CODEX_HOME without any sessions folder gives None, not an error."""
+    assert find_session_log(tmp_path, THREAD, started_at=datetime.now()) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "../etc", "a/b/c/d/e/f", "abc*defgh", "abcdefg?h", "[abcdefgh]", "abc def gh", "x\\y"],
+)
+def test_thread_ids_that_could_escape_the_pattern_are_refused(tmp_path: Path, bad: str) -> None:
+    """A thread id with separators, glob characters or spaces raises ValueError."""
+    with pytest.raises(ValueError):
+        find_session_log(tmp_path, bad, started_at=datetime.now())
+    with pytest.raises(ValueError):
+        generated_images(tmp_path, bad)
+
+
+# --- generated_images -----------------------------------------------------------------------------
+
+
+def test_generated_images_are_read_oldest_first_by_real_format(tmp_path: Path) -> None:
+    """Files under generated_images/<thread>/ come back in write order with sniffed formats."""
+    folder = tmp_path / "generated_images" / THREAD
+    folder.mkdir(parents=True)
+    files = [("exec-b.png", fake_jpeg()), ("exec-a.png", tiny_png(1)), ("notes.txt", b"hello")]
+    for n, (name, data) in enumerate(files):
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, ns=(10**18 + n, 10**18 + n))
+
+    found = generated_images(tmp_path, THREAD)
+
+    assert [(i.call_id, i.format) for i in found] == [
+        ("exec-b", ImageFormat.JPEG),
+        ("exec-a", ImageFormat.PNG),
+    ]
+    assert found[0].data == fake_jpeg()
+
+
+def test_generated_images_of_an_unknown_thread_are_empty(tmp_path: Path) -> None:
+    """No folder for the thread means no images."""
+    assert generated_images(tmp_path, THREAD) == []
