@@ -29,6 +29,8 @@ _KIND_CLASSES: dict[str, type[CodexFailed]] = {
 
 # Ordered: the first pattern that matches decides.
 _MESSAGE_CLASSES: list[tuple[re.Pattern[str], type[CodexFailed]]] = [
+    # A stream the server dropped is server trouble worth a retry, not a network outage.
+    (re.compile(r"stream disconnected|high demand", re.I), CodexFailed),
     (re.compile(r"usage limit|quota exceeded|rate limit", re.I), UsageLimit),
     (
         re.compile(
