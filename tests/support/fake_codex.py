@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,15 @@ def image_bytes(conf: dict[str, Any], n: int) -> bytes:
     # Pad with a private ancillary chunk before IEND so that the PNG stays valid.
     pad = size - len(png) - 12
     body = (b"pad " * (pad // 4 + 1))[:pad]
-    chunk = len(body).to_bytes(4, "big") + b"fkPd" + body + b"\0\0\0\0"
+    crc = zlib.crc32(b"fkPd" + body).to_bytes(4, "big")
+    chunk = len(body).to_bytes(4, "big") + b"fkPd" + body + crc
     return png[:-12] + chunk + png[-12:]
 
 
-def spawn_child(ignore_term: bool) -> int:
+def spawn_child() -> int:
     """A child in our process group, so that tests can check the whole group is stopped."""
-    code = "import signal,time\n"
-    if ignore_term:
-        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    code += "while True: time.sleep(60)\n"
-    return subprocess.Popen([sys.executable, "-c", code]).pid
+    code = "import time\nwhile True: time.sleep(60)\n"
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL).pid
 
 
 def record(conf: dict[str, Any], entry: dict[str, Any]) -> None:
@@ -223,16 +222,17 @@ def run_exec(conf: dict[str, Any], args: list[str]) -> int:
     stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
     prompt = (opts["prompt"] or "") + stdin.decode("utf-8", "replace")
     scenario = conf.get("scenario", "image")
-    child = (
-        spawn_child(scenario == "hang_ignoring_sigterm") if scenario.startswith("hang") else None
-    )
+    if scenario == "hang_ignoring_sigterm":
+        # Set before the child starts: an ignored signal stays ignored across exec.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = spawn_child() if scenario.startswith("hang") else None
     thread_id = conf.get("thread_id") or str(uuid.uuid4())
     record(
         conf,
         {
             "argv": sys.argv[1:],
             "cwd": os.getcwd(),
-            "stdin": stdin.decode("utf-8", "surrogateescape"),
+            "stdin": stdin.decode("utf-8", "replace"),
             "stdin_b64": base64.b64encode(stdin).decode(),
             "refs": opts["refs"],
             "pid": os.getpid(),
@@ -261,8 +261,6 @@ def play(
     started = datetime.now().astimezone()
     emit({"type": "thread.started", "thread_id": thread_id})
     emit({"type": "turn.started"})
-    if scenario == "hang_ignoring_sigterm":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if scenario.startswith("hang") or (
         scenario == "network_down" and "unbounded_connection_retries" not in opts["disable"]
     ):
