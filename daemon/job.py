@@ -26,15 +26,24 @@ from daemon.images import IMAGE_EXTENSIONS, ImageFormat, sniff_file
 from daemon.suggest import did_you_mean, unknown_key_message
 
 try:  # libyaml's parser is several times faster; the pure-Python one behaves the same.
-    from yaml._yaml import CParser as _Parser
+    from yaml._yaml import CParser
 
-    _PARSER_BASES: tuple[type, ...] = (_Parser,)
+    _PARSER_BASES: tuple[type, ...] = (CParser,)
+
+    def _init_parser(loader: Any, stream: str) -> None:
+        CParser.__init__(loader, stream)
+
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml.parser import Parser
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
     _PARSER_BASES = (Reader, Scanner, Parser)
+
+    def _init_parser(loader: Any, stream: str) -> None:
+        Reader.__init__(loader, stream)
+        Scanner.__init__(loader)
+        Parser.__init__(loader)
 
 MAX_JOB_BYTES = 1024 * 1024
 JOB_SUFFIX = ".prompt.yaml"
@@ -155,14 +164,17 @@ def _read_text(path: Path) -> str:
     except OSError as e:
         raise JobError(f"{label}: cannot be read: {e.strerror}.",
                        hint="Check that the file exists and that you may read it.") from e
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise JobError(f"{label}: is not a regular file.",
                            hint="Save the prompt as an ordinary text file.")
         if info.st_size > MAX_JOB_BYTES:
             raise _too_big(label, info.st_size)
-        data = f.read(MAX_JOB_BYTES + 1)  # it may have grown since fstat
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_JOB_BYTES + 1)  # it may have grown since fstat
+    finally:
+        os.close(fd)
     if len(data) > MAX_JOB_BYTES:
         raise _too_big(label, len(data))
     return _decode(data, label)
@@ -244,8 +256,7 @@ class _StrictConstructor(SafeConstructor):
 
 class _JobLoader(_StrictComposer, *_PARSER_BASES, _StrictConstructor, Resolver):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
-        for base in _PARSER_BASES:
-            base.__init__(self, stream)
+        _init_parser(self, stream)
         _StrictComposer.__init__(self)
         _StrictConstructor.__init__(self)
         Resolver.__init__(self)
