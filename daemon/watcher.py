@@ -202,10 +202,13 @@ class Settler:
         self._delivered: set[str] = set()
         self._deferred: set[str] = set()
 
-    def update(self, names: Iterable[str], now: float, *, listed_at_ns: int = 0) -> None:
+    def update(
+        self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None
+    ) -> None:
         """Take a fresh listing of the inbox root and re-check every waiting job.
 
-        `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read.
+        `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read;
+        without it, every new job file in `names` is admitted at once.
         """
         listing = Listing.of(names)
         self._delivered &= listing.jobs  # a handed-over job that left may come back as new
@@ -232,6 +235,7 @@ class Settler:
     def counts(self) -> dict[JobState, int]:
         """How many jobs wait in each state."""
         counts = dict.fromkeys(JobState, 0)
+        counts[JobState.SETTLING] = len(self._deferred)
         for candidate in self._candidates.values():
             counts[candidate.state] += 1
         return counts
@@ -241,7 +245,7 @@ class Settler:
         """True while some job waits, so the inbox must be looked at again soon."""
         return bool(self._candidates or self._deferred)
 
-    def _admit(self, listing: Listing, now: float, listed_at_ns: int) -> None:
+    def _admit(self, listing: Listing, now: float, listed_at_ns: int | None) -> None:
         """Queue new job files in arrival order: by inode change time, then name.
 
         A file whose change time is not clearly before the listing began may have been created
@@ -252,7 +256,7 @@ class Settler:
         for name in listing.jobs:
             if name not in self._candidates and name not in self._delivered:
                 new[name] = self._ctime(name)
-        cutoff = listed_at_ns - _TIMESTAMP_LAG_NS
+        cutoff = 2**63 if listed_at_ns is None else listed_at_ns - _TIMESTAMP_LAG_NS
         admitted = [n for n, ct in new.items() if ct < cutoff or n in self._deferred]
         self._deferred = set(new) - set(admitted)
         for name in sorted(admitted, key=lambda n: (new[n], n)):

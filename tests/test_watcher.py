@@ -1,0 +1,417 @@
+"""The inbox watcher: complete jobs handed over once each, in arrival order, whatever the writer."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.observers.api import BaseObserver
+
+from daemon.ignore import SF_DATALESS
+from daemon.watcher import InboxWatcher, JobState, Settler
+
+SETTLE = 0.2
+DEADLINE = 20.0
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fails a test that leaves any thread of its own running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads left running: {leaked}")
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+def wait_for(condition: Callable[[], bool], deadline: float = DEADLINE) -> None:
+    """Polls `condition` until true; fails after `deadline` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail("condition not met before the deadline")
+        time.sleep(0.02)
+
+
+def take_all(watcher: InboxWatcher, count: int, *, quiet: float = 0.6) -> list[str]:
+    """Takes jobs like the pipeline does (moving each out of the root), until `count` arrived
+    and then nothing more for `quiet` seconds; returns their names in delivery order."""
+    processing = watcher.inbox / "processing"
+    processing.mkdir(exist_ok=True)
+    names: list[str] = []
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        path = watcher.get(timeout=quiet if len(names) >= count else 0.5)
+        if path is None:
+            if len(names) >= count:
+                return names
+            continue
+        names.append(path.name)
+        os.replace(path, processing / path.name)
+        watcher.done(path)
+    pytest.fail(f"only {len(names)} of {count} jobs handed over: {names[-5:]}")
+
+
+def job(inbox: Path, name: str, prompt: str = "a red fox") -> Path:
+    path = inbox / f"{name}.prompt.yaml"
+    path.write_text(f"prompt: {prompt}\n")
+    return path
+
+
+@pytest.fixture(params=["native", "polling"])
+def watcher(request: pytest.FixtureRequest, inbox: Path) -> Iterator[InboxWatcher]:
+    """A running watcher with each kind of observer; stopped after the test."""
+    w = InboxWatcher(inbox, settle_sec=SETTLE, rescan_sec=2.0, polling=request.param == "polling")
+    w.start()
+    yield w
+    w.stop()
+
+
+# --- real observers on real folders -----------------------------------------------------------
+
+
+def test_starts_with_the_observer_asked_for(watcher: InboxWatcher) -> None:
+    """A native or a polling observer runs, as configured."""
+    assert watcher.observer_kind == ("polling" if watcher.polling else "native")
+
+
+def test_slowly_written_job_is_handed_over_once_complete(inbox: Path) -> None:
+    """A job written in chunks is handed over once, only after its last chunk."""
+    settle = 0.8
+    for polling in (False, True):
+        folder = inbox / f"polling-{polling}"
+        folder.mkdir()
+        chunks = ["prompt: >\n  slow\n"] + [f"  line {i}\n" for i in range(8)]
+        with InboxWatcher(folder, settle_sec=settle, polling=polling) as w:
+            path = folder / "slow.prompt.yaml"
+            with path.open("w") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    handle.flush()
+                    assert w.get(timeout=0.1) is None
+            delivered = w.get(timeout=DEADLINE)
+            assert delivered == path
+            assert delivered.read_text() == "".join(chunks)
+            assert w.get(timeout=settle * 1.5) is None
+
+
+def test_job_renamed_into_place_is_handed_over(watcher: InboxWatcher, tmp_path: Path) -> None:
+    """Editor-style temp-then-rename and `mv` from outside both deliver the destination."""
+    inbox = watcher.inbox
+    temp = inbox / "saved.prompt.yaml.tmp"
+    temp.write_text("prompt: saved by an editor\n")
+    os.replace(temp, inbox / "saved.prompt.yaml")
+    outside = tmp_path / "moved.prompt.yaml"
+    outside.write_text("prompt: moved in\n")
+    shutil.move(outside, inbox / "moved.prompt.yaml")
+    assert sorted(take_all(watcher, 2)) == ["moved.prompt.yaml", "saved.prompt.yaml"]
+
+
+def test_burst_of_1000_is_handed_over_once_each_in_order(
+    watcher: InboxWatcher, tmp_path: Path
+) -> None:
+    """A thousand job files copied in are each handed over exactly once, in copy order."""
+    source = tmp_path / "source"
+    source.mkdir()
+    names = [f"job-{i:04d}.prompt.yaml" for i in range(1000)]
+    for name in names:
+        (source / name).write_text(f"prompt: picture {name}\n")
+    for name in names:
+        shutil.copy(source / name, watcher.inbox / name)
+    assert take_all(watcher, len(names)) == names
+
+
+def test_ignored_names_are_never_handed_over(watcher: InboxWatcher) -> None:
+    """Litter shaped like jobs is skipped while the real job beside it is taken."""
+    inbox = watcher.inbox
+    for litter in [
+        "._a.prompt.yaml",
+        ".hidden.prompt.yaml",
+        "b.prompt.yaml.part",
+        "~syncthing~c.prompt.yaml.tmp",
+        ".syncthing.d.prompt.yaml.tmp",
+        "e.prompt.yaml.swp",
+        "f.prompt.yaml~",
+        ".#g.prompt.yaml",
+        ".h.prompt.yaml.icloud",
+    ]:
+        (inbox / litter).write_text("prompt: litter\n")
+    job(inbox, "real")
+    assert take_all(watcher, 1) == ["real.prompt.yaml"]
+
+
+def test_sync_conflict_copy_is_a_job_of_its_own(watcher: InboxWatcher) -> None:
+    """A Syncthing conflict copy is handed over like any other job file."""
+    job(watcher.inbox, "cat")
+    job(watcher.inbox, "cat.sync-conflict-20240101-120000-ABCDEFG")
+    assert len(take_all(watcher, 2)) == 2
+
+
+def test_jobs_present_before_start_are_found(inbox: Path) -> None:
+    """The start-up scan queues jobs that arrived while the daemon was down."""
+    for polling in (False, True):
+        job(inbox, f"early-{polling}")
+        with InboxWatcher(inbox, settle_sec=SETTLE, polling=polling) as w:
+            assert w.queued() == 1
+            assert take_all(w, 1) == [f"early-{polling}.prompt.yaml"]
+
+
+def test_deleted_queued_job_is_dropped(watcher: InboxWatcher) -> None:
+    """A job removed before it was taken is never handed over."""
+    path = job(watcher.inbox, "gone")
+    wait_for(lambda: watcher.counts()[JobState.READY] == 1)
+    path.unlink()
+    wait_for(lambda: watcher.queued() == 0)
+    job(watcher.inbox, "kept")
+    assert take_all(watcher, 1) == ["kept.prompt.yaml"]
+
+
+def test_edited_ready_job_settles_again(inbox: Path) -> None:
+    """A queued job edited after it was ready waits another settle period, then is handed over."""
+    for polling in (False, True):
+        with InboxWatcher(inbox, settle_sec=1.0, polling=polling) as w:
+            path = job(inbox, f"edited-{polling}", "first")
+            wait_for(lambda: w.counts()[JobState.READY] == 1)  # noqa: B023
+            path.write_text("prompt: second, longer\n")
+            wait_for(lambda: w.counts()[JobState.SETTLING] == 1)  # noqa: B023
+            assert take_all(w, 1) == [path.name]
+            assert "second" in (inbox / "processing" / path.name).read_text()
+
+
+def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> None:
+    """After the inbox folder is removed and made again, new jobs in it are still taken."""
+    inbox = watcher.inbox
+    job(inbox, "before")
+    assert take_all(watcher, 1) == ["before.prompt.yaml"]
+    shutil.rmtree(inbox)
+    wait_for(lambda: watcher.observer_kind is None)
+    inbox.mkdir()
+    wait_for(lambda: watcher.observer_kind is not None)
+    job(inbox, "after")
+    assert take_all(watcher, 1) == ["after.prompt.yaml"]
+
+
+def test_native_failure_falls_back_to_polling(inbox: Path) -> None:
+    """When inotify is out of watches the watcher polls instead and says why."""
+
+    def exhausted() -> BaseObserver:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    with capture_logs() as logs, InboxWatcher(
+        inbox, settle_sec=SETTLE, native_observer=exhausted
+    ) as w:
+        assert w.observer_kind == "polling"
+        job(inbox, "polled")
+        assert take_all(w, 1) == ["polled.prompt.yaml"]
+    [warning] = [e for e in logs if e["event"] == "watch.native_unavailable"]
+    assert "max_user_watches" in warning["hint"]
+
+
+def test_missing_inbox_at_start_is_waited_for(tmp_path: Path) -> None:
+    """An inbox that does not exist yet is watched as soon as it appears."""
+    inbox = tmp_path / "later"
+    with capture_logs() as logs, InboxWatcher(inbox, settle_sec=SETTLE) as w:
+        assert w.observer_kind is None
+        inbox.mkdir()
+        job(inbox, "late")
+        assert take_all(w, 1) == ["late.prompt.yaml"]
+    assert any(e["event"] == "inbox.missing" for e in logs)
+
+
+def test_stopped_observer_is_restarted(watcher: InboxWatcher) -> None:
+    """An observer whose thread died (watchdog #1065) is replaced without a daemon restart."""
+    observer = watcher._observer
+    assert observer is not None
+    observer.stop()
+    observer.join()
+    wait_for(lambda: watcher._observer not in (None, observer))
+    job(watcher.inbox, "after-restart")
+    assert take_all(watcher, 1) == ["after-restart.prompt.yaml"]
+
+
+def test_get_returns_none_once_stopped(inbox: Path) -> None:
+    """A consumer blocked in get() is released by stop()."""
+    w = InboxWatcher(inbox, settle_sec=SETTLE)
+    w.start()
+    result: list[Path | None] = [inbox]
+    consumer = threading.Thread(target=lambda: result.__setitem__(0, w.get()))
+    consumer.start()
+    w.stop()
+    consumer.join(timeout=DEADLINE)
+    assert not consumer.is_alive()
+    assert result == [None]
+
+
+# --- the settle rules, on real files with a clock the test moves ------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def settle(settler: Settler, clock: Clock, seconds: float, step: float = 0.25) -> None:
+    """Looks at the inbox every `step` seconds of fake time for `seconds`."""
+    end = clock.now + seconds
+    while clock.now < end:
+        settler.update(os.listdir(settler.inbox), clock.advance(step))
+
+
+def make_settler(inbox: Path, **kwargs: object) -> tuple[Settler, Clock]:
+    clock = Clock()
+    settler = Settler(inbox, settle_sec=1.0, grace_sec=10.0, **kwargs)  # type: ignore[arg-type]
+    return settler, clock
+
+
+def test_job_is_ready_only_after_settle(inbox: Path) -> None:
+    """A job is handed over once it stayed unchanged for settle_sec, not before."""
+    settler, clock = make_settler(inbox)
+    path = job(inbox, "a")
+    settle(settler, clock, 0.75)
+    assert settler.take() is None
+    with path.open("a") as handle:
+        handle.write("# still writing\n")
+    settle(settler, clock, 0.75)
+    assert settler.take() is None
+    settle(settler, clock, 1.0)
+    assert settler.take() == path
+    assert settler.take() is None
+
+
+def test_late_sibling_image_delays_the_job(inbox: Path) -> None:
+    """A sibling image that is still arriving keeps its job waiting until it settles."""
+    settler, clock = make_settler(inbox)
+    job(inbox, "cat")
+    settle(settler, clock, 0.75)
+    image = inbox / "cat.style.png"
+    for _ in range(6):
+        with image.open("ab") as handle:
+            handle.write(b"\x89PNG" * 100)
+        settle(settler, clock, 0.5)
+        assert settler.take() is None
+    settle(settler, clock, 1.25)
+    assert settler.take() == inbox / "cat.prompt.yaml"
+
+
+def test_handed_over_job_is_not_handed_over_again_until_done(inbox: Path) -> None:
+    """Repeated looks never queue a job twice; done() or leaving and coming back re-queues it."""
+    settler, clock = make_settler(inbox)
+    path = job(inbox, "once")
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+    settle(settler, clock, 3.0)
+    assert settler.take() is None
+    settler.done(path)
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+    path.rename(inbox / "elsewhere")
+    settle(settler, clock, 0.5)
+    (inbox / "elsewhere").rename(path)
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+
+
+def test_ready_jobs_go_in_arrival_order(inbox: Path) -> None:
+    """A job that arrived first is handed over first, even when named later."""
+    settler, clock = make_settler(inbox)
+    first = job(inbox, "zebra")
+    settle(settler, clock, 0.5)
+    second = job(inbox, "aardvark")
+    settle(settler, clock, 2.0)
+    assert [settler.take(), settler.take()] == [first, second]
+
+
+def test_unparsable_job_is_handed_over_after_the_grace(inbox: Path) -> None:
+    """A job that never parses waits grace_sec, then goes on so the pipeline can report it."""
+    settler, clock = make_settler(inbox)
+    path = inbox / "broken.prompt.yaml"
+    path.write_text("prompt: [unclosed\n")
+    settle(settler, clock, 5.0)
+    assert settler.take() is None
+    assert settler.counts()[JobState.SETTLING] == 1
+    settle(settler, clock, 6.0)
+    assert settler.take() == path
+
+
+def test_empty_job_file_waits_for_content(inbox: Path) -> None:
+    """An empty job file (a client that creates first and fills later) waits for its content."""
+    settler, clock = make_settler(inbox)
+    path = inbox / "empty.prompt.yaml"
+    path.touch()
+    settle(settler, clock, 3.0)
+    assert settler.take() is None
+    path.write_text("prompt: filled in\n")
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+
+
+def test_missing_explicit_reference_gets_a_grace_period(inbox: Path) -> None:
+    """A job naming a reference not synced yet waits for it, and goes on once it is there."""
+    settler, clock = make_settler(inbox)
+    path = inbox / "withref.prompt.yaml"
+    path.write_text("prompt: p\nrefs: [refs/photo.png]\n")
+    settle(settler, clock, 3.0)
+    assert settler.take() is None
+    assert settler.counts()[JobState.WAITING] == 1
+    (inbox / "refs").mkdir()
+    (inbox / "refs" / "photo.png").write_bytes(b"\x89PNG")
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+
+
+def test_icloud_placeholder_waits_until_downloaded(inbox: Path) -> None:
+    """An evicted iCloud job file is not read until its bytes are on disk."""
+    evicted = {"cloud.prompt.yaml"}
+
+    def icloud_stat(path: Path) -> os.stat_result:
+        st = os.stat(path)
+        if Path(path).name not in evicted:
+            return st
+        fields = {k: getattr(st, k) for k in dir(st) if k.startswith("st_")}
+        return SimpleNamespace(**{**fields, "st_flags": SF_DATALESS})  # type: ignore[return-value]
+
+    settler, clock = make_settler(inbox, stat=icloud_stat)
+    path = job(inbox, "cloud")
+    settle(settler, clock, 30.0)
+    assert settler.take() is None
+    assert settler.counts()[JobState.WAITING] == 1
+    evicted.clear()
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
+
+
+def test_old_style_icloud_sibling_keeps_its_job_waiting(inbox: Path) -> None:
+    """A sibling image present only as `.<name>.icloud` holds its job back."""
+    settler, clock = make_settler(inbox)
+    path = job(inbox, "photo")
+    stub = inbox / ".photo.png.icloud"
+    stub.write_bytes(b"bplist")
+    settle(settler, clock, 30.0)
+    assert settler.take() is None
+    stub.unlink()
+    (inbox / "photo.png").write_bytes(b"\x89PNG")
+    settle(settler, clock, 1.5)
+    assert settler.take() == path
