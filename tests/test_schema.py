@@ -1,0 +1,160 @@
+"""The shipped JSON Schema and parse_job agree on the same good and bad job files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from PIL import Image
+
+from daemon.errors import JobError
+from daemon.job import load_job_schema, parse_job
+
+# Only what a schema can express: types, required keys, enums, unknown keys, lengths and
+# patterns. Filesystem checks (references inside the inbox, real images, file size, UTF-8)
+# belong to parse_job alone and are tested in test_job.py.
+GOOD: list[Any] = [
+    "a cat",
+    "Un chat 🐈 sur un toit",
+    "42",
+    "line one\nline two\n",
+    {"prompt": "a cat"},
+    {"prompt": "  spaced, never stripped  "},
+    {"prompt": "x", "refs": []},
+    {"prompt": "x", "refs": ["a.png", "sub/b.jpg", "sub/../a.png"]},
+    {"prompt": "x", "out": "sunset"},
+    {"prompt": "x", "out": "v1.2 final"},
+    {"prompt": "x", "out": "sunset.png"},
+    {"prompt": "x", "out": "a" * 100},
+    {"prompt": "x", "timeout_sec": 1},
+    {"prompt": "x", "timeout_sec": 0.5},
+    {"prompt": "x", "timeout_sec": 86400},
+    {"prompt": "x", "model": "gpt-5.4"},
+    {"prompt": "x", "model": "openai/gpt-image-1"},
+    {"prompt": "x", "model": "o3"},
+    {"prompt": "x", "format": "png"},
+    {"prompt": "x", "format": "jpeg"},
+    {"prompt": "x", "format": "jpg"},
+    {"prompt": "x", "format": "webp"},
+    {"prompt": "a fox", "refs": ["a.png"], "out": "fox", "timeout_sec": 90, "model": "gpt-5.4",
+     "format": "webp"},
+]
+
+BAD: list[Any] = [
+    "",
+    "   ",
+    "\n\t\n",
+    "\u00a0",
+    42,
+    3.5,
+    True,
+    None,
+    [],
+    ["a cat"],
+    {},
+    {"prompt": ""},
+    {"prompt": "  \n "},
+    {"prompt": 1},
+    {"prompt": None},
+    {"prompt": ["a"]},
+    {"prompt": {"text": "a"}},
+    {"promt": "x"},
+    {"prompt": "x", "extra": 1},
+    {"refs": []},
+    {"prompt": "x", "refs": "a.png"},
+    {"prompt": "x", "refs": None},
+    {"prompt": "x", "refs": [1]},
+    {"prompt": "x", "refs": [""]},
+    {"prompt": "x", "refs": ["  "]},
+    {"prompt": "x", "refs": ["/etc/a.png"]},
+    {"prompt": "x", "refs": ["~/a.png"]},
+    {"prompt": "x", "refs": [["a.png"]]},
+    {"prompt": "x", "out": ""},
+    {"prompt": "x", "out": "a/b"},
+    {"prompt": "x", "out": "a\\b"},
+    {"prompt": "x", "out": ".hidden"},
+    {"prompt": "x", "out": ".."},
+    {"prompt": "x", "out": "a\tb"},
+    {"prompt": "x", "out": "name\n"},
+    {"prompt": "x", "out": 7},
+    {"prompt": "x", "out": None},
+    {"prompt": "x", "out": "a" * 101},
+    {"prompt": "x", "timeout_sec": 0},
+    {"prompt": "x", "timeout_sec": -1},
+    {"prompt": "x", "timeout_sec": True},
+    {"prompt": "x", "timeout_sec": "10"},
+    {"prompt": "x", "timeout_sec": None},
+    {"prompt": "x", "timeout_sec": 86401},
+    {"prompt": "x", "model": ""},
+    {"prompt": "x", "model": "--dangerously-bypass-approvals"},
+    {"prompt": "x", "model": "gpt 5"},
+    {"prompt": "x", "model": "gpt-5\n"},
+    {"prompt": "x", "model": 5},
+    {"prompt": "x", "model": None},
+    {"prompt": "x", "model": "a" * 101},
+    {"prompt": "x", "format": "gif"},
+    {"prompt": "x", "format": "PNG"},
+    {"prompt": "x", "format": None},
+    {"prompt": "x", "format": 1},
+]
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    schema = load_job_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def parses(tmp_path: Path, data: Any) -> bool:
+    """Write `data` as a job file (with any references it names) and report if parse_job took it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    text = yaml.safe_dump(data, allow_unicode=True, default_flow_style=False)
+    assert yaml.safe_load(text) == data  # the file says exactly what the schema is shown
+    path = inbox / "job.prompt.yaml"
+    path.write_text(text, encoding="utf-8")
+    if isinstance(data, dict) and isinstance(data.get("refs"), list):
+        for ref in data["refs"]:
+            target = inbox / str(ref)
+            if isinstance(ref, str) and ref.strip() and not ref.startswith(("/", "~")):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (2, 2)).save(target, format="PNG")
+    try:
+        parse_job(path, inbox=inbox)
+    except JobError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("data", GOOD, ids=repr)
+def test_good_examples_pass_both(tmp_path: Path, validator: Any, data: Any) -> None:
+    """A job the schema accepts is accepted by parse_job, and the other way round."""
+    assert list(validator.iter_errors(data)) == []
+    assert parses(tmp_path, data)
+
+
+@pytest.mark.parametrize("data", BAD, ids=repr)
+def test_bad_examples_fail_both(tmp_path: Path, validator: Any, data: Any) -> None:
+    """A job the schema refuses is refused by parse_job, and the other way round."""
+    assert not validator.is_valid(data)
+    assert not parses(tmp_path, data)
+
+
+def test_every_key_is_described() -> None:
+    """Each key of the job mapping has a description an editor can show, and no others pass."""
+    job = load_job_schema()["$defs"]["job"]
+    assert job["additionalProperties"] is False
+    assert job["required"] == ["prompt"]
+    for key, spec in job["properties"].items():
+        assert len(spec.get("description", "")) > 20, key
+
+
+def test_schema_documents_the_bare_string_rule() -> None:
+    """The schema says that a bare string is the prompt and how its text is kept."""
+    schema = load_job_schema()
+    assert "whole file is the prompt" in schema["description"]
+    assert "exactly as written" in schema["oneOf"][0]["description"]
