@@ -65,6 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery = commands.add_parser("gallery", help="rebuild outbox/index.html from the sidecars")
     _add_config(gallery)
+
+    service = commands.add_parser("service", help="install the daemon as a login service")
+    actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
+    install = actions.add_parser("install", help="write, enable and start the systemd unit or "
+                                 "launchd agent for this installation")
+    _add_config(install)
+    install.add_argument("--dry-run", action="store_true",
+                         help="print what would be written and run, change nothing")
+    uninstall = actions.add_parser("uninstall", help="stop, disable and remove the service")
+    uninstall.add_argument("--dry-run", action="store_true",
+                           help="print what would be run, change nothing")
+    actions.add_parser("status", help="installed? running? since when? last log lines")
+
+    doctor = commands.add_parser("doctor", help="check everything image generation needs")
+    _add_config(doctor)
+
+    commands.add_parser("schema", help="print the JSON Schema of job files")
     return parser
 
 
@@ -174,6 +191,31 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from daemon import autostart
+
+    if args.action == "install":
+        return autostart.install(args.config, dry_run=args.dry_run)
+    if args.action == "uninstall":
+        return autostart.uninstall(dry_run=args.dry_run)
+    return autostart.status()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor import run_doctor
+
+    return run_doctor(args.config)
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    import json
+
+    from daemon.job import load_job_schema
+
+    print(json.dumps(load_job_schema(), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
 _COMMANDS = {
     "gen": cmd_gen,
     "once": cmd_once,
@@ -181,4 +223,7 @@ _COMMANDS = {
     "status": cmd_status,
     "submit": cmd_submit,
     "gallery": cmd_gallery,
+    "service": cmd_service,
+    "doctor": cmd_doctor,
+    "schema": cmd_schema,
 }

@@ -24,6 +24,10 @@ _KIND_CLASSES: dict[str, type[CodexFailed]] = {
     "usage_limit_reached": UsageLimit,
     "quota_exceeded": UsageLimit,
     "unauthorized": NotLoggedIn,
+}
+# Kinds that say too little on their own: a persistent HTTP 401 is also reported as
+# `http_connection_failed`, so codex's words are read first and the kind decides only after.
+_FALLBACK_KIND_CLASSES: dict[str, type[CodexFailed]] = {
     "http_connection_failed": NetworkDown,
 }
 
@@ -78,6 +82,8 @@ def classify(
     cls = _KIND_CLASSES.get(kind or "")
     if cls is None:
         cls = next((c for p, c in _MESSAGE_CLASSES if p.search(message)), None)
+    if cls is None:
+        cls = _FALLBACK_KIND_CLASSES.get(kind or "")
     if cls is None:
         cls = CodexRejected if returncode == 2 else CodexFailed
     first_line = message.strip().splitlines()[0] if message.strip() else "codex failed."

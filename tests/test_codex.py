@@ -211,6 +211,8 @@ NOW = datetime(2026, 11, 25, 14, 0, tzinfo=timezone(timedelta(hours=1)))
     ("something odd", "usage_limit_exceeded", UsageLimit),
     ("something odd", "unauthorized", NotLoggedIn),
     ("something odd", "http_connection_failed", NetworkDown),
+    ("unexpected status 401 Unauthorized: Invalid token, url: http://127.0.0.1:1/v1/responses",
+     "http_connection_failed", NotLoggedIn),
     ("something odd", "internal_server_error", CodexFailed),
 ])
 def test_failures_are_classified_by_kind_then_by_codexs_words(

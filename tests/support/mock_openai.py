@@ -222,7 +222,8 @@ class MockOpenAI:
         }
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
-        prompt = user_prompt(body) or "an image"
+        # Like a model that follows the instruction: the tool gets the request between the markers.
+        prompt = request_between_markers(user_prompt(body) or "an image")
         refs = referenced_paths(body)
         kind = offered_tool(body)
         if kind is ToolKind.CODE_MODE:
@@ -359,6 +360,15 @@ def offered_tool(body: dict[str, Any]) -> ToolKind:
     if any(t.get("type") == "image_generation" for _, t in tools):
         return ToolKind.HOSTED
     return ToolKind.NONE
+
+
+def request_between_markers(text: str) -> str:
+    """The request inside "<<<REQUEST\n…\nREQUEST>>>", or the whole text when unmarked."""
+    head, marker, rest = text.partition("<<<REQUEST\n")
+    if not marker:
+        return text
+    request, end, _ = rest.rpartition("\nREQUEST>>>")
+    return request if end else text
 
 
 def _user_messages(body: Any) -> list[dict[str, Any]]:
