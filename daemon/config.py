@@ -1,4 +1,4 @@
-"""The configuration file: read once at start-up, validated up front, every problem reported at once.
+"""The configuration file: read at start-up and validated up front, every problem at once.
 
 Each problem names its dotted key (`codex.timeout_sec`), what is wrong and the fix.
 """
@@ -64,8 +64,16 @@ class Config:
 
 # Every key, by section ("" is the top level).
 _KEYS: dict[str, tuple[str, ...]] = {
-    "": ("inbox", "outbox", "gallery", "log_level", "shutdown_grace_sec", "codex", "watch",
-         "retry"),
+    "": (
+        "inbox",
+        "outbox",
+        "gallery",
+        "log_level",
+        "shutdown_grace_sec",
+        "codex",
+        "watch",
+        "retry",
+    ),
     "codex": ("command", "extra_args", "home", "timeout_sec"),
     "watch": ("polling", "settle_sec", "rescan_sec"),
     "retry": ("attempts", "backoff_sec", "max_backoff_sec"),
@@ -92,8 +100,13 @@ def default_config_path(
 def default_config(*, environ: Mapping[str, str] = os.environ) -> Config:
     """The configuration used when the default file does not exist."""
     root = _home(environ) / APP_NAME
-    return Config(inbox=root / "inbox", outbox=root / "outbox", codex=CodexConfig(),
-                  watch=WatchConfig(), retry=RetryConfig())
+    return Config(
+        inbox=root / "inbox",
+        outbox=root / "outbox",
+        codex=CodexConfig(),
+        watch=WatchConfig(),
+        retry=RetryConfig(),
+    )
 
 
 def load_config(
@@ -110,13 +123,19 @@ def load_config(
         data = file.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise ConfigError(file, ["the file does not exist. Fix: create it (config.example."
-                                     "yaml shows every key) or name another with --config."]
-                              ) from None
+            raise ConfigError(
+                file,
+                [
+                    "the file does not exist. Fix: create it (config.example."
+                    "yaml shows every key) or name another with --config."
+                ],
+            ) from None
         return default_config(environ=environ)
     except OSError as e:
-        raise ConfigError(file, [f"the file cannot be read: {e.strerror}. Fix: check that it "
-                                 "is a file you may read."]) from e
+        raise ConfigError(
+            file,
+            [f"the file cannot be read: {e.strerror}. Fix: check that it is a file you may read."],
+        ) from e
     document, repeated = _parse(data, file)
     reader = _Reader(file, environ)
     reader.problems.extend(repeated)
@@ -130,8 +149,13 @@ def _parse(data: bytes, file: Path) -> tuple[Any, list[str]]:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ConfigError(file, [f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, "
-                                 f"byte {column}. Fix: save the file as UTF-8."]) from e
+        raise ConfigError(
+            file,
+            [
+                f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, "
+                f"byte {column}. Fix: save the file as UTF-8."
+            ],
+        ) from e
     loader = _Loader(text)
     try:
         document = loader.get_single_data()
@@ -164,9 +188,10 @@ class _Loader(_SafeLoader):
                 if key_node.value in seen:
                     self.repeated.append(
                         f"{key_node.value}: written twice (lines {seen[key_node.value]} and "
-                        f"{line}). Fix: keep one of them.")
+                        f"{line}). Fix: keep one of them."
+                    )
                 seen.setdefault(key_node.value, line)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 def _kind(value: object) -> str:
@@ -195,9 +220,14 @@ class _Reader:
         if document is None:  # an empty file, or only comments
             document = {}
         if not isinstance(document, dict):
-            raise ConfigError(self.file, [f"the file holds {_kind(document)}, not a mapping of "
-                                          "keys. Fix: write `key: value` lines, as in "
-                                          "config.example.yaml."])
+            raise ConfigError(
+                self.file,
+                [
+                    f"the file holds {_kind(document)}, not a mapping of "
+                    "keys. Fix: write `key: value` lines, as in "
+                    "config.example.yaml."
+                ],
+            )
         top = self.section(document, "")
         defaults = default_config(environ=self.environ)
         config = Config(
@@ -212,8 +242,11 @@ class _Reader:
             source=self.folder / self.file.name,
         )
         if config.inbox == config.outbox:
-            self.bad("outbox", f"is the same folder as the inbox ({config.inbox})",
-                     "use two different folders")
+            self.bad(
+                "outbox",
+                f"is the same folder as the inbox ({config.inbox})",
+                "use two different folders",
+            )
         if self.problems:
             raise ConfigError(self.file, self.problems)
         return config
@@ -223,8 +256,11 @@ class _Reader:
         if value is None:  # left out, or written with every key commented out
             return {}
         if not isinstance(value, dict):
-            self.bad(name, f"must be a mapping of keys, not {_kind(value)}",
-                     f"indent the {name} keys under `{name}:`, as in config.example.yaml")
+            self.bad(
+                name,
+                f"must be a mapping of keys, not {_kind(value)}",
+                f"indent the {name} keys under `{name}:`, as in config.example.yaml",
+            )
             return {}
         known = _KEYS[name]
         prefix = f"{name}." if name else ""
@@ -234,14 +270,23 @@ class _Reader:
             if key not in known:
                 guess = did_you_mean(str(key), known, aliases=aliases)
                 if guess is None:
-                    self.bad(f"{prefix}{key}", "unknown key", "remove it; the keys here are "
-                             + ", ".join(known))
+                    self.bad(
+                        f"{prefix}{key}",
+                        "unknown key",
+                        "remove it; the keys here are " + ", ".join(known),
+                    )
                 elif "." in guess:
-                    self.bad(f"{prefix}{key}", f"unknown key (did you mean `{guess}`?)",
-                             f"move it under `{guess.split('.')[0]}:`")
+                    self.bad(
+                        f"{prefix}{key}",
+                        f"unknown key (did you mean `{guess}`?)",
+                        f"move it under `{guess.split('.')[0]}:`",
+                    )
                 else:
-                    self.bad(f"{prefix}{key}", f"unknown key (did you mean `{prefix}{guess}`?)",
-                             f"rename it to `{guess}`")
+                    self.bad(
+                        f"{prefix}{key}",
+                        f"unknown key (did you mean `{prefix}{guess}`?)",
+                        f"rename it to `{guess}`",
+                    )
         return {k: v for k, v in value.items() if k in known}
 
     def codex(self, section: dict[str, Any]) -> CodexConfig:
@@ -258,8 +303,7 @@ class _Reader:
     def watch(self, section: dict[str, Any]) -> WatchConfig:
         return WatchConfig(
             polling=self.boolean(section, "polling", False, "watch.polling"),
-            settle_sec=self.number(section, "settle_sec", 2.0, "watch.settle_sec",
-                                   allow_zero=True),
+            settle_sec=self.number(section, "settle_sec", 2.0, "watch.settle_sec", allow_zero=True),
             rescan_sec=self.number(section, "rescan_sec", 60.0, "watch.rescan_sec"),
         )
 
@@ -268,12 +312,23 @@ class _Reader:
         backoff = self.number(section, "backoff_sec", 30.0, "retry.backoff_sec")
         most = self.number(section, "max_backoff_sec", 900.0, "retry.max_backoff_sec")
         if most < backoff:
-            self.bad("retry.max_backoff_sec", f"is {most:g}, less than retry.backoff_sec "
-                     f"({backoff:g})", "make it at least as large as retry.backoff_sec")
+            self.bad(
+                "retry.max_backoff_sec",
+                f"is {most:g}, less than retry.backoff_sec ({backoff:g})",
+                "make it at least as large as retry.backoff_sec",
+            )
         return RetryConfig(attempts=int(attempts), backoff_sec=backoff, max_backoff_sec=most)
 
-    def number(self, section: dict[str, Any], key: str, default: float, dotted: str = "", *,
-               allow_zero: bool = False, whole: bool = False) -> float:
+    def number(
+        self,
+        section: dict[str, Any],
+        key: str,
+        default: float,
+        dotted: str = "",
+        *,
+        allow_zero: bool = False,
+        whole: bool = False,
+    ) -> float:
         dotted = dotted or key
         value = section.get(key)
         if value is None:
@@ -294,8 +349,11 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.bad(dotted or key, f"must be true or false, not {_kind(value)}",
-                     f"write `{key}: true` or `{key}: false`")
+            self.bad(
+                dotted or key,
+                f"must be true or false, not {_kind(value)}",
+                f"write `{key}: true` or `{key}: false`",
+            )
             return default
         return value
 
@@ -305,8 +363,11 @@ class _Reader:
             return "info"
         if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
             shown = repr(value) if isinstance(value, str) else _kind(value)
-            self.bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {shown}",
-                     "write e.g. `log_level: info`")
+            self.bad(
+                "log_level",
+                f"must be one of {', '.join(LOG_LEVELS)}, not {shown}",
+                "write e.g. `log_level: info`",
+            )
             return "info"
         return value.lower()
 
@@ -316,8 +377,11 @@ class _Reader:
             return None
         if not isinstance(value, str) or not value.strip():
             shown = "empty text" if isinstance(value, str) else _kind(value)
-            self.bad(dotted or key, f"must be a folder path, not {shown}",
-                     f"write e.g. `{key}: ~/gpt-image-inbox/{key}`")
+            self.bad(
+                dotted or key,
+                f"must be a folder path, not {shown}",
+                f"write e.g. `{key}: ~/gpt-image-inbox/{key}`",
+            )
             return None
         return self.expand(value)
 
@@ -329,13 +393,16 @@ class _Reader:
             text = os.path.expanduser(text)  # ~user
         return Path(os.path.normpath(self.folder / text))
 
-    def argv(self, section: dict[str, Any], key: str, default: tuple[str, ...], *,
-             allow_empty: bool) -> tuple[str, ...]:
+    def argv(
+        self, section: dict[str, Any], key: str, default: tuple[str, ...], *, allow_empty: bool
+    ) -> tuple[str, ...]:
         value = section.get(key.split(".")[-1])
         if value is None:
             return default
-        fix = (f"write a list such as `{key.split('.')[-1]}: [\"codex\"]` "
-               "or one line of words split like a shell would")
+        fix = (
+            f'write a list such as `{key.split(".")[-1]}: ["codex"]` '
+            "or one line of words split like a shell would"
+        )
         if isinstance(value, str):
             import shlex
 

@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
         Scanner.__init__(loader)
         Parser.__init__(loader)
 
+
 MAX_JOB_BYTES = 1024 * 1024
 JOB_SUFFIX = ".prompt.yaml"
 KEYS = ("prompt", "refs", "out", "timeout_sec", "model", "format")
@@ -69,8 +70,12 @@ _HAS_TEXT = re.compile(r"\S")
 _OUT_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 _MODEL_FIRST = re.compile(r"^[A-Za-z0-9]")
 _MODEL_FORBIDDEN = re.compile(r"[^A-Za-z0-9._:@/+-]")
-_FORMATS = {"png": ImageFormat.PNG, "jpeg": ImageFormat.JPEG, "jpg": ImageFormat.JPEG,
-            "webp": ImageFormat.WEBP}
+_FORMATS = {
+    "png": ImageFormat.PNG,
+    "jpeg": ImageFormat.JPEG,
+    "jpg": ImageFormat.JPEG,
+    "webp": ImageFormat.WEBP,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,8 @@ def sibling_references(job_path: Path) -> list[Path]:
     found = []
     for entry in entries:
         stem, dot, ext = entry.rpartition(".")
-        if dot and ext.lower() in IMAGE_EXTENSIONS and (stem == name or stem.startswith(name + ".")):
+        ours = stem == name or stem.startswith(name + ".")
+        if dot and ours and ext.lower() in IMAGE_EXTENSIONS:
             found.append(entry)
     return [job_path.parent / entry for entry in sorted(found)]
 
@@ -162,13 +168,16 @@ def _read_text(path: Path) -> str:
         # O_NONBLOCK: a FIFO named like a job must not hang the reader; it is refused below.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise JobError(f"{label}: cannot be read: {e.strerror}.",
-                       hint="Check that the file exists and that you may read it.") from e
+        raise JobError(
+            f"{label}: cannot be read: {e.strerror}.",
+            hint="Check that the file exists and that you may read it.",
+        ) from e
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise JobError(f"{label}: is not a regular file.",
-                           hint="Save the prompt as an ordinary text file.")
+            raise JobError(
+                f"{label}: is not a regular file.", hint="Save the prompt as an ordinary text file."
+            )
         if info.st_size > MAX_JOB_BYTES:
             raise _too_big(label, info.st_size)
         with open(fd, "rb", closefd=False) as f:
@@ -182,7 +191,8 @@ def _read_text(path: Path) -> str:
 
 def _too_big(label: str, size: int) -> JobError:
     return JobError(
-        f"{label}: is {size} bytes, over the limit of {MAX_JOB_BYTES} bytes (1 MiB) for a job file.",
+        f"{label}: is {size} bytes, over the limit of {MAX_JOB_BYTES} bytes (1 MiB) for a job "
+        "file.",
         hint="Shorten the prompt; put reference images beside the job instead of inside it.",
     )
 
@@ -216,22 +226,32 @@ class _StrictComposer(Composer):
     use for them, so nothing is ever expanded.
     """
 
-    def compose_node(self, parent: Node | None, index: object) -> Node:
-        event = self.peek_event()
+    def __init__(self) -> None:
+        super().__init__()
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()  # type: ignore[attr-defined]  # the parser beside provides it
         if isinstance(event, AliasEvent) or event.anchor is not None:
-            raise _Refused(None, None, "anchors (&name) and aliases (*name) are not allowed "
-                           "in a job file", event.start_mark)
+            raise _Refused(
+                None,
+                None,
+                "anchors (&name) and aliases (*name) are not allowed in a job file",
+                event.start_mark,
+            )
         tag = getattr(event, "tag", None)
         if tag is not None:
             shown = tag.replace("tag:yaml.org,2002:", "!!")
-            raise _Refused(None, None, f"the tag {shown} is not allowed in a job file",
-                           event.start_mark)
-        self._depth = getattr(self, "_depth", 0) + 1
+            raise _Refused(
+                None, None, f"the tag {shown} is not allowed in a job file", event.start_mark
+            )
+        self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(None, None, f"values nested more than {MAX_DEPTH} levels deep",
-                           event.start_mark)
+            raise _Refused(
+                None, None, f"values nested more than {MAX_DEPTH} levels deep", event.start_mark
+            )
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -247,8 +267,12 @@ class _StrictConstructor(SafeConstructor):
                 raise _Refused(None, None, "a key must be a plain word", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in mapping:
-                raise _Refused(None, None, f"the key {key!r} appears twice (first at line "
-                               f"{first_line[key]})", key_node.start_mark)
+                raise _Refused(
+                    None,
+                    None,
+                    f"the key {key!r} appears twice (first at line {first_line[key]})",
+                    key_node.start_mark,
+                )
             first_line[key] = key_node.start_mark.line + 1
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
@@ -265,8 +289,11 @@ class _JobLoader(_StrictComposer, *_PARSER_BASES, _StrictConstructor, Resolver):
 # Dates stay text (no key wants one, and `prompt: 2024-13-45` must not crash), and `<<` is an
 # ordinary, unknown key rather than a merge.
 _JobLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:merge")]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:merge")
+    ]
     for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 
@@ -278,15 +305,19 @@ def _load_yaml(text: str, label: str) -> tuple[Node | None, Any]:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except _Refused as e:
-        raise JobError(f"{label}: {_where(e)}{e.problem}.",
-                       hint="Job files use plain YAML: write each key once, without "
-                            "&anchors, *aliases or !tags.") from e
+        raise JobError(
+            f"{label}: {_where(e)}{e.problem}.",
+            hint="Job files use plain YAML: write each key once, without "
+            "&anchors, *aliases or !tags.",
+        ) from e
     except yaml.YAMLError as e:
-        raise JobError(f"{label}: YAML syntax error at {_where(e)}{_explain(e)}.",
-                       hint="Fix the YAML there. A prompt that contains ': ' or starts with "
-                            "a quote, '-', '[' or '{' must be quoted, or written as "
-                            "`prompt: |` followed by the text indented on the next lines.",
-                       detail=str(e)) from e
+        raise JobError(
+            f"{label}: YAML syntax error at {_where(e)}{_explain(e)}.",
+            hint="Fix the YAML there. A prompt that contains ': ' or starts with "
+            "a quote, '-', '[' or '{' must be quoted, or written as "
+            "`prompt: |` followed by the text indented on the next lines.",
+            detail=str(e),
+        ) from e
     finally:
         loader.dispose()
     return node, data
@@ -346,8 +377,10 @@ def _validate(node: Node | None, data: Any, text: str, label: str) -> dict[str, 
     elif data is None:
         problems.add("the file is empty", "Write the prompt, or `prompt: <text>`, in the file.")
     else:
-        problems.add(f"the whole file reads as {_kind(data)}, not as a prompt",
-                     "Put the prompt in quotes, or write `prompt: <text>`.")
+        problems.add(
+            f"the whole file reads as {_kind(data)}, not as a prompt",
+            "Put the prompt in quotes, or write `prompt: <text>`.",
+        )
     problems.raise_if_any()
     return fields
 
@@ -411,8 +444,9 @@ def _kind(value: Any) -> str:
 
 def _check_prompt(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Bad(f"must be text, not {_kind(value)}",
-                   "Put the prompt in quotes, e.g. `prompt: \"...\"`.")
+        raise _Bad(
+            f"must be text, not {_kind(value)}", 'Put the prompt in quotes, e.g. `prompt: "..."`.'
+        )
     if not _HAS_TEXT.search(value):
         raise _Bad("is empty", "Write what the picture should show after `prompt:`.")
     return value
@@ -420,15 +454,21 @@ def _check_prompt(value: Any) -> str:
 
 def _check_refs(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise _Bad(f"must be a list of image paths, not {_kind(value)}",
-                   "Write `refs: [photo.png]`, or `refs: []` for no reference images.")
+        raise _Bad(
+            f"must be a list of image paths, not {_kind(value)}",
+            "Write `refs: [photo.png]`, or `refs: []` for no reference images.",
+        )
     for item in value:
         if not isinstance(item, str) or not _HAS_TEXT.search(item):
-            raise _Bad(f"must list image paths as text, not {_kind(item)}",
-                       "Write each reference as a file name, e.g. `refs: [photo.png]`.")
+            raise _Bad(
+                f"must list image paths as text, not {_kind(item)}",
+                "Write each reference as a file name, e.g. `refs: [photo.png]`.",
+            )
         if item.startswith(("/", "~")):
-            raise _Bad(f"names {item!r}, which is not relative to the job file",
-                       "Put the image in the inbox and name it relative to the job file.")
+            raise _Bad(
+                f"names {item!r}, which is not relative to the job file",
+                "Put the image in the inbox and name it relative to the job file.",
+            )
     return tuple(value)
 
 
@@ -454,8 +494,9 @@ def _check_timeout(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Bad(f"must be a number of seconds, not {_kind(value)}", fix)
     if not 0 < value <= MAX_TIMEOUT_SEC:  # also refuses .nan and .inf
-        raise _Bad(f"must be more than 0 and at most {MAX_TIMEOUT_SEC:.0f} seconds, not {value}",
-                   fix)
+        raise _Bad(
+            f"must be more than 0 and at most {MAX_TIMEOUT_SEC:.0f} seconds, not {value}", fix
+        )
     return float(value)
 
 
@@ -467,16 +508,21 @@ def _check_model(value: Any) -> str:
         raise _Bad("is empty", fix)
     bad = not _MODEL_FIRST.search(value) or _MODEL_FORBIDDEN.search(value)
     if bad or len(value) > MAX_NAME_CHARS:
-        raise _Bad(f"{value!r} is not a model name (letters, digits and . _ : @ / + - only, "
-                   "starting with a letter or digit)", fix)
+        raise _Bad(
+            f"{value!r} is not a model name (letters, digits and . _ : @ / + - only, "
+            "starting with a letter or digit)",
+            fix,
+        )
     return value
 
 
 def _check_format(value: Any) -> ImageFormat:
     if not isinstance(value, str) or value not in _FORMATS:
         shown = repr(value) if isinstance(value, str) else _kind(value)
-        raise _Bad(f"must be png, jpeg (or jpg) or webp, not {shown}",
-                   "Write `format: png`, `format: jpeg` or `format: webp`.")
+        raise _Bad(
+            f"must be png, jpeg (or jpg) or webp, not {shown}",
+            "Write `format: png`, `format: jpeg` or `format: webp`.",
+        )
     return _FORMATS[value]
 
 
@@ -499,9 +545,7 @@ def _join_refs(names: tuple[str, ...], job_path: Path) -> list[tuple[str, Path]]
     return [(name, Path(os.path.normpath(folder / name))) for name in names]
 
 
-def _check_references(
-    refs: list[tuple[str, Path]], inbox: Path, label: str
-) -> tuple[Path, ...]:
+def _check_references(refs: list[tuple[str, Path]], inbox: Path, label: str) -> tuple[Path, ...]:
     """The absolute paths; JobError if one leads out of the inbox, else ReferenceMissing."""
     inbox_real = Path(os.path.realpath(inbox))
     escapes, missing = _Problems(label), _Problems(label)
@@ -509,8 +553,10 @@ def _check_references(
         # realpath, not resolve(): it never raises, a symlink loop just fails the check below.
         if not Path(os.path.realpath(path)).is_relative_to(inbox_real):
             how = "'..'" if ".." in PurePosixPath(shown).parts else "a symbolic link"
-            escapes.add(f"the reference {shown!r} leads out of the inbox through {how}",
-                        "Copy the image into the inbox and name it relative to the job file.")
+            escapes.add(
+                f"the reference {shown!r} leads out of the inbox through {how}",
+                "Copy the image into the inbox and name it relative to the job file.",
+            )
         else:
             _check_image(path, shown, missing)
     escapes.raise_if_any(JobError)
@@ -522,14 +568,22 @@ def _check_image(path: Path, shown: str, problems: _Problems) -> None:
     """Adds a problem unless `path` is a readable PNG, JPEG or WebP file."""
     try:
         if path.is_dir():
-            problems.add(f"the reference {shown!r} is a folder, not an image",
-                         "Name an image file under `refs`.")
+            problems.add(
+                f"the reference {shown!r} is a folder, not an image",
+                "Name an image file under `refs`.",
+            )
         elif sniff_file(path) is None:
-            problems.add(f"the reference {shown!r} is not a PNG, JPEG or WebP image",
-                         "Use a PNG, JPEG or WebP image as the reference.")
+            problems.add(
+                f"the reference {shown!r} is not a PNG, JPEG or WebP image",
+                "Use a PNG, JPEG or WebP image as the reference.",
+            )
     except FileNotFoundError:
-        problems.add(f"the reference {shown!r} does not exist",
-                     "Put the image next to the job file, or fix its name under `refs`.")
+        problems.add(
+            f"the reference {shown!r} does not exist",
+            "Put the image next to the job file, or fix its name under `refs`.",
+        )
     except OSError as e:
-        problems.add(f"the reference {shown!r} cannot be read: {e.strerror}",
-                     "Check that you may read the image.")
+        problems.add(
+            f"the reference {shown!r} cannot be read: {e.strerror}",
+            "Check that you may read the image.",
+        )

@@ -36,8 +36,9 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 class TestDefaultPath:
     def test_linux_uses_xdg_config_home(self) -> None:
         """On Linux the file lives under $XDG_CONFIG_HOME when it is set."""
-        path = default_config_path(environ={"XDG_CONFIG_HOME": "/x/cfg", "HOME": "/h"},
-                                   platform="linux")
+        path = default_config_path(
+            environ={"XDG_CONFIG_HOME": "/x/cfg", "HOME": "/h"}, platform="linux"
+        )
         assert path == Path("/x/cfg/gpt-image-inbox/config.yaml")
 
     def test_linux_falls_back_to_dot_config(self) -> None:
@@ -59,7 +60,9 @@ class TestMissingFiles:
         assert config == Config(
             inbox=tmp_path / "gpt-image-inbox" / "inbox",
             outbox=tmp_path / "gpt-image-inbox" / "outbox",
-            codex=CodexConfig(), watch=WatchConfig(), retry=RetryConfig(),
+            codex=CodexConfig(),
+            watch=WatchConfig(),
+            retry=RetryConfig(),
         )
         assert config.source is None
 
@@ -86,7 +89,9 @@ class TestMissingFiles:
 class TestValues:
     def test_every_key_is_read(self, tmp_path: Path) -> None:
         """Every documented key reaches the Config."""
-        path = write(tmp_path, """
+        path = write(
+            tmp_path,
+            """
 inbox: /srv/in
 outbox: /srv/out
 gallery: false
@@ -105,15 +110,24 @@ retry:
   attempts: 1
   backoff_sec: 2
   max_backoff_sec: 2
-""")
+""",
+        )
         config = load_config(path, environ={"HOME": "/h"})
         assert config == Config(
-            inbox=Path("/srv/in"), outbox=Path("/srv/out"),
-            codex=CodexConfig(command=("/opt/codex/bin/codex", "--flag"), extra_args=("-c", "x=1"),
-                              home=Path("/srv/codex-home"), timeout_sec=12.5),
+            inbox=Path("/srv/in"),
+            outbox=Path("/srv/out"),
+            codex=CodexConfig(
+                command=("/opt/codex/bin/codex", "--flag"),
+                extra_args=("-c", "x=1"),
+                home=Path("/srv/codex-home"),
+                timeout_sec=12.5,
+            ),
             watch=WatchConfig(polling=True, settle_sec=0.0, rescan_sec=5.0),
             retry=RetryConfig(attempts=1, backoff_sec=2.0, max_backoff_sec=2.0),
-            shutdown_grace_sec=0.0, gallery=False, log_level="warning", source=path,
+            shutdown_grace_sec=0.0,
+            gallery=False,
+            log_level="warning",
+            source=path,
         )
 
     def test_empty_file_gives_defaults(self, tmp_path: Path) -> None:
@@ -124,8 +138,9 @@ retry:
 
     def test_empty_values_and_sections_take_defaults(self, tmp_path: Path) -> None:
         """A key or section written with no value keeps its default."""
-        config = load_config(write(tmp_path, "inbox:\ncodex:\nwatch:\n  settle_sec:\n"),
-                             environ={"HOME": "/h"})
+        config = load_config(
+            write(tmp_path, "inbox:\ncodex:\nwatch:\n  settle_sec:\n"), environ={"HOME": "/h"}
+        )
         assert config.inbox == Path("/h/gpt-image-inbox/inbox")
         assert config.watch.settle_sec == 2.0
 
@@ -139,19 +154,23 @@ retry:
 
     def test_command_string_is_split_like_a_shell(self, tmp_path: Path) -> None:
         """A command given as one line is split with shell quoting rules."""
-        path = write(tmp_path, "codex:\n  command: npx '@openai/codex' --x \"a b\"\n"
-                               "  extra_args: -c model=o3\n")
+        path = write(
+            tmp_path,
+            "codex:\n  command: npx '@openai/codex' --x \"a b\"\n  extra_args: -c model=o3\n",
+        )
         config = load_config(path, environ={"HOME": "/h"})
         assert config.codex.command == ("npx", "@openai/codex", "--x", "a b")
         assert config.codex.extra_args == ("-c", "model=o3")
 
     def test_command_path_is_resolved_but_a_bare_name_is_not(self, tmp_path: Path) -> None:
         """A relative program path resolves against the file's folder; a name stays for PATH."""
-        config = load_config(write(tmp_path, "codex:\n  command: [./fake-codex, -v]\n"),
-                             environ={"HOME": "/h"})
+        config = load_config(
+            write(tmp_path, "codex:\n  command: [./fake-codex, -v]\n"), environ={"HOME": "/h"}
+        )
         assert config.codex.command == (str(tmp_path / "fake-codex"), "-v")
-        config = load_config(write(tmp_path, "codex:\n  command: ~/bin/codex\n"),
-                             environ={"HOME": "/h"})
+        config = load_config(
+            write(tmp_path, "codex:\n  command: ~/bin/codex\n"), environ={"HOME": "/h"}
+        )
         assert config.codex.command == ("/h/bin/codex",)
 
     def test_example_file_is_valid_and_holds_the_defaults(self) -> None:
@@ -164,17 +183,35 @@ retry:
     def test_example_file_mentions_every_key(self) -> None:
         """Every key the loader knows appears in config.example.yaml."""
         text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
-        for key in ("inbox", "outbox", "gallery", "log_level", "shutdown_grace_sec", "codex",
-                    "command", "extra_args", "home", "timeout_sec", "watch", "polling",
-                    "settle_sec", "rescan_sec", "retry", "attempts", "backoff_sec",
-                    "max_backoff_sec"):
+        for key in (
+            "inbox",
+            "outbox",
+            "gallery",
+            "log_level",
+            "shutdown_grace_sec",
+            "codex",
+            "command",
+            "extra_args",
+            "home",
+            "timeout_sec",
+            "watch",
+            "polling",
+            "settle_sec",
+            "rescan_sec",
+            "retry",
+            "attempts",
+            "backoff_sec",
+            "max_backoff_sec",
+        ):
             assert f"\n{key}:" in text or f"\n  {key}:" in text, key
 
 
 class TestProblems:
     def test_every_problem_is_reported_at_once(self, tmp_path: Path) -> None:
         """Several mistakes give one error listing each of them with its dotted key."""
-        path = write(tmp_path, """
+        path = write(
+            tmp_path,
+            """
 inbx: /in
 codex:
   timeout_sec: -1
@@ -184,11 +221,18 @@ watch:
 retry:
   attempts: 2.5
 log_level: loud
-""")
+""",
+        )
         problems = problems_of(path)
         keys = [p.split(":")[0] for p in problems]
-        assert keys == ["inbx", "codex.command", "codex.timeout_sec", "watch.polling",
-                        "retry.attempts", "log_level"]
+        assert keys == [
+            "inbx",
+            "codex.command",
+            "codex.timeout_sec",
+            "watch.polling",
+            "retry.attempts",
+            "log_level",
+        ]
         assert all("Fix:" in p for p in problems)
 
     def test_message_names_the_file_and_counts(self, tmp_path: Path) -> None:
@@ -199,47 +243,64 @@ log_level: loud
         assert str(caught.value).startswith(f"{path}: 2 problem(s)")
         assert "  - inbx:" in str(caught.value)
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("inbx: /in\n", "inbx: unknown key (did you mean `inbox`?). Fix: rename it to `inbox`."),
-        ("codex:\n  timout_sec: 3\n", "codex.timout_sec: unknown key (did you mean "
-                                      "`codex.timeout_sec`?)"),
-        ("timeout_sec: 3\n", "timeout_sec: unknown key (did you mean `codex.timeout_sec`?). "
-                             "Fix: move it under `codex:`."),
-        ("zzz: 1\n", "zzz: unknown key. Fix: remove it; the keys here are inbox, outbox"),
-    ])
-    def test_unknown_keys_get_a_suggestion(self, tmp_path: Path, text: str,
-                                           expected: str) -> None:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                "inbx: /in\n",
+                "inbx: unknown key (did you mean `inbox`?). Fix: rename it to `inbox`.",
+            ),
+            (
+                "codex:\n  timout_sec: 3\n",
+                "codex.timout_sec: unknown key (did you mean `codex.timeout_sec`?)",
+            ),
+            (
+                "timeout_sec: 3\n",
+                "timeout_sec: unknown key (did you mean `codex.timeout_sec`?). "
+                "Fix: move it under `codex:`.",
+            ),
+            ("zzz: 1\n", "zzz: unknown key. Fix: remove it; the keys here are inbox, outbox"),
+        ],
+    )
+    def test_unknown_keys_get_a_suggestion(self, tmp_path: Path, text: str, expected: str) -> None:
         """An unknown key is named with its section and the key it probably meant."""
         [problem] = problems_of(write(tmp_path, text))
         assert problem.startswith(expected)
 
-    @pytest.mark.parametrize(("text", "key", "words"), [
-        ("codex:\n  timeout_sec: true\n", "codex.timeout_sec", "not true/false"),
-        ("codex:\n  timeout_sec: 0\n", "codex.timeout_sec", "more than 0"),
-        ("codex:\n  timeout_sec: .inf\n", "codex.timeout_sec", "more than 0"),
-        ("codex:\n  timeout_sec: '300'\n", "codex.timeout_sec", "not text ('300')"),
-        ("shutdown_grace_sec: -1\n", "shutdown_grace_sec", "0 or more"),
-        ("watch:\n  rescan_sec: 0\n", "watch.rescan_sec", "more than 0"),
-        ("watch:\n  settle_sec: -0.5\n", "watch.settle_sec", "0 or more"),
-        ("retry:\n  attempts: 0\n", "retry.attempts", "more than 0"),
-        ("retry:\n  attempts: true\n", "retry.attempts", "whole number"),
-        ("retry:\n  backoff_sec: 60\n  max_backoff_sec: 10\n", "retry.max_backoff_sec",
-         "less than retry.backoff_sec"),
-        ("gallery: 1\n", "gallery", "true or false"),
-        ("watch:\n  polling: 'no'\n", "watch.polling", "true or false"),
-        ("log_level: 3\n", "log_level", "one of debug, info, warning, error"),
-        ("inbox: 3\n", "inbox", "folder path"),
-        ("outbox: ''\n", "outbox", "folder path"),
-        ("inbox: /same\noutbox: /same/\n", "outbox", "same folder as the inbox"),
-        ("codex:\n  command: []\n", "codex.command", "is empty"),
-        ("codex:\n  command: ''\n", "codex.command", "is empty"),
-        ("codex:\n  command: [codex, 3]\n", "codex.command", "list of non-empty strings"),
-        ("codex:\n  command: 'codex \"x'\n", "codex.command", "cannot be split"),
-        ("codex:\n  extra_args: {a: 1}\n", "codex.extra_args", "list of non-empty strings"),
-        ("codex: [1]\n", "codex", "must be a mapping"),
-    ])
-    def test_wrong_values_name_key_problem_and_fix(self, tmp_path: Path, text: str, key: str,
-                                                   words: str) -> None:
+    @pytest.mark.parametrize(
+        ("text", "key", "words"),
+        [
+            ("codex:\n  timeout_sec: true\n", "codex.timeout_sec", "not true/false"),
+            ("codex:\n  timeout_sec: 0\n", "codex.timeout_sec", "more than 0"),
+            ("codex:\n  timeout_sec: .inf\n", "codex.timeout_sec", "more than 0"),
+            ("codex:\n  timeout_sec: '300'\n", "codex.timeout_sec", "not text ('300')"),
+            ("shutdown_grace_sec: -1\n", "shutdown_grace_sec", "0 or more"),
+            ("watch:\n  rescan_sec: 0\n", "watch.rescan_sec", "more than 0"),
+            ("watch:\n  settle_sec: -0.5\n", "watch.settle_sec", "0 or more"),
+            ("retry:\n  attempts: 0\n", "retry.attempts", "more than 0"),
+            ("retry:\n  attempts: true\n", "retry.attempts", "whole number"),
+            (
+                "retry:\n  backoff_sec: 60\n  max_backoff_sec: 10\n",
+                "retry.max_backoff_sec",
+                "less than retry.backoff_sec",
+            ),
+            ("gallery: 1\n", "gallery", "true or false"),
+            ("watch:\n  polling: 'no'\n", "watch.polling", "true or false"),
+            ("log_level: 3\n", "log_level", "one of debug, info, warning, error"),
+            ("inbox: 3\n", "inbox", "folder path"),
+            ("outbox: ''\n", "outbox", "folder path"),
+            ("inbox: /same\noutbox: /same/\n", "outbox", "same folder as the inbox"),
+            ("codex:\n  command: []\n", "codex.command", "is empty"),
+            ("codex:\n  command: ''\n", "codex.command", "is empty"),
+            ("codex:\n  command: [codex, 3]\n", "codex.command", "list of non-empty strings"),
+            ("codex:\n  command: 'codex \"x'\n", "codex.command", "cannot be split"),
+            ("codex:\n  extra_args: {a: 1}\n", "codex.extra_args", "list of non-empty strings"),
+            ("codex: [1]\n", "codex", "must be a mapping"),
+        ],
+    )
+    def test_wrong_values_name_key_problem_and_fix(
+        self, tmp_path: Path, text: str, key: str, words: str
+    ) -> None:
         """Each wrong value is reported under its dotted key, saying what is wrong and the fix."""
         [problem] = problems_of(write(tmp_path, text))
         assert problem.startswith(f"{key}: ")
@@ -272,5 +333,6 @@ log_level: loud
     def test_unsafe_tags_are_refused(self, tmp_path: Path) -> None:
         """Python object tags are a YAML error, never executed."""
         [problem] = problems_of(write(tmp_path, "inbox: !!python/object/apply:os.getcwd []\n"))
-        assert problem.startswith("YAML syntax error at line 1, column 8: could not determine "
-                                  "a constructor for the tag")
+        assert problem.startswith(
+            "YAML syntax error at line 1, column 8: could not determine a constructor for the tag"
+        )

@@ -59,16 +59,19 @@ def job_error(inbox: Path, text: str | bytes, name: str = "cat") -> JobError:
 
 
 class TestNames:
-    @pytest.mark.parametrize(("name", "expected"), [
-        ("cat.prompt.yaml", True),
-        ("a cat.v2.prompt.yaml", True),
-        (".prompt.yaml", False),
-        (".cat.prompt.yaml", False),
-        ("._cat.prompt.yaml", False),
-        ("cat.prompt.yml", False),
-        ("cat.yaml", False),
-        ("cat.prompt.yaml.swp", False),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("cat.prompt.yaml", True),
+            ("a cat.v2.prompt.yaml", True),
+            (".prompt.yaml", False),
+            (".cat.prompt.yaml", False),
+            ("._cat.prompt.yaml", False),
+            ("cat.prompt.yml", False),
+            ("cat.yaml", False),
+            ("cat.prompt.yaml.swp", False),
+        ],
+    )
     def test_is_job_file(self, name: str, expected: bool) -> None:
         """Only non-hidden `<name>.prompt.yaml` files are jobs."""
         assert is_job_file(name) is expected
@@ -126,28 +129,49 @@ class TestValidJobs:
     def test_every_key(self, inbox: Path) -> None:
         """A job using every key gives a Job with each value checked and converted."""
         ref = image(inbox / "refs" / "style.webp", "WEBP")
-        job = parse(inbox, """
+        job = parse(
+            inbox,
+            """
 prompt: A red fox in the snow
 refs: [refs/style.webp]
 out: fox
 timeout_sec: 90
 model: gpt-5.4
 format: webp
-""")
-        assert job == Job(path=inbox / "cat.prompt.yaml", name="cat",
-                          prompt="A red fox in the snow", refs=(ref,), siblings=(), out="fox",
-                          timeout_sec=90.0, model="gpt-5.4", format=ImageFormat.WEBP)
+""",
+        )
+        assert job == Job(
+            path=inbox / "cat.prompt.yaml",
+            name="cat",
+            prompt="A red fox in the snow",
+            refs=(ref,),
+            siblings=(),
+            out="fox",
+            timeout_sec=90.0,
+            model="gpt-5.4",
+            format=ImageFormat.WEBP,
+        )
 
     def test_defaults(self, inbox: Path) -> None:
         """Keys left out are None and there are no references."""
         job = parse(inbox, "prompt: a cat\n")
-        assert (job.refs, job.out, job.timeout_sec, job.model, job.format) == ((), None, None,
-                                                                             None, None)
+        assert (job.refs, job.out, job.timeout_sec, job.model, job.format) == (
+            (),
+            None,
+            None,
+            None,
+            None,
+        )
 
-    @pytest.mark.parametrize(("value", "expected"), [
-        ("png", ImageFormat.PNG), ("jpeg", ImageFormat.JPEG), ("jpg", ImageFormat.JPEG),
-        ("webp", ImageFormat.WEBP),
-    ])
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("png", ImageFormat.PNG),
+            ("jpeg", ImageFormat.JPEG),
+            ("jpg", ImageFormat.JPEG),
+            ("webp", ImageFormat.WEBP),
+        ],
+    )
     def test_formats(self, inbox: Path, value: str, expected: ImageFormat) -> None:
         """png, jpeg, webp are formats, and jpg is another name for jpeg."""
         assert parse(inbox, f"prompt: x\nformat: {value}\n").format is expected
@@ -178,7 +202,8 @@ class TestPromptText:
     def test_bare_plain_text_keeps_its_lines(self, inbox: Path) -> None:
         """Unquoted text over several lines is kept as written, not folded into one line."""
         text = "A quiet harbour at dawn,\n  boats   asleep.\n\nPastel colours\n"
-        assert parse(inbox, text).prompt == "A quiet harbour at dawn,\n  boats   asleep.\n\nPastel colours"
+        expected = "A quiet harbour at dawn,\n  boats   asleep.\n\nPastel colours"
+        assert parse(inbox, text).prompt == expected
 
     def test_bare_plain_text_windows_line_endings(self, inbox: Path) -> None:
         """CRLF line endings become plain line breaks, as in every YAML string."""
@@ -231,51 +256,57 @@ class TestStructureErrors:
         error = job_error(inbox, "prompt: ''\nformat: gif\ntimeout_sec: abc\nmodle: x\n")
         message = str(error)
         assert message.startswith("cat.prompt.yaml has 4 problems: ")
-        for words in ("'modle' (did you mean 'model'?)", "`prompt` is empty",
-                      "`format` must be png, jpeg (or jpg) or webp, not 'gif'",
-                      "`timeout_sec` must be a number of seconds, not text"):
+        for words in (
+            "'modle' (did you mean 'model'?)",
+            "`prompt` is empty",
+            "`format` must be png, jpeg (or jpg) or webp, not 'gif'",
+            "`timeout_sec` must be a number of seconds, not text",
+        ):
             assert words in message
 
-    @pytest.mark.parametrize(("text", "words"), [
-        ("", "the file is empty"),
-        ("# just a comment\n", "the file is empty"),
-        ("'   '\n", "holds no prompt text"),
-        ("42\n", "the whole file reads as a number (42)"),
-        ("- a\n- b\n", "the whole file reads as a list"),
-        ("refs: []\n", "the key `prompt` is missing"),
-        ("prompt:\n", "`prompt` must be text, not empty (null)"),
-        ("prompt: '  \n\n  '\n", "`prompt` is empty"),
-        ("prompt: 12\n", "`prompt` must be text, not a number (12)"),
-        ("prompt: [a]\n", "`prompt` must be text, not a list"),
-        ("prompt: x\nrefs: a.png\n", "`refs` must be a list of image paths, not text"),
-        ("prompt: x\nrefs:\n", "`refs` must be a list of image paths, not empty (null)"),
-        ("prompt: x\nrefs: [3]\n", "`refs` must list image paths as text"),
-        ("prompt: x\nrefs: ['']\n", "`refs` must list image paths as text"),
-        ("prompt: x\nrefs: [/etc/a.png]\n", "not relative to the job file"),
-        ("prompt: x\nrefs: ['~/a.png']\n", "not relative to the job file"),
-        ("prompt: x\nout: a/b\n", "contains a path separator"),
-        ("prompt: x\nout: 'a\\\\b'\n", "contains a path separator"),
-        ("prompt: x\nout: \"a\\tb\"\n", "control character"),
-        ("prompt: x\nout: .hidden\n", "starts with a dot"),
-        ("prompt: x\nout: ''\n", "`out` is empty"),
-        ("prompt: x\nout: 7\n", "`out` must be a file name, not a number (7)"),
-        (f"prompt: x\nout: {'a' * 101}\n", "longer than 100 characters"),
-        (f"prompt: x\nout: {'é' * 101}\n", "longer than 100 characters"),
-        ("prompt: x\ntimeout_sec: true\n", "not true/false (true)"),
-        ("prompt: x\ntimeout_sec: 0\n", "more than 0"),
-        ("prompt: x\ntimeout_sec: -5\n", "more than 0"),
-        ("prompt: x\ntimeout_sec: .inf\n", "more than 0"),
-        ("prompt: x\ntimeout_sec: .nan\n", "more than 0"),
-        ("prompt: x\ntimeout_sec: 86401\n", "at most 86400"),
-        ("prompt: x\nmodel: ''\n", "`model` is empty"),
-        ("prompt: x\nmodel: 5\n", "`model` must be a model name, not a number"),
-        ("prompt: x\nmodel: --dangerously-bypass\n", "is not a model name"),
-        ("prompt: x\nmodel: gpt 5\n", "is not a model name"),
-        ("prompt: x\nformat: PNG\n", "not 'PNG'"),
-        ("prompt: x\nformat: 1\n", "not a number (1)"),
-        ("prompt: x\n<<: {out: y}\n", "unknown key '<<'"),
-        ("prompt: x\n3: y\n", "unknown key '3'"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "words"),
+        [
+            ("", "the file is empty"),
+            ("# just a comment\n", "the file is empty"),
+            ("'   '\n", "holds no prompt text"),
+            ("42\n", "the whole file reads as a number (42)"),
+            ("- a\n- b\n", "the whole file reads as a list"),
+            ("refs: []\n", "the key `prompt` is missing"),
+            ("prompt:\n", "`prompt` must be text, not empty (null)"),
+            ("prompt: '  \n\n  '\n", "`prompt` is empty"),
+            ("prompt: 12\n", "`prompt` must be text, not a number (12)"),
+            ("prompt: [a]\n", "`prompt` must be text, not a list"),
+            ("prompt: x\nrefs: a.png\n", "`refs` must be a list of image paths, not text"),
+            ("prompt: x\nrefs:\n", "`refs` must be a list of image paths, not empty (null)"),
+            ("prompt: x\nrefs: [3]\n", "`refs` must list image paths as text"),
+            ("prompt: x\nrefs: ['']\n", "`refs` must list image paths as text"),
+            ("prompt: x\nrefs: [/etc/a.png]\n", "not relative to the job file"),
+            ("prompt: x\nrefs: ['~/a.png']\n", "not relative to the job file"),
+            ("prompt: x\nout: a/b\n", "contains a path separator"),
+            ("prompt: x\nout: 'a\\\\b'\n", "contains a path separator"),
+            ('prompt: x\nout: "a\\tb"\n', "control character"),
+            ("prompt: x\nout: .hidden\n", "starts with a dot"),
+            ("prompt: x\nout: ''\n", "`out` is empty"),
+            ("prompt: x\nout: 7\n", "`out` must be a file name, not a number (7)"),
+            (f"prompt: x\nout: {'a' * 101}\n", "longer than 100 characters"),
+            (f"prompt: x\nout: {'é' * 101}\n", "longer than 100 characters"),
+            ("prompt: x\ntimeout_sec: true\n", "not true/false (true)"),
+            ("prompt: x\ntimeout_sec: 0\n", "more than 0"),
+            ("prompt: x\ntimeout_sec: -5\n", "more than 0"),
+            ("prompt: x\ntimeout_sec: .inf\n", "more than 0"),
+            ("prompt: x\ntimeout_sec: .nan\n", "more than 0"),
+            ("prompt: x\ntimeout_sec: 86401\n", "at most 86400"),
+            ("prompt: x\nmodel: ''\n", "`model` is empty"),
+            ("prompt: x\nmodel: 5\n", "`model` must be a model name, not a number"),
+            ("prompt: x\nmodel: --dangerously-bypass\n", "is not a model name"),
+            ("prompt: x\nmodel: gpt 5\n", "is not a model name"),
+            ("prompt: x\nformat: PNG\n", "not 'PNG'"),
+            ("prompt: x\nformat: 1\n", "not a number (1)"),
+            ("prompt: x\n<<: {out: y}\n", "unknown key '<<'"),
+            ("prompt: x\n3: y\n", "unknown key '3'"),
+        ],
+    )
     def test_wrong_values(self, inbox: Path, text: str, words: str) -> None:
         """Each wrong value is refused with the file, the key and what is wrong."""
         error = job_error(inbox, text)
@@ -333,7 +364,7 @@ class TestFileErrors:
 
     def test_vanished_file(self, inbox: Path) -> None:
         """A job file that no longer exists is a JobError naming it."""
-        with pytest.raises(JobError, match="cat.prompt.yaml: cannot be read: No such file"):
+        with pytest.raises(JobError, match=r"cat\.prompt\.yaml: cannot be read: No such file"):
             parse_job(inbox / "cat.prompt.yaml", inbox=inbox)
 
 
@@ -341,25 +372,27 @@ class TestSafeYaml:
     def test_billion_laughs_fails_fast(self, inbox: Path) -> None:
         """The classic alias bomb is refused within a second, at its first anchor."""
         lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-        for prev, name in zip("abcdefgh", "bcdefghi"):
+        for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
             lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
         started = time.monotonic()
         error = job_error(inbox, "\n".join(lines) + "\n")
         assert time.monotonic() - started < 1.0
-        assert "line 1, column 4: anchors (&name) and aliases (*name) are not allowed" in str(
-            error)
+        assert "line 1, column 4: anchors (&name) and aliases (*name) are not allowed" in str(error)
 
     def test_alias_alone_is_refused(self, inbox: Path) -> None:
         """An alias to an undefined anchor is refused as well (it is never resolved)."""
         assert "aliases" in str(job_error(inbox, "prompt: *x\n"))
 
-    @pytest.mark.parametrize("text", [
-        "prompt: !!python/object/apply:os.system ['touch pwned']\n",
-        "!!python/name:os.system\n",
-        "prompt: !!str x\n",
-        "prompt: !custom x\n",
-        "prompt: ! x\n",
-    ])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "prompt: !!python/object/apply:os.system ['touch pwned']\n",
+            "!!python/name:os.system\n",
+            "prompt: !!str x\n",
+            "prompt: !custom x\n",
+            "prompt: ! x\n",
+        ],
+    )
     def test_tags_are_refused(self, inbox: Path, text: str) -> None:
         """Every explicit tag is refused before anything is constructed."""
         error = job_error(inbox, text)
@@ -432,13 +465,13 @@ class TestReferenceSafety:
     def test_reference_that_is_not_an_image(self, inbox: Path) -> None:
         """A reference whose bytes are not PNG, JPEG or WebP is refused, whatever its name."""
         (inbox / "fake.png").write_bytes(b"GIF89a....")
-        with pytest.raises(ReferenceMissing, match="'fake.png' is not a PNG, JPEG or WebP"):
+        with pytest.raises(ReferenceMissing, match=r"'fake\.png' is not a PNG, JPEG or WebP"):
             parse(inbox, "prompt: x\nrefs: [fake.png]\n")
 
     def test_reference_that_is_a_folder(self, inbox: Path) -> None:
         """A reference naming a folder is refused."""
         (inbox / "dir.png").mkdir()
-        with pytest.raises(ReferenceMissing, match="'dir.png' is a folder, not an image"):
+        with pytest.raises(ReferenceMissing, match=r"'dir\.png' is a folder, not an image"):
             parse(inbox, "prompt: x\nrefs: [dir.png]\n")
 
     def test_escapes_win_over_missing(self, inbox: Path) -> None:
@@ -458,5 +491,11 @@ def test_schema_is_shipped() -> None:
     """The job schema loads from the package as a draft 2020-12 JSON Schema."""
     schema = load_job_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["$defs"]["job"]["properties"]) == {"prompt", "refs", "out", "timeout_sec",
-                                                         "model", "format"}
+    assert set(schema["$defs"]["job"]["properties"]) == {
+        "prompt",
+        "refs",
+        "out",
+        "timeout_sec",
+        "model",
+        "format",
+    }

@@ -39,8 +39,14 @@ GOOD: list[Any] = [
     {"prompt": "x", "format": "jpeg"},
     {"prompt": "x", "format": "jpg"},
     {"prompt": "x", "format": "webp"},
-    {"prompt": "a fox", "refs": ["a.png"], "out": "fox", "timeout_sec": 90, "model": "gpt-5.4",
-     "format": "webp"},
+    {
+        "prompt": "a fox",
+        "refs": ["a.png"],
+        "out": "fox",
+        "timeout_sec": 90,
+        "model": "gpt-5.4",
+        "format": "webp",
+    },
 ]
 
 BAD: list[Any] = [
