@@ -160,16 +160,21 @@ def _parse(data: bytes, file: Path) -> tuple[Any, list[str]]:
     try:
         document = loader.get_single_data()
     except yaml.YAMLError as e:
-        raise ConfigError(file, [_syntax_problem(e)]) from e
+        raise ConfigError(file, [_syntax_problem(e, text)]) from e
     finally:
         loader.dispose()
     return document, loader.repeated
 
 
-def _syntax_problem(error: yaml.YAMLError) -> str:
+def _syntax_problem(error: yaml.YAMLError, text: str) -> str:
     mark = getattr(error, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = getattr(error, "problem", None) or str(error)
+    position = getattr(error, "position", None)  # reader errors (control characters) have this
+    if not where and isinstance(position, int):
+        line_start = text.rfind("\n", 0, position) + 1
+        line = text.count("\n", 0, position) + 1
+        where = f" at line {line}, column {position - line_start + 1}"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     return f"YAML syntax error{where}: {problem}. Fix: correct the YAML there."
 
 

@@ -19,6 +19,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
 from daemon.errors import JobError, ReferenceMissing
@@ -306,13 +307,13 @@ def _load_yaml(text: str, label: str) -> tuple[Node | None, Any]:
         data = loader.construct_document(node) if node is not None else None
     except _Refused as e:
         raise JobError(
-            f"{label}: {_where(e)}{e.problem}.",
+            f"{label}: {_where(e, text)}: {e.problem}.",
             hint="Job files use plain YAML: write each key once, without "
             "&anchors, *aliases or !tags.",
         ) from e
     except yaml.YAMLError as e:
         raise JobError(
-            f"{label}: YAML syntax error at {_where(e)}{_explain(e)}.",
+            f"{label}: YAML syntax error at {_where(e, text)}: {_explain(e)}.",
             hint="Fix the YAML there. A prompt that contains ': ' or starts with "
             "a quote, '-', '[' or '{' must be quoted, or written as "
             "`prompt: |` followed by the text indented on the next lines.",
@@ -324,19 +325,26 @@ def _load_yaml(text: str, label: str) -> tuple[Node | None, Any]:
 
 
 def _explain(error: yaml.YAMLError) -> str:
-    """PyYAML's problem, with what it was reading and where that started."""
-    problem = getattr(error, "problem", None) or str(error)
+    """PyYAML's problem on one line, with what it was reading and where that started."""
+    if isinstance(error, ReaderError) and isinstance(error.character, str):
+        return f"the character U+{ord(error.character):04X} is not allowed ({error.reason})"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     context, mark = getattr(error, "context", None), getattr(error, "context_mark", None)
     if context and mark is not None:
         return f"{problem} ({context} at line {mark.line + 1}, column {mark.column + 1})"
     return f"{problem} ({context})" if context else problem
 
 
-def _where(error: yaml.YAMLError) -> str:
+def _where(error: yaml.YAMLError, text: str) -> str:
+    """`line L, column C` of the error (a reader error gives only its character offset)."""
     mark = getattr(error, "problem_mark", None)
-    if mark is None:
-        return ""
-    return f"line {mark.line + 1}, column {mark.column + 1}: "
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+    position = getattr(error, "position", None)
+    if not isinstance(position, int):
+        return "an unknown place"
+    line_start = text.rfind("\n", 0, position) + 1
+    return f"line {text.count(chr(10), 0, position) + 1}, column {position - line_start + 1}"
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -312,6 +312,12 @@ log_level: loud
         [problem] = problems_of(write(tmp_path, "inbox: /in\ncodex:\n  command: [a, b\n"))
         assert problem.startswith("YAML syntax error at line 4, column 1")
 
+    def test_control_character_says_where(self, tmp_path: Path) -> None:
+        """A control character is reported on one line with its place."""
+        [problem] = problems_of(write(tmp_path, "log_level: info\ninbox: a\x01b\n"))
+        assert problem.startswith("YAML syntax error at line 2, column 9: ")
+        assert "\n" not in problem
+
     def test_non_utf8_file_says_where(self, tmp_path: Path) -> None:
         """A file that is not UTF-8 names the bad byte and its line."""
         path = tmp_path / "config.yaml"

@@ -319,6 +319,12 @@ class TestStructureErrors:
         assert "YAML syntax error at line 2, column 7" in str(error)
         assert "prompt: |" in error.hint
 
+    def test_control_character_has_line_and_column(self, inbox: Path) -> None:
+        """A control character YAML refuses is located like any syntax error."""
+        error = job_error(inbox, "prompt: ok\nout: a\x01b\n")
+        assert str(error).startswith("cat.prompt.yaml: YAML syntax error at line 2, column 7: ")
+        assert "\n" not in str(error)
+
     def test_unclosed_quote_points_at_its_start(self, inbox: Path) -> None:
         """An unclosed quote names both where the file ended and where the quote began."""
         error = job_error(inbox, 'prompt: "a cat\n')
