@@ -1,7 +1,7 @@
-"""Turns activity in the inbox into READY job files, in arrival order, each once while it sits there.
+"""Turns inbox activity into complete job files, in arrival order, each once while it is there.
 
-Observer handlers only note which names may have changed; one settle thread lists the inbox, decides
-when a job and its references are complete, and keeps the queue that `InboxWatcher.get()` takes from.
+Observer handlers only note names that may have changed; one settle thread lists the inbox, decides
+when a job and its references are complete, and keeps the queue `InboxWatcher.get()` takes from.
 """
 
 from __future__ import annotations
@@ -32,12 +32,10 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
 from daemon.images import IMAGE_EXTENSIONS
+from daemon.job import JOB_SUFFIX, MAX_JOB_BYTES
+from daemon.job import is_job_file as _is_job_name
 
 _log = structlog.get_logger()
-
-# Same rule as daemon.job (JOB_SUFFIX, MAX_JOB_BYTES, is_job_file); kept here until that lands.
-JOB_SUFFIX = ".prompt.yaml"
-MAX_JOB_BYTES = 1024 * 1024
 
 # Why the native observer could not start, and what the user can do about it.
 _NATIVE_FAILURE_HINTS = {
@@ -56,12 +54,15 @@ Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
 
 
 def is_job_file(name: str) -> bool:
-    """True for `<name>.prompt.yaml` that is not litter (a dotfile, swap file, ...)."""
-    return name.endswith(JOB_SUFFIX) and len(name) > len(JOB_SUFFIX) and not is_ignored(name)
+    """A job file name (daemon.job's rule) that is not litter such as a sync-tool temp file."""
+    return _is_job_name(name) and not is_ignored(name)
 
 
 def _image_owners(name: str) -> list[str]:
-    """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`."""
+    """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`.
+
+    The inverse of daemon.job.sibling_references, computed from one listing for all jobs at once.
+    """
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem or ext.lower() not in IMAGE_EXTENSIONS:
         return []
@@ -202,9 +203,7 @@ class Settler:
         self._delivered: set[str] = set()
         self._deferred: set[str] = set()
 
-    def update(
-        self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None
-    ) -> None:
+    def update(self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None) -> None:
         """Take a fresh listing of the inbox root and re-check every waiting job.
 
         `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read;
@@ -433,7 +432,7 @@ class InboxWatcher:
 
     @property
     def observer_kind(self) -> str | None:
-        """"native" or "polling" while an observer runs, else None (inbox missing)."""
+        """Which observer runs: `native` or `polling`; None while the inbox is missing."""
         if self._observer is None:
             return None
         return "polling" if self.polling else "native"
@@ -541,18 +540,10 @@ class InboxWatcher:
         try:
             st = self._stat(self.inbox)
         except OSError as exc:
-            st, missing_why = None, str(exc)
-        else:
-            missing_why = "" if stat_mod.S_ISDIR(st.st_mode) else "not a folder"
-        if st is None or missing_why:
-            if self._present is not False:
-                self._log.warning("inbox.missing", error=missing_why, waiting=True)
-                self._present = False
-            if self._identity is not None:
-                self._stop_observer()
-                self._identity = None
-                with self._cond:
-                    self._settler.update((), self._clock())
+            self._inbox_gone(str(exc))
+            return
+        if not stat_mod.S_ISDIR(st.st_mode):
+            self._inbox_gone("not a folder")
             return
         self._present = True
         identity = (st.st_dev, st.st_ino)
@@ -566,9 +557,20 @@ class InboxWatcher:
                 self._identity = identity
                 self._next_rescan = 0.0  # look at everything: events were missed meanwhile
 
+    def _inbox_gone(self, why: str) -> None:
+        """Stop watching a vanished inbox; its jobs are gone with it. Logged once per outage."""
+        if self._present is not False:
+            self._log.warning("inbox.missing", error=why, waiting=True)
+            self._present = False
+        if self._identity is not None:
+            self._stop_observer()
+            self._identity = None
+            with self._cond:
+                self._settler.update((), self._clock())
+
     def _restart_reason(self, identity: tuple[int, int]) -> str:
         if self._identity is None:
-            return "inbox present" if self._thread is None else "inbox is back"
+            return "start" if self._thread is None else "inbox is back"
         if identity != self._identity:
             return "inbox replaced or remounted"
         if not self._observer_alive():
@@ -594,7 +596,10 @@ class InboxWatcher:
             except OSError as exc:
                 hint = _NATIVE_FAILURE_HINTS.get(exc.errno or 0, "")
                 self._log.warning(
-                    "watch.native_unavailable", error=str(exc), errno=exc.errno, hint=hint,
+                    "watch.native_unavailable",
+                    error=str(exc),
+                    errno=exc.errno,
+                    hint=hint,
                     fallback="polling",
                 )
                 self.polling = True

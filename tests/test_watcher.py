@@ -13,7 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 from structlog.testing import capture_logs
+from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
 
 from daemon.ignore import SF_DATALESS
 from daemon.watcher import InboxWatcher, JobState, Settler
@@ -80,7 +82,13 @@ def job(inbox: Path, name: str, prompt: str = "a red fox") -> Path:
 @pytest.fixture(params=["native", "polling"])
 def watcher(request: pytest.FixtureRequest, inbox: Path) -> Iterator[InboxWatcher]:
     """A running watcher with each kind of observer; stopped after the test."""
-    w = InboxWatcher(inbox, settle_sec=SETTLE, rescan_sec=2.0, polling=request.param == "polling")
+    w = InboxWatcher(
+        inbox,
+        settle_sec=SETTLE,
+        rescan_sec=2.0,
+        polling=request.param == "polling",
+        grace_sec=2.0,
+    )
     w.start()
     yield w
     w.stop()
@@ -190,9 +198,9 @@ def test_edited_ready_job_settles_again(inbox: Path) -> None:
     for polling in (False, True):
         with InboxWatcher(inbox, settle_sec=1.0, polling=polling) as w:
             path = job(inbox, f"edited-{polling}", "first")
-            wait_for(lambda: w.counts()[JobState.READY] == 1)  # noqa: B023
+            wait_for(lambda: w.counts()[JobState.READY] == 1)
             path.write_text("prompt: second, longer\n")
-            wait_for(lambda: w.counts()[JobState.SETTLING] == 1)  # noqa: B023
+            wait_for(lambda: w.counts()[JobState.SETTLING] == 1)
             assert take_all(w, 1) == [path.name]
             assert "second" in (inbox / "processing" / path.name).read_text()
 
@@ -210,15 +218,25 @@ def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> 
     assert take_all(watcher, 1) == ["after.prompt.yaml"]
 
 
+def test_never_parsing_job_is_handed_over_after_the_grace(watcher: InboxWatcher) -> None:
+    """A job file with broken YAML still reaches the pipeline, later, so it can be reported."""
+    broken = watcher.inbox / "broken.prompt.yaml"
+    broken.write_text("prompt: [unclosed\n")
+    assert watcher.get(timeout=SETTLE * 4) is None
+    assert watcher.counts()[JobState.SETTLING] == 1
+    assert take_all(watcher, 1) == [broken.name]
+
+
 def test_native_failure_falls_back_to_polling(inbox: Path) -> None:
     """When inotify is out of watches the watcher polls instead and says why."""
 
     def exhausted() -> BaseObserver:
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
-    with capture_logs() as logs, InboxWatcher(
-        inbox, settle_sec=SETTLE, native_observer=exhausted
-    ) as w:
+    with (
+        capture_logs() as logs,
+        InboxWatcher(inbox, settle_sec=SETTLE, native_observer=exhausted) as w,
+    ):
         assert w.observer_kind == "polling"
         job(inbox, "polled")
         assert take_all(w, 1) == ["polled.prompt.yaml"]
@@ -237,15 +255,28 @@ def test_missing_inbox_at_start_is_waited_for(tmp_path: Path) -> None:
     assert any(e["event"] == "inbox.missing" for e in logs)
 
 
-def test_stopped_observer_is_restarted(watcher: InboxWatcher) -> None:
+@pytest.mark.parametrize("polling", [False, True])
+def test_stopped_observer_is_restarted(inbox: Path, polling: bool) -> None:
     """An observer whose thread died (watchdog #1065) is replaced without a daemon restart."""
-    observer = watcher._observer
-    assert observer is not None
-    observer.stop()
-    observer.join()
-    wait_for(lambda: watcher._observer not in (None, observer))
-    job(watcher.inbox, "after-restart")
-    assert take_all(watcher, 1) == ["after-restart.prompt.yaml"]
+    made: list[BaseObserver] = []
+
+    def native() -> BaseObserver:
+        made.append(Observer())
+        return made[-1]
+
+    def poller(interval: float) -> BaseObserver:
+        made.append(PollingObserver(timeout=interval))
+        return made[-1]
+
+    with InboxWatcher(
+        inbox, settle_sec=SETTLE, polling=polling, native_observer=native, polling_observer=poller
+    ) as w:
+        for emitter in list(made[0].emitters):
+            emitter.stop()
+            emitter.join()
+        wait_for(lambda: len(made) == 2 and w.observer_kind is not None)
+        job(inbox, "after-restart")
+        assert take_all(w, 1) == ["after-restart.prompt.yaml"]
 
 
 def test_get_returns_none_once_stopped(inbox: Path) -> None:
