@@ -24,6 +24,7 @@ from daemon.errors import (
     UsageLimit,
 )
 from daemon.failures import classify, parse_retry_at
+from tests.support.procs import wait_gone
 
 V169 = codex.CodexVersion("codex-cli 0.169.0", (0, 169, 0))
 V117 = codex.CodexVersion("codex-cli 0.117.0", (0, 117, 0))
@@ -178,17 +179,8 @@ def test_network_wait_ends_the_run_early(tmp_path: Path) -> None:
 
 
 def _assert_gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # A zombie whose parent is gone is reaped by init; give it a moment.
-        time.sleep(0.1)
-    try:
+    if not wait_gone(pid):
         os.kill(pid, signal.SIGKILL)
-    finally:
         pytest.fail(f"process {pid} survived the timeout")
 
 

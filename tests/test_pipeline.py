@@ -1,0 +1,458 @@
+"""`once` and `gen` end to end with the fake codex: every outcome leaves its files and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daemon.cli import main
+from daemon.images import sniff_format
+from tests.support import rollout_shapes as shapes
+from tests.support.procs import wait_gone
+
+FAKE = Path(__file__).parent / "support" / "fake_codex.py"
+
+
+class World:
+    """An inbox, an outbox, a CODEX_HOME and a scripted fake codex, all in tmp_path."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.outbox = root / "outbox"
+        self.home = root / "codex-home"
+        self.record = root / "calls.jsonl"
+        self.script_path = root / "script.json"
+        self.config = root / "config.yaml"
+        for folder in (self.inbox, self.home):
+            folder.mkdir()
+        monkeypatch.setenv("FAKE_CODEX_SCRIPT", str(self.script_path))
+        self.script()
+        self.write_config()
+
+    def write_config(self, **codex: Any) -> None:
+        data = {
+            "inbox": str(self.inbox),
+            "outbox": str(self.outbox),
+            "gallery": False,
+            "retry": {"attempts": 2, "backoff_sec": 0.01},
+            "codex": {"command": [sys.executable, str(FAKE)], "home": str(self.home), **codex},
+        }
+        self.config.write_text(yaml.safe_dump(data))
+
+    def script(self, **conf: Any) -> None:
+        self.script_path.write_text(json.dumps({"record": str(self.record), **conf}))
+
+    def job(self, name: str, text: str) -> Path:
+        path = self.inbox / f"{name}.prompt.yaml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def once(self) -> int:
+        return main(["once", "--config", str(self.config)])
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def sidecar(self, name: str) -> dict[str, Any]:
+        return yaml.safe_load((self.outbox / name).read_text())
+
+    def files(self, folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    return World(tmp_path, monkeypatch)
+
+
+# --- success ---------------------------------------------------------------------------
+
+
+def test_a_job_becomes_an_image_and_a_result_sidecar(world: World) -> None:
+    """The image, its sidecar with every field, and the job file moved to done/."""
+    world.job("fox", "prompt: a red fox\n")
+    assert world.once() == 0
+    assert world.files(world.outbox) == ["fox.png", "fox.result.yaml"]
+    result = world.sidecar("fox.result.yaml")
+    image = result["images"][0]
+    assert image["file"] == "fox.png" and image["format"] == "png"
+    assert image["width"] > 0 and image["height"] > 0
+    assert image["bytes"] == (world.outbox / "fox.png").stat().st_size
+    assert len(image["sha256"]) == 64
+    assert result["prompt"] == "a red fox"
+    assert result["job"] == "fox.prompt.yaml"
+    assert result["codex_version"] == "codex-cli 0.169.0"
+    assert result["thread_id"] == world.calls()[0]["thread_id"]
+    for key in ("revised_prompt", "refs", "started_at", "finished_at", "seconds"):
+        assert key in result
+    assert world.files(world.inbox / "done") == ["fox.prompt.yaml"]
+    assert world.files(world.inbox / "processing") == []
+
+
+def test_the_prompt_reaches_codex_byte_for_byte(world: World) -> None:
+    """Whitespace, quotes, emoji and markup in the prompt arrive unchanged on codex's stdin."""
+    prompt = '  "Quoted" <b>bold</b> 🐱\n  second line\ttab  \n'
+    world.job("exact", yaml.safe_dump({"prompt": prompt}, allow_unicode=True))
+    assert world.once() == 0
+    stdin = world.calls()[0]["stdin"]
+    assert f"<<<REQUEST\n{prompt}\nREQUEST>>>" in stdin
+    assert world.sidecar("exact.result.yaml")["prompt"] == prompt
+
+
+def test_a_bare_string_file_is_the_prompt(world: World) -> None:
+    """A job file whose whole content is a YAML string is the prompt."""
+    world.job("bare", "a lighthouse at dusk\n")
+    assert world.once() == 0
+    assert "a lighthouse at dusk" in world.calls()[0]["stdin"]
+
+
+def test_codex_gets_the_fixed_flags_and_an_empty_working_folder(world: World) -> None:
+    """argv, never a shell: the skill's flags, -C a fresh folder, prompt only on stdin."""
+    world.job("flags", "prompt: x\nmodel: gpt-5.5\n")
+    assert world.once() == 0
+    call = world.calls()[0]
+    argv = call["argv"]
+    assert argv[:1] == ["exec"] or "exec" in argv
+    for flag in ("--skip-git-repo-check", "--json", "--sandbox", "image_generation"):
+        assert flag in argv
+    assert argv[argv.index("-m") + 1] == "gpt-5.5"
+    workdir = Path(argv[argv.index("-C") + 1])
+    assert call["cwd"] == str(workdir)
+    assert not workdir.exists()  # removed after the run
+
+
+def test_sibling_references_travel_with_the_job(world: World) -> None:
+    """`<name>.png` and `<name>.<x>.jpg` are the references, passed with -i as ASCII copies."""
+    world.job("pet", "prompt: repaint in watercolor\n")
+    (world.inbox / "pet.png").write_bytes(shapes.tiny_png(1))
+    (world.inbox / "pet.side view.png").write_bytes(shapes.tiny_png(2))
+    (world.inbox / "petunia.png").write_bytes(shapes.tiny_png(3))  # another job's name
+    assert world.once() == 0
+    refs = world.calls()[0]["refs"]
+    assert [Path(r).name for r in refs] == ["ref-1.png", "ref-2.png"]
+    assert world.files(world.inbox / "done") == ["pet.png", "pet.prompt.yaml", "pet.side view.png"]
+    assert (world.inbox / "petunia.png").exists()
+    assert world.sidecar("pet.result.yaml")["refs"] == ["pet.png", "pet.side view.png"]
+
+
+def test_explicit_refs_replace_siblings_and_empty_refs_means_none(world: World) -> None:
+    """`refs: [...]` names the references; `refs: []` ignores sibling images."""
+    (world.inbox / "styles").mkdir()
+    (world.inbox / "styles" / "ink.png").write_bytes(shapes.tiny_png(4))
+    world.job("a", "prompt: x\nrefs: [styles/ink.png]\n")
+    world.job("b", "prompt: y\nrefs: []\n")
+    (world.inbox / "b.png").write_bytes(shapes.tiny_png(5))
+    assert world.once() == 0
+    calls = {Path(c["argv"][c["argv"].index("-C") + 1]).name: c for c in world.calls()}
+    refs_per_call = sorted(len(c["refs"]) for c in calls.values())
+    assert refs_per_call == [0, 1]
+    assert (world.inbox / "styles" / "ink.png").exists()  # shared references stay put
+
+
+def test_format_converts_the_result(world: World) -> None:
+    """`format: jpeg` turns the PNG into a JPEG named .jpg, and the sidecar says so."""
+    world.job("conv", "prompt: x\nformat: jpeg\n")
+    assert world.once() == 0
+    data = (world.outbox / "conv.jpg").read_bytes()
+    assert sniff_format(data[:16]).value == "jpeg"
+    assert world.sidecar("conv.result.yaml")["images"][0]["format"] == "jpeg"
+
+
+def test_a_jpeg_named_png_by_codex_is_named_after_its_real_format(world: World) -> None:
+    """codex calls every image .png; the outbox names it by its magic bytes."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buffer, format="JPEG")
+    world.script(image_b64=base64.b64encode(buffer.getvalue()).decode())
+    world.job("real", "prompt: x\n")
+    assert world.once() == 0
+    assert world.files(world.outbox) == ["real.jpg", "real.result.yaml"]
+
+
+def test_every_image_of_a_run_is_kept(world: World) -> None:
+    """Two image calls in one run give two images, both listed in the sidecar."""
+    world.script(scenario="two_images")
+    world.job("pair", "prompt: two variants\n")
+    assert world.once() == 0
+    assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
+    assert len(world.sidecar("pair.result.yaml")["images"]) == 2
+
+
+def test_images_only_on_disk_are_found_in_generated_images(world: World) -> None:
+    """When the log holds no image, `$CODEX_HOME/generated_images/<thread>/` is the fallback."""
+    world.script(scenario="generated_dir_only")
+    world.job("disk", "prompt: x\n")
+    assert world.once() == 0
+    assert "disk.png" in world.files(world.outbox)
+
+
+@pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
+def test_every_supported_log_shape_gives_the_image(world: World, version: str) -> None:
+    """The session-log shapes of 0.111 to 0.169 all yield exactly one image."""
+    world.script(version=version)
+    world.job("v", "prompt: x\n")
+    assert world.once() == 0
+    assert len(world.sidecar("v.result.yaml")["images"]) == 1
+
+
+def test_names_are_never_overwritten(world: World) -> None:
+    """Two jobs asking for the same `out` get `cat` and `cat-2`; done/ keeps both job files."""
+    world.job("one", "prompt: x\nout: cat\n")
+    assert world.once() == 0
+    world.job("one", "prompt: y\nout: cat\n")
+    assert world.once() == 0
+    assert world.files(world.outbox) == ["cat-2.png", "cat-2.result.yaml", "cat.png",
+                                         "cat.result.yaml"]
+    assert world.files(world.inbox / "done") == ["one-2.prompt.yaml", "one.prompt.yaml"]
+
+
+def test_a_later_success_removes_the_stale_error_sidecar(world: World) -> None:
+    """A job that paused on a usage limit and then succeeds leaves only its result."""
+    world.script(scenario="usage_limit")
+    world.job("later", "prompt: x\n")
+    assert world.once() == 5
+    assert world.files(world.outbox) == ["later.error.yaml"]
+    world.script()
+    assert world.once() == 0
+    assert world.files(world.outbox) == ["later.png", "later.result.yaml"]
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def _error(world: World, name: str) -> dict[str, Any]:
+    data = world.sidecar(f"{name}.error.yaml")
+    for key in ("code", "error", "message", "hint", "detail", "retrying", "failed_at"):
+        assert key in data, key
+    assert len(data["detail"]) <= 4096
+    return data
+
+
+@pytest.mark.parametrize(("scenario", "code", "layer"), [
+    ("refuse", 7, "refused"),
+    ("text_only", 7, "no-image"),
+    ("server_error", 5, "codex"),
+    ("no_session_log", 6, "session-log"),
+    ("bad_args", 5, "codex-arguments"),
+])
+def test_failures_of_the_job_end_in_failed_with_a_sidecar(
+    world: World, scenario: str, code: int, layer: str
+) -> None:
+    """Refusals, text-only answers and codex errors leave an error sidecar and the job in failed/."""
+    world.script(scenario=scenario)
+    world.job("bad", "prompt: x\n")
+    assert world.once() == code
+    error = _error(world, "bad")
+    assert (error["code"], error["error"], error["retrying"]) == (code, layer, False)
+    assert world.files(world.inbox / "failed") == ["bad.prompt.yaml"]
+    assert not (world.inbox / "bad.prompt.yaml").exists()
+
+
+def test_an_image_logged_before_codex_crashed_is_kept(world: World) -> None:
+    """codex panicking after the image reached its log (truncated last line) still delivers it."""
+    world.script(scenario="crash")
+    world.job("crashy", "prompt: x\n")
+    assert world.once() == 0
+    assert "crashy.png" in world.files(world.outbox)
+
+
+def test_a_refusal_carries_codexs_reason(world: World) -> None:
+    """The moderation reason from the tool output lands in `detail`."""
+    world.script(scenario="refuse")
+    world.job("mod", "prompt: x\n")
+    world.once()
+    assert "moderation_blocked" in _error(world, "mod")["detail"]
+
+
+def test_transient_failures_are_retried_before_giving_up(world: World) -> None:
+    """A text-only answer is tried retry.attempts times (2 here) before the job fails."""
+    world.script(scenario="text_only")
+    world.job("again", "prompt: x\n")
+    world.once()
+    assert len(world.calls()) == 2
+
+
+def test_a_hang_is_ended_by_the_job_timeout(world: World) -> None:
+    """`timeout_sec` stops a hanging codex: code 5, layer timeout, no process left."""
+    world.script(scenario="hang")
+    world.job("slow", "prompt: x\ntimeout_sec: 1\n")
+    assert world.once() == 5
+    assert _error(world, "slow")["error"] == "timeout"
+    for call in world.calls():
+        for pid in (call["pid"], call.get("child_pid")):
+            if pid:
+                assert wait_gone(pid), f"codex process {pid} still running"
+
+
+@pytest.mark.parametrize(("scenario", "layer"), [
+    ("usage_limit", "usage-limit"),
+    ("unauthorized", "login"),
+])
+def test_environment_failures_keep_the_job_in_the_inbox(
+    world: World, scenario: str, layer: str
+) -> None:
+    """Usage limit and login problems do not consume the job: it stays, the sidecar says retrying."""
+    world.script(scenario=scenario)
+    world.job("wait", "prompt: x\n")
+    world.job("zzz-next", "prompt: y\n")
+    assert world.once() == 5
+    error = _error(world, "wait")
+    assert (error["error"], error["retrying"]) == (layer, True)
+    assert (world.inbox / "wait.prompt.yaml").exists()
+    assert (world.inbox / "zzz-next.prompt.yaml").exists()  # not tried: the queue stopped
+    assert len(world.calls()) == 1
+
+
+def test_a_usage_limit_sidecar_says_when_to_try_again(world: World) -> None:
+    """codex's "try again at 5:46 PM" becomes `retry_at`."""
+    world.script(scenario="usage_limit",
+                 usage_limit_message="You\u2019ve hit your usage limit. try again at 5:46 PM.")
+    world.job("limit", "prompt: x\n")
+    world.once()
+    retry_at = datetime.fromisoformat(_error(world, "limit")["retry_at"])
+    assert (retry_at.hour, retry_at.minute) == (17, 46)
+
+
+def test_codex_missing_keeps_the_job(world: World) -> None:
+    """Exit 3 when codex cannot be started; the job waits in the inbox."""
+    world.write_config(command=[str(world.root / "no-such-codex")])
+    world.job("keep", "prompt: x\n")
+    assert world.once() == 3
+    assert (world.inbox / "keep.prompt.yaml").exists()
+    assert _error(world, "keep")["retrying"] is True
+
+
+def test_a_bad_job_file_fails_with_the_key_and_the_fix(world: World) -> None:
+    """A typo'd key: code 2, the message names the file and suggests the key."""
+    world.job("typo", "promt: a cat\n")
+    assert world.once() == 2
+    error = _error(world, "typo")
+    assert "typo.prompt.yaml" in error["message"] and "prompt" in error["message"]
+    assert world.files(world.inbox / "failed") == ["typo.prompt.yaml"]
+    assert world.calls() == []
+
+
+def test_a_missing_reference_is_code_4(world: World) -> None:
+    """An explicit reference that does not exist fails with code 4 before codex runs."""
+    world.job("noref", "prompt: x\nrefs: [missing.png]\n")
+    assert world.once() == 4
+    assert _error(world, "noref")["error"] == "reference"
+    assert world.calls() == []
+
+
+# --- crash recovery --------------------------------------------------------------------
+
+
+def test_recovery_takes_the_image_from_the_recorded_session_without_running_codex(
+    world: World,
+) -> None:
+    """A job left in processing/ whose codex had finished is delivered from its session log."""
+    processing = world.inbox / "processing"
+    processing.mkdir()
+    (processing / "crash.prompt.yaml").write_text("prompt: after a crash\n")
+    run = shapes.Run(images=[shapes.tiny_png(9)])
+    started = datetime.now().astimezone()
+    shapes.write_session(world.home, run, when=started)
+    (processing / ".crash.prompt.yaml.run.json").write_text(json.dumps({
+        "job": "crash.prompt.yaml", "refs": [], "prompt": "after a crash", "wanted": "crash",
+        "format": None, "thread_id": run.thread_id, "started_at": started.isoformat()}))
+    assert world.once() == 0
+    assert world.calls() == []
+    assert world.files(world.outbox) == ["crash.png", "crash.result.yaml"]
+    assert world.files(world.inbox / "done") == ["crash.prompt.yaml"]
+    assert world.files(processing) == []
+
+
+def test_recovery_returns_an_unfinished_job_to_the_inbox_and_runs_it(world: World) -> None:
+    """A job left in processing/ before codex announced a thread runs again, once."""
+    processing = world.inbox / "processing"
+    processing.mkdir()
+    (processing / "half.prompt.yaml").write_text("prompt: x\n")
+    (processing / "half.png").write_bytes(shapes.tiny_png(2))
+    assert world.once() == 0
+    assert len(world.calls()) == 1
+    assert len(world.calls()[0]["refs"]) == 1
+    assert world.files(world.inbox / "done") == ["half.png", "half.prompt.yaml"]
+
+
+# --- gen -----------------------------------------------------------------------------------
+
+
+def gen(world: World, *args: str) -> int:
+    return main(["gen", "--config", str(world.config), *args])
+
+
+def test_gen_prints_the_path_and_exits_0(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gen writes --out and prints its absolute path on stdout, nothing else."""
+    out = tmp_path / "result.png"
+    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert capsys.readouterr().out == f"{out}\n"
+    assert sniff_format(out.read_bytes()[:16]).value == "png"
+
+
+def test_gen_default_output_name(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --out the image is ./image-YYYYMMDD-HHMMSS.<ext>."""
+    monkeypatch.chdir(tmp_path)
+    assert gen(world, "--prompt", "a cat") == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed.parent == tmp_path
+    assert printed.name.startswith("image-") and printed.suffix == ".png"
+
+
+def test_gen_converts_to_the_extension_of_out(world: World, tmp_path: Path) -> None:
+    """--out x.webp gives a WebP file."""
+    out = tmp_path / "x.webp"
+    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert sniff_format(out.read_bytes()[:16]).value == "webp"
+
+
+@pytest.mark.parametrize(("setup", "args", "code", "layer"), [
+    ({}, ["--prompt", "  "], 2, "arguments"),
+    ({}, ["--prompt", "x", "--ref", "/nonexistent.png"], 4, "reference"),
+    ({"scenario": "refuse"}, ["--prompt", "x"], 7, "refused"),
+    ({"scenario": "no_session_log"}, ["--prompt", "x"], 6, "session-log"),
+    ({"scenario": "hang"}, ["--prompt", "x", "--timeout-sec", "1"], 5, "timeout"),
+    ({"scenario": "usage_limit"}, ["--prompt", "x"], 5, "usage-limit"),
+])
+def test_gen_exit_codes_match_the_skill(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    setup: dict[str, Any], args: list[str], code: int, layer: str,
+) -> None:
+    """Each failure has the skill's exit code and one sentence on stderr naming the layer."""
+    world.script(**setup)
+    assert gen(world, *args, "--out", str(tmp_path / "o.png")) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"gpt-image-inbox: {layer}: ")
+
+
+def test_gen_without_codex_is_exit_3(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing codex CLI is exit code 3."""
+    world.write_config(command=[str(world.root / "nope")])
+    assert gen(world, "--prompt", "x") == 3
+    assert "codex-missing" in capsys.readouterr().err
+
+
+def test_gen_bad_flags_exit_2(world: World) -> None:
+    """Unknown flags are bad arguments: exit 2."""
+    with pytest.raises(SystemExit) as info:
+        gen(world, "--prompt", "x", "--bogus")
+    assert info.value.code == 2
