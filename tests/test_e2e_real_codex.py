@@ -1,0 +1,151 @@
+"""`once` and `gen` through the REAL codex CLI 0.169 against the mock OpenAI server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.codex_home import codex_env
+from tests.support.mock_openai import MockOpenAI, make_png
+
+pytestmark = pytest.mark.real_codex
+
+
+class RealWorld:
+    def __init__(self, root: Path, codex_bin: Path, home: Path, mock: MockOpenAI) -> None:
+        self.inbox, self.outbox = root / "inbox", root / "outbox"
+        self.inbox.mkdir()
+        self.mock = mock
+        self.config = root / "config.yaml"
+        self.env = codex_env(mock.port)
+        self.config.write_text(yaml.safe_dump({
+            "inbox": str(self.inbox),
+            "outbox": str(self.outbox),
+            "retry": {"attempts": 2, "backoff_sec": 0.1},
+            "codex": {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120},
+        }))
+
+    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *args, "--config", str(self.config)],
+            env=self.env, capture_output=True, text=True, timeout=300, cwd=cwd,
+        )
+
+    def sidecar(self, name: str) -> dict[str, Any]:
+        return yaml.safe_load((self.outbox / name).read_text())
+
+
+@pytest.fixture
+def world(tmp_path: Path, codex_bin: Path, codex_home: Path, mock_openai: MockOpenAI) -> RealWorld:
+    return RealWorld(tmp_path, codex_bin, codex_home, mock_openai)
+
+
+def test_text_to_image(world: RealWorld) -> None:
+    """A job file becomes the mock's image; the prompt reached the server byte for byte."""
+    prompt = "A lighthouse at dusk,\n  with \"quotes\" and 🐱  "
+    (world.inbox / "light.prompt.yaml").write_text(
+        yaml.safe_dump({"prompt": prompt}, allow_unicode=True), encoding="utf-8")
+    done = world.cli("once")
+    assert done.returncode == 0, done.stderr
+    assert (world.outbox / "light.png").read_bytes() == make_png()
+    result = world.sidecar("light.result.yaml")
+    assert result["prompt"] == prompt
+    assert result["revised_prompt"] == prompt  # the mock model passed the request on as is
+    assert result["codex_version"] == "codex-cli 0.169.0"
+    sent = world.mock.user_prompts()
+    assert any(f"<<<REQUEST\n{prompt}\nREQUEST>>>" in text for text in sent)
+    assert [r.path for r in world.mock.image_requests()] == ["/v1/images/generations"]
+    assert (world.inbox / "done" / "light.prompt.yaml").exists()
+
+
+def test_image_to_image_with_a_sibling_reference(world: RealWorld) -> None:
+    """A sibling reference goes to codex with -i and reaches the Images edits endpoint."""
+    reference = make_png(size=(32, 32), color=(10, 200, 10))
+    (world.inbox / "leaf.png").write_bytes(reference)
+    (world.inbox / "leaf.prompt.yaml").write_text("prompt: repaint in watercolor\n")
+    done = world.cli("once")
+    assert done.returncode == 0, done.stderr
+    edits = world.mock.image_requests()
+    assert [r.path for r in edits] == ["/v1/images/edits"]
+    sent = edits[0].json["images"][0]["image_url"]
+    assert base64.b64decode(sent.split(",", 1)[1]) == reference
+    # The output is the mock's image, never the reference echoed back in the log.
+    assert (world.outbox / "leaf.png").read_bytes() == make_png()
+    assert world.sidecar("leaf.result.yaml")["refs"] == ["leaf.png"]
+    assert sorted(p.name for p in (world.inbox / "done").iterdir()) == [
+        "leaf.png", "leaf.prompt.yaml"]
+
+
+def test_refusal(world: RealWorld) -> None:
+    """A moderation refusal is code 7 with codex's reason; the job is in failed/."""
+    world.mock.scenario = "refuse"
+    (world.inbox / "no.prompt.yaml").write_text("prompt: something refused\n")
+    done = world.cli("once")
+    assert done.returncode == 7
+    error = world.sidecar("no.error.yaml")
+    assert (error["error"], error["retrying"]) == ("refused", False)
+    assert "moderation_blocked" in error["detail"]
+    assert (world.inbox / "failed" / "no.prompt.yaml").exists()
+
+
+def test_usage_limit_keeps_the_job_and_says_when(world: RealWorld) -> None:
+    """A usage limit: exit 5, the job stays in the inbox, the sidecar has retrying and retry_at."""
+    world.mock.scenario = "usage_limit"
+    (world.inbox / "later.prompt.yaml").write_text("prompt: a fox\n")
+    done = world.cli("once")
+    assert done.returncode == 5
+    error = world.sidecar("later.error.yaml")
+    assert (error["error"], error["retrying"]) == ("usage-limit", True)
+    assert error["retry_at"]
+    assert (world.inbox / "later.prompt.yaml").exists()
+
+
+def test_text_only_answer_is_retried_then_fails(world: RealWorld) -> None:
+    """The model answering with text only is code 7 after retry.attempts tries."""
+    world.mock.scenario = "text_only"
+    (world.inbox / "words.prompt.yaml").write_text("prompt: a fox\n")
+    done = world.cli("once")
+    assert done.returncode == 7
+    assert world.sidecar("words.error.yaml")["error"] == "no-image"
+    responses = [r for r in world.mock.requests if r.path == "/v1/responses"]
+    assert len(responses) == 2
+
+
+def test_a_hang_is_ended_by_the_timeout(world: RealWorld) -> None:
+    """A server that never answers: the job timeout stops codex; code 5, layer timeout."""
+    world.mock.scenario = "hang"
+    (world.inbox / "stuck.prompt.yaml").write_text("prompt: a fox\ntimeout_sec: 5\n")
+    done = world.cli("once")
+    assert done.returncode == 5
+    assert world.sidecar("stuck.error.yaml")["error"] == "timeout"
+    assert (world.inbox / "failed" / "stuck.prompt.yaml").exists()
+
+
+def test_gen_is_a_drop_in_for_the_skill_script(world: RealWorld, tmp_path: Path) -> None:
+    """gen --prompt --ref --out prints the path and writes the image, exit 0."""
+    ref = tmp_path / "my ref, with comma.png"
+    ref.write_bytes(make_png(size=(16, 16)))
+    out = tmp_path / "out.png"
+    done = world.cli("gen", "--prompt", "make it blue", "--ref", str(ref), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}\n"
+    assert out.read_bytes() == make_png()
+    # The comma in the name did not split the reference in two.
+    assert [r.path for r in world.mock.image_requests()] == ["/v1/images/edits"]
+    assert len(world.mock.image_requests()[0].json["images"]) == 1
+
+
+def test_gen_logged_out_says_so(world: RealWorld, tmp_path: Path, codex_home: Path) -> None:
+    """Without a login codex fails; gen exits 5 and names the login layer."""
+    (codex_home / "auth.json").unlink()
+    done = world.cli("gen", "--prompt", "x", "--out", str(tmp_path / "o.png"))
+    assert done.returncode == 5
+    assert done.stderr.startswith("gpt-image-inbox: login: "), done.stderr
+    assert json.dumps(done.stdout) == '""'
