@@ -1,0 +1,1 @@
+"""Benchmarks of gpt-image-inbox: the daemon's cost next to codex itself (`python -m bench`)."""

@@ -1,0 +1,176 @@
+"""Benchmark 1: per-job overhead of the daemon and of `once`, through the real codex CLI.
+
+Each round runs bare `codex exec` (the daemon's own argv and wrapped prompt, same CODEX_HOME),
+one job through the running daemon, bare codex again, and `once` in a fresh process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bench.common import (
+    CONSOLE_SCRIPT,
+    DaemonProcess,
+    Options,
+    Report,
+    default_settle_sec,
+    drop_job,
+    job_text,
+    median,
+    wait_for,
+    write_config,
+)
+from daemon import codex
+
+PROMPT = "A red fox in the snow, watercolour."
+OLD_SESSIONS = 20_000
+GROWTH_ALLOWANCE = 0.03  # ratio points: two medians of a handful of ~0.6 s runs differ this much
+JOB_TIMEOUT = 120.0
+
+
+def run(opts: Options) -> Report:
+    report = Report("overhead")
+    from bench.common import codex_bin
+
+    binary = codex_bin()
+    if binary is None:
+        report.add("skipped", 0, "", note="codex 0.169.0 not installed (scripts/install-codex)")
+        return report
+    from tests.support.mock_openai import MockOpenAI
+
+    rounds = 2 if opts.quick else 7
+    old = 200 if opts.quick else OLD_SESSIONS
+    with MockOpenAI() as mock:
+        empty = _variant(opts.work / "overhead-empty", binary, mock.port, rounds, old=0)
+        full = _variant(opts.work / "overhead-old", binary, mock.port, rounds, old=old)
+    report.raw = {"rounds": rounds, "old_sessions": old, "empty": empty, "old": full}
+    _rows(report, empty, full, old)
+    return report
+
+
+def _variant(root: Path, binary: Path, port: int, rounds: int, *, old: int) -> dict[str, object]:
+    from tests.support.codex_home import codex_env, make_codex_home
+
+    home = make_codex_home(root / "codex-home", port=port)
+    if old:
+        populate_sessions(home, old)
+    env = codex_env(port, codex_home=home)
+    settle = default_settle_sec()
+    stage = root / "stage"
+    stage.mkdir(parents=True)
+    d_cfg = write_config(root / "daemon.yaml", inbox=root / "d-in", outbox=root / "d-out",
+                         command=[str(binary)], home=home)
+    o_cfg = write_config(root / "once.yaml", inbox=root / "o-in", outbox=root / "o-out",
+                         command=[str(binary)], home=home)
+    version = codex.probe_version([str(binary)], env=env)
+    bare, daemon, daemon_idle, once, listing = [], [], [], [], []
+    with DaemonProcess(d_cfg, env=env).start(root / "d-out") as proc:
+        _bare(binary, version, env)  # warm-up: first runs pay for cold disk caches
+        _daemon_job(proc, stage, root, "warmup")
+        for n in range(rounds):
+            bare.append(_bare(binary, version, env))
+            seen, idle = _daemon_job(proc, stage, root, f"job-{n}")
+            daemon.append(seen - settle)
+            daemon_idle.append(idle - settle)
+            bare.append(_bare(binary, version, env))
+            once.append(_once(o_cfg, root / "o-in", root / "o-out", f"job-{n}", env))
+            listing.append(skill_listing(home))
+    return {"bare": bare, "daemon": daemon, "daemon_until_idle": daemon_idle, "once": once,
+            "skill_listing": listing, "settle_sec": settle}
+
+
+def _bare(binary: Path, version: codex.CodexVersion, env: dict[str, str]) -> float:
+    """One bare `codex exec` with the daemon's flags and prompt; seconds from start to exit."""
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
+        argv = codex.build_argv([str(binary)], version=version, workdir=Path(tmp))
+        text = codex.wrap_prompt(PROMPT, has_refs=False).encode()
+        started = time.monotonic()
+        done = subprocess.run(argv, input=text, capture_output=True, cwd=tmp, env=env,
+                              timeout=JOB_TIMEOUT, check=False)
+        elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"bare codex failed: {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def _daemon_job(proc: DaemonProcess, stage: Path, root: Path, name: str) -> tuple[float, float]:
+    """Seconds from the rename into the inbox to the result sidecar, and to the daemon idle."""
+    outbox = root / "d-out"
+    result = outbox / f"{name}.result.yaml"
+    renamed = drop_job(stage, root / "d-in", name, PROMPT)
+    if not wait_for(result.exists, timeout=JOB_TIMEOUT):
+        raise RuntimeError(f"no result for {name}; see {proc.log_path}")
+    seen = time.time() - renamed
+    done = root / "d-in" / "done" / f"{name}.prompt.yaml"
+    wait_for(lambda: done.exists() and _idle(outbox), timeout=JOB_TIMEOUT)
+    return seen, time.time() - renamed
+
+
+def _idle(outbox: Path) -> bool:
+    try:
+        return '"state": "idle"' in (outbox / "status.json").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _once(config: Path, inbox: Path, outbox: Path, name: str, env: dict[str, str]) -> float:
+    """`gpt-image-inbox once` from a cold start on one job; seconds from spawn to exit."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / f"{name}.prompt.yaml").write_text(job_text(PROMPT), encoding="utf-8")
+    started = time.monotonic()
+    done = subprocess.run([str(CONSOLE_SCRIPT), "once", "--config", str(config)],
+                          capture_output=True, env=env, timeout=JOB_TIMEOUT, check=False)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0 or not (outbox / f"{name}.result.yaml").exists():
+        raise RuntimeError(f"once failed ({done.returncode}): {done.stderr.decode()[-800:]}")
+    return elapsed
+
+
+def populate_sessions(home: Path, count: int, *, per_day: int = 50) -> None:
+    """`count` small old session logs, `per_day` a day, ending two days ago."""
+    line = b'{"timestamp":"2030-01-01T00:00:00.000Z","type":"session_meta","payload":{}}\n'
+    day = datetime.now() - timedelta(days=2)
+    for n in range(count):
+        if n and n % per_day == 0:
+            day -= timedelta(days=1)
+        folder = home / "sessions" / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+        if n % per_day == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        stamp = f"{day:%Y-%m-%d}T10-00-{n % 60:02d}"
+        (folder / f"rollout-{stamp}-00000000-0000-0000-0000-{n:012d}.jsonl").write_bytes(line * 8)
+
+
+def skill_listing(home: Path) -> float:
+    """The skill's way of finding the new log: list every session file before and after a run."""
+    started = time.monotonic()
+    for _ in range(2):
+        subprocess.run(["find", str(home / "sessions"), "-name", "*.jsonl"],
+                       capture_output=True, check=True)
+    return time.monotonic() - started
+
+
+def _rows(report: Report, empty: dict, full: dict, old: int) -> None:  # type: ignore[type-arg]
+    ratios = {}
+    for label, data in (("", empty), (f", {old:,} old sessions", full)):
+        bare = median(data["bare"])
+        daemon, once = median(data["daemon"]), median(data["once"])
+        ratios[label] = (daemon / bare, once / bare)
+        report.add(f"bare codex exec{label}", bare, "s", note="median")
+        report.add(f"daemon job - settle{label}", daemon, "s",
+                   note=f"rename to result sidecar, minus settle {data['settle_sec']:g} s")
+        report.add(f"daemon / bare{label}", daemon / bare, "x", "<= 1.05", daemon / bare <= 1.05)
+        report.add(f"once (cold) / bare{label}", once / bare, "x", "<= 1.20", once / bare <= 1.20)
+        skill = median(data["skill_listing"])
+        report.add(f"skill-style listing{label}", (bare + skill) / bare, "x",
+                   note=f"reference: bare + two `find` of sessions/ ({skill * 1000:.0f} ms)")
+    (d0, o0), (d1, o1) = ratios.values()
+    allowance = f"<= {GROWTH_ALLOWANCE} growth"
+    report.add("daemon ratio growth with old sessions", d1 - d0, "x", allowance,
+               d1 - d0 <= GROWTH_ALLOWANCE, note="ratio points; noise allowance")
+    report.add("once ratio growth with old sessions", o1 - o0, "x", allowance,
+               o1 - o0 <= GROWTH_ALLOWANCE, note="ratio points; noise allowance")
