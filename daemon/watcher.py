@@ -471,11 +471,15 @@ class InboxWatcher:
         """The next READY job file (oldest arrival first), waiting up to `timeout` seconds.
 
         Returns None on timeout or once stopped. A job handed over is not handed over again
-        until `done(path)` is called, or it leaves the inbox root and comes back.
+        until `done(path)` is called, or it leaves the inbox root and comes back. Raises
+        RuntimeError if the settle thread died of an unexpected exception.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._stopping.is_set():
+                if self._thread is not None and not self._thread.is_alive():
+                    # A bug killed the settle loop: fail loudly rather than wait for jobs forever.
+                    raise RuntimeError("the inbox watcher's settle thread has died")
                 path = self._settler.take()
                 if path is not None:
                     return path
