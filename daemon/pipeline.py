@@ -396,22 +396,43 @@ def _recover_one(path: Path, config: Config, get_setup: Callable[[], CodexSetup]
     record = RunRecord.load(path)
     group = [path, *sibling_references(path)]
     stem = job_stem(path)
-    generation = None
-    if record.thread_id and record.started_at:
-        try:
-            generation = recover(record.thread_id, datetime.fromisoformat(record.started_at),
-                                 get_setup())
-        except InboxError:
-            generation = None
-    if generation is None:
-        disk.move_group(group, config.inbox, stem)
-        record.delete()
-        return Outcome(record.job, Status.CANCELLED)
-    outputs = deliver(generation, config.outbox, job_file=record.job, prompt=record.prompt,
-                      wanted=record.wanted or stem,
-                      fmt=ImageFormat(record.format) if record.format else None,
-                      refs=record.refs)
+    wanted = record.wanted or stem
+    # A crash after the result was written but before the move: only the move is left to do.
+    outputs = _delivered(config.outbox, record, wanted)
+    if not outputs:
+        generation = _recovered_generation(record, get_setup)
+        if generation is None:
+            disk.move_group(group, config.inbox, stem)
+            record.delete()
+            return Outcome(record.job, Status.CANCELLED)
+        outputs = deliver(generation, config.outbox, job_file=record.job, prompt=record.prompt,
+                          wanted=wanted,
+                          fmt=ImageFormat(record.format) if record.format else None,
+                          refs=record.refs)
     disk.move_group(group, config.inbox / disk.DONE, stem)
     record.delete()
     return Outcome(record.job, Status.DONE, outputs)
 
+
+def _recovered_generation(
+    record: RunRecord, get_setup: Callable[[], CodexSetup]
+) -> Generation | None:
+    if not (record.thread_id and record.started_at):
+        return None
+    try:
+        return recover(record.thread_id, datetime.fromisoformat(record.started_at), get_setup())
+    except (InboxError, ValueError):
+        return None
+
+
+def _delivered(outbox: Path, record: RunRecord, wanted: str) -> tuple[Path, ...]:
+    """The outputs of this very run when its result sidecar is already in the outbox."""
+    if not record.thread_id:
+        return ()
+    for name in glob.glob(str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")):
+        data = disk.read_yaml(Path(name))
+        if data and data.get("job") == record.job and data.get("thread_id") == record.thread_id:
+            images = [outbox / str(i.get("file")) for i in data.get("images") or []
+                      if isinstance(i, dict)]
+            return (*images, Path(name))
+    return ()

@@ -1,0 +1,213 @@
+"""The daemon (`gpt-image-inbox run`) as a real process: watching, crashes, signals, pauses, status.
+
+Every test starts `python -m daemon run` on real folders with a fake codex (tests/support/
+fake_codex.py) and polls for what a user would see: images, sidecars, job files in done/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.daemon_proc import (
+    FAKE_CODEX,
+    REPO,
+    DaemonProcess,
+    DaemonWorld,
+    Timeout,
+    pid_alive,
+    wait_for,
+)
+from tests.support.rollout_shapes import tiny_png
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> DaemonWorld:
+    return DaemonWorld(tmp_path / "world")
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; any still running at the end are killed, their codex too."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill_if_running()
+        for call in daemon.world.calls():
+            for pid in (call.get("pid"), call.get("child_pid")):
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def start(world: DaemonWorld, daemons: list[DaemonProcess]):  # type: ignore[no-untyped-def]
+    """start(**kwargs) -> a started DaemonProcess on `world`, cleaned up after the test."""
+
+    def starter(target: DaemonWorld | None = None, **kwargs: object) -> DaemonProcess:
+        ready = bool(kwargs.pop("ready", True))
+        daemon = DaemonProcess(target or world, **kwargs)  # type: ignore[arg-type]
+        daemons.append(daemon)
+        return daemon.start(ready=ready)
+
+    return starter
+
+
+def done_once(world: DaemonWorld, job_file: str) -> dict[str, object]:
+    """The job's one result sidecar, once it is complete and the job file sits in done/."""
+    wait_for(lambda: job_file in world.jobs_in("done") and world.results_for(job_file),
+             what=f"{job_file} done")
+    results = world.results_for(job_file)
+    assert len(results) == 1, results
+    return results[0]
+
+
+def assert_settled(world: DaemonWorld) -> None:
+    """Nothing is left half-way: processing/ holds no file, the inbox root no job."""
+    processing = world.inbox / "processing"
+    assert not processing.exists() or not list(processing.iterdir())
+    assert world.jobs_in() == []
+
+
+# --- 1. jobs however they arrive --------------------------------------------------------------
+
+
+def test_jobs_copied_renamed_and_with_a_sibling_reference_become_images(
+    world: DaemonWorld, start
+) -> None:
+    """A job written slowly like `cp`, one renamed in from an editor's temp file and one with a
+    sibling reference each become an image with its sidecar, their files moving to done/."""
+    daemon = start()
+    slow = world.inbox / "copied.prompt.yaml"
+    with slow.open("w", encoding="utf-8") as f:
+        for chunk in ("prompt: >\n", "  a lighthouse\n", "  at dusk\n", "timeout_sec: 30\n"):
+            f.write(chunk)
+            f.flush()
+            time.sleep(0.05)
+    temp = world.inbox / ".edited.prompt.yaml.swp"
+    temp.write_text("prompt: a teapot\n", encoding="utf-8")
+    os.rename(temp, world.inbox / "edited.prompt.yaml")
+    (world.inbox / "with-ref.png").write_bytes(tiny_png(3))
+    world.write_job("with-ref", "prompt: the same, in blue\n")
+
+    for job in ("copied", "edited", "with-ref"):
+        result = done_once(world, f"{job}.prompt.yaml")
+        image = world.outbox / result["images"][0]["file"]
+        assert image.read_bytes().startswith(b"\x89PNG")
+    assert world.results_for("copied.prompt.yaml")[0]["prompt"] == "a lighthouse at dusk\n"
+    assert world.results_for("with-ref.prompt.yaml")[0]["refs"] == ["with-ref.png"]
+    assert (world.inbox / "done" / "with-ref.png").exists()
+    calls = world.calls()
+    assert len(calls) == 3
+    assert [len(c["refs"]) for c in calls].count(1) == 1
+    assert_settled(world)
+    assert daemon.stop() == 0
+
+
+# --- 2. kill -9 at any moment, then a restart --------------------------------------------------
+
+
+def run_record(world: DaemonWorld, job_file: str) -> dict[str, object] | None:
+    """processing/.<job>.run.json, the daemon's note of the codex thread of a running job."""
+    try:
+        return json.loads((world.inbox / "processing" / f".{job_file}.run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_codex_gone(world: DaemonWorld) -> None:
+    """Wait until every fake codex process (and its child) has ended."""
+    wait_for(lambda: not any(pid_alive(c["pid"]) for c in world.calls()),
+             what="fake codex exited")
+
+
+@pytest.mark.parametrize("moment", ["claimed", "codex_running", "codex_finished"])
+def test_kill_9_then_restart_finishes_every_job_exactly_once(
+    world: DaemonWorld, start, moment: str
+) -> None:
+    """Killed with SIGKILL mid-job and restarted, the daemon finishes every job once, leaves
+    nothing in processing/, and never runs codex again for a run that had already finished."""
+    world.set_script(delay_sec=2.0)
+    daemon = start()
+    world.write_job("victim", "prompt: a crash test dummy\n")
+    if moment == "claimed":
+        daemon.wait_for(lambda: "victim.prompt.yaml" in world.jobs_in("processing"),
+                        what="job claimed")
+    else:
+        daemon.wait_for(lambda: (run_record(world, "victim.prompt.yaml") or {}).get("thread_id"),
+                        what="thread id recorded")
+    daemon.kill9()
+    if moment == "codex_finished":
+        wait_codex_gone(world)  # codex ends its run while no daemon is there
+    world.set_script()
+    start()
+    result = done_once(world, "victim.prompt.yaml")
+    wait_codex_gone(world)
+    calls = world.calls()
+    if moment == "codex_finished":
+        assert len(calls) == 1, "codex ran again for a run that had finished"
+        assert result["thread_id"] == calls[0]["thread_id"]
+    else:
+        assert 1 <= len(calls) <= 2
+        assert result["thread_id"] == calls[-1]["thread_id"]
+    assert_settled(world)
+    assert len(list(world.outbox.glob("victim*.png"))) == 1
+    assert world.errors() == {}
+
+
+def test_restart_after_the_outbox_write_does_not_deliver_twice(world: DaemonWorld, start) -> None:
+    """A crash between writing the result and moving the job to done/ (the job and its run
+    record still in processing/) is finished on restart without a second copy of the image."""
+    daemon = start()
+    world.write_job("twice")
+    result = done_once(world, "twice.prompt.yaml")
+    assert daemon.stop() == 0
+    # Put the disk back as it was at that moment: job and thread id in processing/.
+    processing = world.inbox / "processing"
+    os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
+    record = {"job": "twice.prompt.yaml", "refs": [], "prompt": "a red fox\n", "wanted": "twice",
+              "format": None, "thread_id": result["thread_id"],
+              "started_at": result["started_at"]}
+    (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
+    start()
+    wait_for(lambda: world.jobs_in("done") == ["twice.prompt.yaml"], what="job in done/")
+    assert len(world.results()) == 1
+    assert len(list(world.outbox.glob("*.png"))) == 1
+    assert len(world.calls()) == 1
+    assert_settled(world)
+
+
+def test_many_kills_at_random_moments_lose_and_duplicate_nothing(
+    world: DaemonWorld, start
+) -> None:
+    """Jobs under a daemon killed again and again at varying moments all end up done, each with
+    one result, once a daemon finally runs undisturbed."""
+    world.set_script(delay_sec=0.3)
+    names = [f"job-{n:02d}" for n in range(6)]
+    for name in names:
+        world.write_job(name, f"prompt: picture {name}\n")
+    for delay in (0.2, 0.9, 0.5, 1.4, 0.7, 1.1, 0.3, 1.7):
+        daemon = start(ready=False)
+        time.sleep(delay)  # the moment of the crash, not a synchronisation
+        daemon.kill9()
+    start()
+    for name in names:
+        done_once(world, f"{name}.prompt.yaml")
+    wait_codex_gone(world)
+    assert_settled(world)
+    assert len(list(world.outbox.glob("*.png"))) == len(names)
+    thread_ids = {c["thread_id"] for c in world.calls()}
+    assert {r["thread_id"] for r in world.results().values()} <= thread_ids
