@@ -11,7 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from daemon.errors import InboxError
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 EXIT_OK = 0
 
@@ -114,7 +119,7 @@ def report_failure(error: InboxError) -> None:
         print(f"  hint: {error.hint}", file=sys.stderr)
 
 
-def _load_config(path: Path | None):  # type: ignore[no-untyped-def]
+def _load_config(path: Path | None) -> Config:
     from daemon.config import load_config
     from daemon.logs import configure
 
@@ -150,9 +155,8 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import Daemon
 
-    config_path = args.config
-    _load_config(config_path)
-    return Daemon(config_path).run()
+    _load_config(args.config)  # sets up logging; the daemon reads the file again on SIGHUP
+    return Daemon(args.config).run()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ timeout or a shutdown stops the node launcher and the native binary together.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -244,7 +245,9 @@ def run_codex(
             start_new_session=True,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-        raise CodexMissing(f"The codex command {argv[0]!r} cannot be started.", detail=str(exc))
+        raise CodexMissing(
+            f"The codex command {argv[0]!r} cannot be started.", detail=str(exc)
+        ) from exc
 
     stop_early = threading.Event()
     events = _EventReader(on_thread_id, stop_early.set)
@@ -308,33 +311,25 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole group, a grace period, then SIGKILL: a SIGKILL during a token refresh
     can corrupt auth.json, so codex always gets the chance to stop cleanly first."""
     _signal_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=TERM_GRACE_SEC)
-    except subprocess.TimeoutExpired:
-        pass
     # Grandchildren may outlive the leader; the group id stays valid while any member lives.
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _write_stdin(proc: subprocess.Popen[bytes], text: str) -> None:
     assert proc.stdin is not None
-    try:
+    # codex may exit without reading (bad arguments): a broken pipe is not our failure.
+    with contextlib.suppress(OSError):
         proc.stdin.write(text.encode("utf-8"))
-    except (BrokenPipeError, OSError):
-        pass
-    finally:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
 
 
 def _read_events(proc: subprocess.Popen[bytes], events: _EventReader) -> None:
@@ -345,8 +340,9 @@ def _read_events(proc: subprocess.Popen[bytes], events: _EventReader) -> None:
 
 def _read_tail(proc: subprocess.Popen[bytes], tail: collections.deque[bytes]) -> None:
     assert proc.stderr is not None
+    fd = proc.stderr.fileno()
     size = 0
-    for chunk in iter(lambda: proc.stderr.read1(8192), b""):  # type: ignore[union-attr]
+    for chunk in iter(lambda: os.read(fd, 8192), b""):
         tail.append(chunk)
         size += len(chunk)
         while size - len(tail[0]) >= STDERR_TAIL_BYTES and len(tail) > 1:

@@ -195,3 +195,14 @@ class InboxBusy(InboxError):
     exit_code = 1
     layer = "lock"
     default_hint = "Stop the other process first, or give this one another inbox."
+
+
+def class_for_layer(layer: str) -> type[InboxError]:
+    """The error class whose sidecars say `error: <layer>` (InboxError when unknown)."""
+    pending: list[type[InboxError]] = [InboxError]
+    while pending:
+        cls = pending.pop()
+        if cls.layer == layer:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return InboxError

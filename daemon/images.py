@@ -75,15 +75,15 @@ def convert(data: bytes, target: ImageFormat) -> bytes:
         return data
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        if target is ImageFormat.JPEG and img.mode not in ("RGB", "L"):
+    with Image.open(io.BytesIO(data)) as source:
+        source.load()
+        image: Image.Image = source
+        if target is ImageFormat.JPEG and source.mode not in ("RGB", "L"):
             # JPEG has no alpha: flatten onto white rather than onto black.
-            background = Image.new("RGB", img.size, "white")
-            rgba = img.convert("RGBA")
-            background.paste(rgba, mask=rgba.getchannel("A"))
-            img = background
+            image = Image.new("RGB", source.size, "white")
+            rgba = source.convert("RGBA")
+            image.paste(rgba, mask=rgba.getchannel("A"))
         buffer = io.BytesIO()
         options = {"quality": 95} if target is not ImageFormat.PNG else {}
-        img.save(buffer, format=target.pillow_name, **options)
+        image.save(buffer, format=target.pillow_name, **options)
     return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""structlog set-up: readable lines on a terminal, JSON lines everywhere else (journald, launchd logs)."""
+"""structlog set-up: readable lines on a terminal, JSON lines elsewhere (journald, launchd logs)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ any moment leaves either the old state or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +72,19 @@ def replace_file(path: Path, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
 
 
-class _unwritable:
-    """Turns disk-full and permission errors into OutboxUnwritable, naming the path."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> bool:
-        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            if exc.errno in _DISK_ERRORS or isinstance(exc, FileNotFoundError):
-                raise OutboxUnwritable(
-                    f"Cannot write {self.path}: {exc.strerror or exc}.", detail=repr(exc)
-                ) from exc
-        return False
+@contextlib.contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """Turns disk-full, permission and vanished-folder errors into OutboxUnwritable."""
+    try:
+        yield
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno in _DISK_ERRORS or isinstance(exc, FileNotFoundError):
+            raise OutboxUnwritable(
+                f"Cannot write {path}: {exc.strerror or exc}.", detail=repr(exc)
+            ) from exc
+        raise
 
 
 def dump_yaml(data: dict[str, Any]) -> bytes:
@@ -139,7 +137,7 @@ def move_group(files: Sequence[Path], dest_dir: Path, stem: str) -> list[Path]:
         targets = [dest_dir / (new_stem + t) for t in tails]
         if not any(t.exists() for t in targets):
             break
-    for src, dst in zip(files, targets):
+    for src, dst in zip(files, targets, strict=True):
         with _unwritable(dst):
             _rename_no_clobber(src, dst)
     return targets
