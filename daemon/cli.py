@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from daemon.errors import InboxError
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="watch the inbox and run jobs until stopped (the daemon)")
     _add_config(run)
 
-    status = commands.add_parser("status", help="what the daemon is doing (reads outbox/status.json)")
+    status = commands.add_parser("status", help="what the daemon is doing (outbox/status.json)")
     _add_config(status)
 
     submit = commands.add_parser("submit", help="write a job into the inbox (and follow it)")
