@@ -36,7 +36,7 @@ from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
 from daemon.pipeline import Outcome, Status, process_job, recover_processing
 from daemon.status import STATUS_NAME
 from daemon.status import Status as StatusFile
-from daemon.watcher import InboxWatcher
+from daemon.watcher import InboxWatcher, is_job_file
 
 log = structlog.get_logger()
 
@@ -156,14 +156,20 @@ class Daemon:
 
     def _take_handed_over(self) -> None:
         assert self.watcher is not None
+        added = False
         while (path := self.watcher.get(timeout=0)) is not None:
-            self._enqueue(path)
+            added = self._enqueue(path, publish=False) or added
+        if added:
+            self._publish()  # once for a whole burst: publishing lists the inbox
 
-    def _enqueue(self, path: Path) -> None:
+    def _enqueue(self, path: Path, *, publish: bool = True) -> bool:
         # The watcher may hand a retried job over again once it is back in the inbox root.
-        if all(q.path != path for q in self.queue):
-            self.queue.append(Queued(path))
+        if any(q.path == path for q in self.queue):
+            return False
+        self.queue.append(Queued(path))
+        if publish:
             self._publish()
+        return True
 
     def _next_due(self) -> Queued | None:
         now = self.clock()
@@ -302,12 +308,24 @@ class Daemon:
             self.status.last_failure = entry
 
     def _publish(self) -> None:
-        assert self.watcher is not None
-        self.status.queue_length = len(self.queue) + self.watcher.queued()
+        self.status.queue_length = self._waiting()
         try:
             self.status.save()
         except InboxError as error:
             log.warning("status file not written", message=error.message)
+
+    def _waiting(self) -> int:
+        """Job files waiting in the inbox root (queued, settling, retrying or paused).
+
+        Counted on disk rather than as our queue plus the watcher's: a job put back in the inbox
+        for a retry or a pause is in both until the watcher hands it over again.
+        """
+        try:
+            names = os.listdir(self.config.inbox)
+        except OSError:
+            return len(self.queue)
+        current = self.status.current_job  # still in the root until it is claimed
+        return sum(1 for name in names if is_job_file(name) and name != current)
 
     def _set_state(self, state: str) -> None:
         self.status.state = state

@@ -211,3 +211,195 @@ def test_many_kills_at_random_moments_lose_and_duplicate_nothing(
     assert len(list(world.outbox.glob("*.png"))) == len(names)
     thread_ids = {c["thread_id"] for c in world.calls()}
     assert {r["thread_id"] for r in world.results().values()} <= thread_ids
+
+
+# --- 3. SIGTERM and SIGINT -------------------------------------------------------------------
+
+
+def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(
+    world: DaemonWorld, start
+) -> None:
+    """SIGTERM while codex hangs: after the shutdown grace the run is stopped, the job is back in
+    the inbox root, no codex process is left, and the daemon exits 0."""
+    world.write_config(shutdown_grace_sec=1)
+    world.set_script(scenario="hang")
+    daemon = start()
+    world.write_job("stuck")
+    daemon.wait_for(lambda: world.calls(), what="codex started")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=1 + 15) == 0
+    assert world.jobs_in() == ["stuck.prompt.yaml"]
+    assert world.jobs_in("processing") == []
+    call = world.calls()[0]
+    wait_for(lambda: not pid_alive(call["pid"]) and not pid_alive(call["child_pid"]),
+             deadline=10, what="codex and its child gone")
+    assert world.results() == {}
+    assert world.status()["state"] == "stopped"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_lets_a_job_finish_within_grace(world: DaemonWorld, start, sig: int) -> None:
+    """SIGTERM or SIGINT while a job can still finish within the grace: it finishes, exit 0."""
+    world.write_config(shutdown_grace_sec=20)
+    world.set_script(delay_sec=1.0)
+    daemon = start()
+    world.write_job("nearly")
+    daemon.wait_for(lambda: world.calls(), what="codex started")
+    daemon.signal(sig)
+    assert daemon.wait_exit() == 0
+    assert len(world.results_for("nearly.prompt.yaml")) == 1
+    assert world.jobs_in("done") == ["nearly.prompt.yaml"]
+
+
+def test_stop_signal_takes_no_new_job(world: DaemonWorld, start) -> None:
+    """After SIGTERM the daemon takes no further job: queued ones wait in the inbox."""
+    world.write_config(shutdown_grace_sec=20)
+    world.set_script(delay_sec=1.0)
+    daemon = start()
+    world.write_job("first")
+    daemon.wait_for(lambda: world.calls(), what="codex started")
+    world.write_job("second")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert world.jobs_in() == ["second.prompt.yaml"]
+    assert len(world.calls()) == 1
+
+
+# --- 4. a hanging codex and retries ------------------------------------------------------------
+
+
+def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, start) -> None:
+    """A codex that hangs is stopped at the job's timeout_sec, tried retry.attempts times, and
+    then the job fails with a sidecar that says it is not retried."""
+    world.write_config(retry={"attempts": 2, "backoff_sec": 0.2})
+    world.set_script(scenario="hang")
+    daemon = start()
+    world.write_job("sleepy", "prompt: a sloth\ntimeout_sec: 1\n")
+    daemon.wait_for(lambda: world.jobs_in("failed") == ["sleepy.prompt.yaml"],
+                    what="job failed")
+    errors = list(world.errors().values())
+    assert len(errors) == 1
+    assert errors[0]["error"] == "timeout"
+    assert errors[0]["code"] == 5
+    assert errors[0]["retrying"] is False
+    calls = world.calls()
+    assert len(calls) == 2
+    for call in calls:
+        wait_for(lambda c=call: not pid_alive(c["pid"]) and not pid_alive(c["child_pid"]),
+                 deadline=10, what="timed-out codex gone")
+    assert daemon.stop() == 0
+
+
+def test_transient_failure_then_success_removes_the_error_sidecar(
+    world: DaemonWorld, start
+) -> None:
+    """A server error is retried after a backoff; when the retry succeeds the job is done and its
+    earlier `retrying: true` sidecar is gone."""
+    world.write_config(retry={"attempts": 3, "backoff_sec": 2, "max_backoff_sec": 2})
+    world.set_script(scenario="server_error")
+    daemon = start()
+    world.write_job("flaky")
+    sidecar = daemon.wait_for(lambda: world.errors(), what="retrying sidecar")
+    assert next(iter(sidecar.values()))["retrying"] is True
+    world.set_script()
+    done_once(world, "flaky.prompt.yaml")
+    assert world.errors() == {}
+    assert len(world.calls()) == 2
+    assert daemon.stop() == 0
+
+
+# --- 5. pauses: login, usage limit, network ----------------------------------------------------
+
+
+def status_is(world: DaemonWorld, **fields: object) -> dict[str, object] | None:
+    status = world.status()
+    if status and all(status.get(k) == v for k, v in fields.items()):
+        return status
+    return None
+
+
+def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -> None:
+    """Logged out: the job waits in the inbox with a `retrying: true` sidecar, status.json says
+    paused with a hint and counts each waiting job once; `codex login` (auth.json rewritten)
+    resumes the queue without a restart."""
+    world.set_script(scenario="unauthorized", delay_sec=1.0)
+    daemon = start()
+    world.write_job("patient")
+    daemon.wait_for(lambda: world.calls(), what="codex started")
+    world.write_job("later")  # complete, and queued behind the running job
+    status = daemon.wait_for(lambda: status_is(world, state="paused"), what="paused")
+    assert status["paused"]["error"] == "login"
+    assert "codex login" in status["paused"]["hint"]
+    (sidecar,) = world.errors().values()
+    assert sidecar["retrying"] is True
+    assert sidecar["error"] == "login"
+    daemon.wait_for(lambda: world.jobs_in() == ["later.prompt.yaml", "patient.prompt.yaml"],
+                    what="both jobs in the inbox")
+    time.sleep(1.5)  # well past the settle time: every recount has happened
+    assert world.status()["queue_length"] == 2
+    shown = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
+        capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert "paused" in shown and "queued: 2" in shown and "hint" in shown
+
+    world.set_script()
+    (world.codex_home / "auth.json").write_text('{"auth_mode": "chatgpt"}')
+    done_once(world, "patient.prompt.yaml")
+    done_once(world, "later.prompt.yaml")
+    assert world.errors() == {}
+    daemon.wait_for(lambda: status_is(world, state="idle", queue_length=0), what="idle")
+    assert world.status()["paused"] is None
+    assert daemon.stop() == 0
+
+
+def test_usage_limit_pauses_until_the_time_codex_gives(world: DaemonWorld, start) -> None:
+    """A usage limit with "try again in 3 seconds" pauses the queue, the job waiting in the
+    inbox, and resumes on its own at that time."""
+    world.set_script(scenario="usage_limit",
+                     usage_limit_message="You've hit your usage limit. Try again in 3 seconds.")
+    daemon = start()
+    world.write_job("limited")
+    status = daemon.wait_for(lambda: status_is(world, state="paused"), what="paused")
+    world.set_script()
+    assert status["paused"]["error"] == "usage-limit"
+    assert status["paused"]["resumes_at"]
+    (sidecar,) = world.errors().values()
+    assert sidecar["retrying"] is True and sidecar["retry_at"]
+    assert world.jobs_in() == ["limited.prompt.yaml"]
+    done_once(world, "limited.prompt.yaml")
+    assert len(world.calls()) == 2
+    assert daemon.logged("queue resumed", reason="time")
+    assert daemon.stop() == 0
+
+
+def test_network_down_is_noticed_in_seconds(world: DaemonWorld, start) -> None:
+    """codex waiting for the network pauses the queue in seconds, long before the job timeout,
+    and no codex is left waiting."""
+    world.set_script(scenario="network_down")
+    daemon = start()
+    world.write_job("offline", "prompt: a modem\ntimeout_sec: 600\n")
+    status = daemon.wait_for(lambda: status_is(world, state="paused"), deadline=30,
+                             what="paused")
+    assert status["paused"]["error"] == "network"
+    call = world.calls()[0]
+    assert not pid_alive(call["pid"])
+    assert world.jobs_in() == ["offline.prompt.yaml"]
+    assert daemon.stop() == 0
+
+
+def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, start) -> None:
+    """While another job runs, a job back in the inbox for a retry counts once in the queue
+    length, and the running job is shown as the current one, not as queued."""
+    world.write_config(retry={"attempts": 3, "backoff_sec": 30, "max_backoff_sec": 30})
+    world.set_script(scenario="server_error")
+    daemon = start()
+    world.write_job("flaky")
+    daemon.wait_for(lambda: world.errors(), what="retrying sidecar")
+    world.set_script(delay_sec=3.0)
+    world.write_job("steady")
+    status = daemon.wait_for(lambda: status_is(world, state="working",
+                                               current_job="steady.prompt.yaml"),
+                             what="working on the second job")
+    assert status["queue_length"] == 1
+    assert world.jobs_in() == ["flaky.prompt.yaml"]
+    assert daemon.stop() == 0
