@@ -69,14 +69,14 @@ def measure(root: Path, *, polling: bool, settle: float, jobs: int) -> list[floa
         for n in range(jobs):
             time.sleep(rng.uniform(0, 0.5))  # land at different phases of the daemon's ticks
             renamed = drop_job(stage, root / "in", f"job-{n}", f"detection job {n}")
-            if not wait_for(lambda: _count(record) > n, timeout=60, step=0.01):
+            if not wait_for(lambda n=n: _count(record) > n, timeout=60, step=0.01):
                 raise RuntimeError(f"codex was not started for job-{n}; see {proc.log_path}")
             started = json.loads(record.read_text().splitlines()[n])["t"]
             latencies.append(started - renamed)
             result = root / "out" / f"job-{n}.result.yaml"
             wait_for(result.exists, timeout=60, step=0.01)
-            wait_for(lambda: (root / "in" / "done" / f"job-{n}.prompt.yaml").exists(),
-                     timeout=60, step=0.01)
+            moved = root / "in" / "done" / f"job-{n}.prompt.yaml"
+            wait_for(moved.exists, timeout=60, step=0.01)
     return latencies
 
 

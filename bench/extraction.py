@@ -85,7 +85,7 @@ def build_log(root: Path, log_size: int, image_size: int) -> tuple[Path, Path]:
 
 
 def _pad_line(n: int, size: int) -> str:
-    text = ("ls -la output line %d: drwxr-xr-x  2 user user 4096 notes.txt\n" % n) * (size // 60)
+    text = f"ls -la output line {n}: drwxr-xr-x  2 user user 4096 notes.txt\n" * (size // 60)
     payload = {"type": "function_call_output", "call_id": f"call_pad{n}", "output": text}
     return json.dumps({"timestamp": "2030-03-17T16:40:00.000Z", "type": "response_item",
                        "payload": payload, "ordinal": n}, separators=(",", ":")) + "\n"

@@ -52,7 +52,7 @@ def write_log(tid, prompt):
     local = time.localtime(STARTED)
     folder = os.path.join(home, "sessions", time.strftime("%Y/%m/%d", local))
     os.makedirs(folder, exist_ok=True)
-    name = "rollout-%s-%s.jsonl" % (time.strftime("%Y-%m-%dT%H-%M-%S", local), tid)
+    name = "rollout-{}-{}.jsonl".format(time.strftime("%Y-%m-%dT%H-%M-%S", local), tid)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(STARTED))
     with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
         f.write(session_lines(tid, stamp, prompt))

@@ -6,7 +6,6 @@ one job through the running daemon, bare codex again, and `once` in a fresh proc
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time

@@ -19,8 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Options, Report, Row  # noqa: E402
-from bench.machine import describe, summary  # noqa: E402
+from bench.common import REPO, Options, Report, Row
+from bench.machine import describe, summary
 
 BENCHMARKS = ("overhead", "detection", "extraction", "idle", "throughput")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -1,0 +1,90 @@
+"""Benchmark 5: 1,000 jobs dropped into the inbox at once, run through an instant fake codex.
+
+Counted from the first rename into the inbox to the last result sidecar (settle included); every
+job must end with a result sidecar and exactly one codex invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.common import (
+    FAKE_CODEX,
+    INSTANT_CODEX,
+    DaemonProcess,
+    Options,
+    Report,
+    job_text,
+    wait_for,
+    write_config,
+)
+
+TARGET_PER_SEC = 50.0
+
+
+def run(opts: Options) -> Report:
+    report = Report("throughput")
+    instant = [sys.executable, "-S", "-E", str(INSTANT_CODEX)]
+    fake = [sys.executable, str(FAKE_CODEX)]
+    plans = [("instant fake codex (python -S -E)", instant, 20 if opts.quick else 1000, True),
+             ("tests/support/fake_codex.py", fake, 5 if opts.quick else 300, False)]
+    for n, (label, command, jobs, judged) in enumerate(plans):
+        figures = measure(opts.work / f"run-{n}", command, jobs)
+        report.raw[label] = figures
+        rate = figures["jobs_per_sec"]
+        report.add(f"{label}: {jobs} jobs", rate, "jobs/s", f">= {TARGET_PER_SEC:g}" if judged
+                   else "", rate >= TARGET_PER_SEC if judged else None,
+                   note=f"{figures['seconds']:.1f} s, settle included")
+        lost = jobs - min(figures["results"], figures["invocations"], figures["done"])
+        extra = max(figures["invocations"], figures["results"]) - jobs + figures["errors"]
+        report.add(f"{label}: lost or duplicated", lost + extra, "jobs", "0", lost + extra == 0,
+                   note=f"{figures['results']} results, {figures['invocations']} codex runs, "
+                        f"{figures['done']} in done/, {figures['errors']} errors")
+    return report
+
+
+def measure(root: Path, command: list[str], jobs: int) -> dict[str, float]:
+    record = root / "record.jsonl"
+    stage, inbox, outbox = root / "stage", root / "in", root / "out"
+    stage.mkdir(parents=True)
+    (root / "home").mkdir()
+    env = {**os.environ, "INSTANT_CODEX_RECORD": str(record)}
+    if command[-1] == str(FAKE_CODEX):
+        script = root / "fake.json"
+        script.write_text(json.dumps({"record": str(record)}), encoding="utf-8")
+        env["FAKE_CODEX_SCRIPT"] = str(script)
+    config = write_config(root / "daemon.yaml", inbox=inbox, outbox=outbox, command=command,
+                          home=root / "home")
+    names = [f"job-{n:04d}.prompt.yaml" for n in range(jobs)]
+    for name in names:
+        (stage / name).write_text(job_text(f"throughput {name}"), encoding="utf-8")
+    with DaemonProcess(config, env=env).start(outbox) as proc:
+        started = time.monotonic()
+        for name in names:
+            os.rename(stage / name, inbox / name)
+        finished = wait_for(lambda: _results(outbox) >= jobs, timeout=max(120.0, jobs * 1.0),
+                            step=0.05)
+        seconds = time.monotonic() - started
+        if not finished:
+            print(f"  throughput: not all jobs finished; see {proc.log_path}", flush=True)
+        wait_for(lambda: len(list((inbox / "done").glob("*.prompt.yaml"))) >= jobs, timeout=30)
+    return {
+        "jobs": jobs,
+        "seconds": seconds,
+        "jobs_per_sec": jobs / seconds,
+        "results": _results(outbox),
+        "errors": sum(1 for n in os.listdir(outbox) if n.endswith(".error.yaml")),
+        "invocations": record.read_bytes().count(b"\n") if record.exists() else 0,
+        "done": len(list((inbox / "done").glob("*.prompt.yaml"))),
+    }
+
+
+def _results(outbox: Path) -> int:
+    try:
+        return sum(1 for n in os.listdir(outbox) if n.endswith(".result.yaml"))
+    except FileNotFoundError:
+        return 0
