@@ -30,6 +30,12 @@ def configure(level: str = "info", *, stream: TextIO | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # Resolved at each use, not now: whoever replaces sys.stderr later (a test runner, a
+        # re-exec) still gets the lines, and a closed stream is never written to.
+        logger_factory=(
+            (lambda *_args: structlog.PrintLogger(sys.stderr))
+            if stream is None
+            else structlog.PrintLoggerFactory(stream)
+        ),
         cache_logger_on_first_use=False,
     )
