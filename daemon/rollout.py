@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,8 +62,15 @@ def _check_thread_id(thread_id: str) -> None:
 
 
 def find_session_log(codex_home: Path, thread_id: str, *, started_at: datetime) -> Path | None:
-    """This run's log, looked for only in the local-date folders around `started_at`."""
+    """This run's log, looked for only in the local-date folders around `started_at`.
+
+    Thread ids of current releases are UUIDv7s that carry their creation time, which is also
+    the log's name: those logs are found by name alone, without listing any folder.
+    """
     _check_thread_id(thread_id)
+    for candidate in _named_candidates(codex_home, thread_id):
+        if candidate.is_file():
+            return candidate
     day = (started_at.astimezone() if started_at.tzinfo else started_at).date()
     for offset in (0, -1, 1):
         d = day + timedelta(days=offset)
@@ -71,6 +79,23 @@ def find_session_log(codex_home: Path, thread_id: str, *, started_at: datetime) 
         if found:
             return found[-1]
     return None
+
+
+def _named_candidates(codex_home: Path, thread_id: str) -> list[Path]:
+    """Exact log paths for a UUIDv7 thread id: its local creation second, and one either side."""
+    try:
+        parsed = uuid.UUID(thread_id)
+    except ValueError:
+        return []
+    if parsed.version != 7:
+        return []
+    created = datetime.fromtimestamp((parsed.int >> 80) / 1000).astimezone()
+    paths = []
+    for delta in (0, 1, -1):
+        t = created + timedelta(seconds=delta)
+        name = f"rollout-{t:%Y-%m-%dT%H-%M-%S}-{thread_id}.jsonl"
+        paths.append(codex_home / "sessions" / f"{t:%Y}" / f"{t:%m}" / f"{t:%d}" / name)
+    return paths
 
 
 def generated_images(codex_home: Path, thread_id: str) -> list[FoundImage]:

@@ -514,3 +514,23 @@ def test_generated_images_are_read_oldest_first_by_real_format(tmp_path: Path) -
 def test_generated_images_of_an_unknown_thread_are_empty(tmp_path: Path) -> None:
     """No folder for the thread means no images."""
     assert generated_images(tmp_path, THREAD) == []
+
+
+def test_a_uuid7_thread_log_is_found_without_listing_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Current releases' thread ids carry their creation time: the log is opened by name only."""
+    thread_id = "01a2131a-7c83-73e0-a23c-dc7485dcd616"  # created 2026-11-25 14:27:12.643 UTC
+    created = datetime.fromtimestamp(0x01A2131A7C83 / 1000).astimezone()
+    log = (tmp_path / "sessions" / f"{created:%Y/%m/%d}"
+           / f"rollout-{created:%Y-%m-%dT%H-%M-%S}-{thread_id}.jsonl")
+    log.parent.mkdir(parents=True)
+    log.write_text("{}\n")
+
+    def no_listing(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a session folder was listed")
+
+    monkeypatch.setattr(Path, "glob", no_listing)
+    monkeypatch.setattr(Path, "iterdir", no_listing)
+    found = find_session_log(tmp_path, thread_id, started_at=created)
+    assert found == log
