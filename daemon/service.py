@@ -7,6 +7,7 @@ Signal handlers only set events; the loop and a small heartbeat thread react to 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -27,6 +28,7 @@ from daemon.errors import (
     InboxError,
     NetworkDown,
     NotLoggedIn,
+    OutboxUnwritable,
     UsageLimit,
 )
 from daemon.generation import CodexSetup
@@ -253,6 +255,8 @@ class Daemon:
             why = "time"
         elif self._auth_stamp() != self.pause.auth_stamp:
             why = "login changed"
+        elif isinstance(self.pause.error, OutboxUnwritable) and self._disk_writable():
+            why = "disk writable"
         if why is None:
             return False
         log.info("queue resumed", reason=why)
@@ -260,6 +264,12 @@ class Daemon:
         self.status.paused = None
         self._set_state("idle")
         return True
+
+    def _disk_writable(self) -> bool:
+        """Whether the outbox and the inbox's state folders take a small write again."""
+        inbox = self.config.inbox
+        folders = (self.config.outbox, inbox, *(inbox / d for d in (disk.PROCESSING, disk.DONE)))
+        return all(_takes_write(folder) for folder in folders if folder.is_dir())
 
     def _auth_stamp(self) -> tuple[int, int] | None:
         """auth.json's (mtime, size): `codex login` rewrites it, which ends a login pause."""
@@ -361,6 +371,22 @@ class Daemon:
                 self.notifier.watchdog()
                 next_ping = now + interval
             time.sleep(TICK_SEC)
+
+
+def _takes_write(folder: Path) -> bool:
+    # Some bytes and an fsync: on a full disk creating an empty file can still succeed.
+    probe = folder / f".gpt-image-inbox-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(4096))
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def _now_iso() -> str:

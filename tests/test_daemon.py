@@ -403,3 +403,89 @@ def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, star
     assert status["queue_length"] == 1
     assert world.jobs_in() == ["flaky.prompt.yaml"]
     assert daemon.stop() == 0
+
+
+# --- 6. one daemon per inbox; 7. SIGHUP ---------------------------------------------------------
+
+
+def test_second_daemon_on_the_same_inbox_exits_at_once_naming_the_first(
+    world: DaemonWorld, start
+) -> None:
+    """A second `run` on the same inbox exits non-zero at once, naming the first one's pid."""
+    first = start()
+    second = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(world.config_path)],
+        cwd=REPO, env=world.env(), capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode != 0
+    assert f"pid {first.pid}" in second.stderr
+    assert "already working on" in second.stderr
+    assert first.running()
+    assert first.stop() == 0
+
+
+def test_sighup_reloads_the_configuration(world: DaemonWorld, start) -> None:
+    """After SIGHUP the daemon uses the edited config (a new outbox); a broken config is
+    reported and the running one kept."""
+    daemon = start()
+    new_outbox = world.root / "outbox-2"
+    world.write_config(outbox=str(new_outbox))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: daemon.logged("configuration reloaded"), what="reloaded")
+    world.write_job("moved")
+    daemon.wait_for(lambda: list(new_outbox.glob("moved.result.yaml")), what="result in new outbox")
+    assert not list(world.outbox.glob("moved*"))
+    assert json.loads((new_outbox / "status.json").read_text())["state"] == "idle"
+
+    world.config_path.write_text("inbox: [not, a, path]\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: daemon.logged("reload failed; keeping the running configuration"),
+                    what="reload refused")
+    world.write_job("still")
+    daemon.wait_for(lambda: list(new_outbox.glob("still.result.yaml")), what="still working")
+    assert daemon.stop() == 0
+
+
+# --- 8. an outbox that cannot be written ------------------------------------------------------
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def nobody_world() -> Iterator[DaemonWorld]:
+    """A world owned by an unprivileged user, so that a read-only folder really stops writes."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the daemon as another user")
+    # The venv's interpreter may live under a folder only root can enter (/root/.pyenv): use
+    # the system one of the same version, with the venv's packages on PYTHONPATH.
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
+                          path="/usr/bin:/usr/local/bin")
+    if python is None:
+        pytest.skip("no system Python of this version for the unprivileged daemon")
+    root = Path(tempfile.mkdtemp(prefix="daemon-nobody-"))
+    root.chmod(0o755)
+    world = DaemonWorld(root / "world", python=python)
+    for path in [world.root, *world.root.rglob("*")]:
+        os.chown(path, NOBODY, NOBODY)
+    yield world
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, start) -> None:
+    """With the outbox read-only the job stays in the inbox, the failure is logged and the queue
+    pauses; once the outbox is writable again the job completes without a restart."""
+    world = nobody_world
+    env = world.env(HOME=str(world.root))
+    daemon = start(world, env=env, prefix=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                           "--clear-groups"])
+    world.write_job("first")
+    done_once(world, "first.prompt.yaml")
+    world.outbox.chmod(0o555)
+    world.write_job("blocked")
+    daemon.wait_for(lambda: daemon.logged("queue paused", error="outbox"), what="paused")
+    assert world.jobs_in() == ["blocked.prompt.yaml"]
+    assert world.jobs_in("processing") == []
+    world.outbox.chmod(0o755)
+    done_once(world, "blocked.prompt.yaml")
+    daemon.wait_for(lambda: status_is(world, state="idle"), what="status current again")
+    assert world.errors() == {}
+    assert daemon.stop() == 0

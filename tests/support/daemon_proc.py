@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import site
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class DaemonWorld:
 
     root: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    python: str = sys.executable  # runs the daemon and the fake codex
 
     def __post_init__(self) -> None:
         for folder in (self.inbox, self.outbox, self.codex_home):
@@ -85,7 +87,7 @@ class DaemonWorld:
             "outbox": str(self.outbox),
             "gallery": False,
             "shutdown_grace_sec": 5,
-            "codex": {"command": [sys.executable, str(FAKE_CODEX)],
+            "codex": {"command": [self.python, str(FAKE_CODEX)],
                       "home": str(self.codex_home), "timeout_sec": 60},
             "watch": {"settle_sec": 0.3, "rescan_sec": 3},
             "retry": {"attempts": 3, "backoff_sec": 0.2, "max_backoff_sec": 1},
@@ -107,8 +109,9 @@ class DaemonWorld:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
+        path = os.pathsep.join([str(REPO), *site.getsitepackages()])
         env.update(FAKE_CODEX_SCRIPT=str(self.script_path), CODEX_HOME=str(self.codex_home),
-                   PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **extra)
+                   PYTHONPATH=path, PYTHONUNBUFFERED="1", **extra)
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             if name not in extra:
                 env.pop(name, None)
@@ -180,7 +183,7 @@ class DaemonProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "daemon", "run",
+                [*self.prefix, self.world.python, "-m", "daemon", "run",
                  "--config", str(self.world.config_path)],
                 cwd=self.world.root, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log,
