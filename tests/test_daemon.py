@@ -489,3 +489,176 @@ def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, st
     daemon.wait_for(lambda: status_is(world, state="idle"), what="status current again")
     assert world.errors() == {}
     assert daemon.stop() == 0
+
+
+# --- 9. fuzzed job files; 10. a burst ------------------------------------------------------------
+
+YAMLISH = st.lists(
+    st.one_of(
+        st.sampled_from([
+            "prompt: ", "prompt: a cat\n", "promt: typo\n", "refs: [", "refs: []\n", "- ", "]\n",
+            "refs:\n  - missing.png\n", "out: ", "out: ../escape\n", "timeout_sec: ", "model: ",
+            "format: ", "webp\n", "gif\n", "&a [1, 2]\n", "*a\n", "!!python/object:os.system\n",
+            "{", "}", ":", "\t", "\n", "  ", "'", '"', "0.5\n", "-1\n", "null\n", "~\n", "---\n",
+            "...\n", "\u2028", "\ufeff", "\x00", "%YAML 1.2\n", "? ", "| \n", "> \n",
+        ]),
+        st.text(max_size=20),
+    ),
+    max_size=12,
+).map("".join)
+
+
+def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
+    world: DaemonWorld, start
+) -> None:
+    """Random bytes and YAML-like text dropped as job files into one running daemon: each ends
+    with a result or an error sidecar, none is left behind, and the daemon stays up."""
+    daemon = start()
+    written: list[str] = []
+
+    @settings(max_examples=int(os.environ.get("DAEMON_FUZZ_EXAMPLES", "30")), deadline=None,
+              database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(content=st.one_of(st.binary(max_size=300), YAMLISH.map(str.encode)))
+    def drop(content: bytes) -> None:
+        name = f"fuzz-{len(written):03d}.prompt.yaml"
+        staging = world.root / name
+        staging.write_bytes(content)
+        os.rename(staging, world.inbox / name)
+        written.append(name)
+
+    drop()
+
+    def all_settled() -> bool:
+        finished = set(world.jobs_in("done")) | set(world.jobs_in("failed"))
+        return finished >= set(written)
+
+    daemon.wait_for(all_settled, deadline=120, what="every fuzzed job done or failed")
+    sidecar_jobs = [d.get("job") for d in [*world.results().values(), *world.errors().values()]]
+    for name in written:
+        assert sidecar_jobs.count(name) == 1, name
+        if name in world.jobs_in("failed"):
+            assert any(d.get("job") == name and d["retrying"] is False
+                       for d in world.errors().values())
+    assert_settled(world)
+    assert all("raw" not in e for e in daemon.log_lines()), "a traceback in the log"
+    assert daemon.stop() == 0
+
+
+def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> None:
+    """200 job files copied in at once are all done, each once: none lost, none run twice."""
+    count = 200
+    staging = world.root / "staging"
+    staging.mkdir()
+    names = [f"burst-{n:03d}" for n in range(count)]
+    for name in names:
+        (staging / f"{name}.prompt.yaml").write_text(f"prompt: picture {name}\n")
+    daemon = start()
+    for name in names:
+        shutil.copy(staging / f"{name}.prompt.yaml", world.inbox)
+    daemon.wait_for(lambda: len(world.jobs_in("done")) == count, deadline=240,
+                    what=f"{count} jobs done")
+    calls = world.calls()
+    prompts = [c["stdin"] for c in calls]
+    for name in names:
+        assert sum(f"picture {name}\n" in p for p in prompts) == 1, name
+    assert len(calls) == count
+    assert len(world.results()) == count
+    assert {d["job"] for d in world.results().values()} == {f"{n}.prompt.yaml" for n in names}
+    assert_settled(world)
+    assert daemon.stop() == 0
+
+
+# --- 11. submit --wait; 12. systemd notifications ---------------------------------------------
+
+
+def submit(world: DaemonWorld, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "submit", "--config", str(world.config_path), *args],
+        cwd=world.root, env=world.env(), capture_output=True, text=True, timeout=120,
+        check=False)
+
+
+def test_submit_wait_prints_the_image_path(world: DaemonWorld, start) -> None:
+    """`submit --wait` against a running daemon prints the image's path and exits 0; the
+    reference travels with the job."""
+    ref = world.root / "photo.png"
+    ref.write_bytes(tiny_png(5))
+    start()
+    done = submit(world, "--prompt", "a cat in a hat", "--ref", str(ref), "--name", "cat",
+                  "--wait")
+    assert done.returncode == 0, done.stderr
+    (printed,) = done.stdout.split()
+    assert Path(printed) == world.outbox / "cat.png"
+    assert Path(printed).read_bytes().startswith(b"\x89PNG")
+    assert world.results_for("cat.prompt.yaml")[0]["refs"] == ["cat.ref-01.png"]
+    assert len(world.calls()[0]["refs"]) == 1
+
+
+def test_submit_wait_exits_with_the_failed_jobs_code(world: DaemonWorld, start) -> None:
+    """`submit --wait` for a job that is refused exits with the job's code (7) and says why."""
+    world.set_script(scenario="refuse")
+    start()
+    done = submit(world, "--prompt", "something refused", "--name", "nope", "--wait")
+    assert done.returncode == 7
+    assert done.stdout == ""
+    assert "refused" in done.stderr
+
+
+def test_systemd_notifications(world: DaemonWorld, start) -> None:
+    """Under systemd the daemon sends READY=1 once watching, STATUS= lines as it works,
+    WATCHDOG=1 pings when WATCHDOG_USEC is set, and STOPPING=1 on SIGTERM."""
+    folder = Path(tempfile.mkdtemp(prefix="notify-"))  # a short path: sun_path is 108 bytes
+    address = folder / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(address))
+        sock.settimeout(0.2)
+        got: list[str] = []
+
+        def received(message: str) -> bool:
+            while True:
+                try:
+                    got.append(sock.recv(4096).decode())
+                except TimeoutError:
+                    break
+            return any(m.startswith(message) for m in got)
+
+        env = world.env(NOTIFY_SOCKET=str(address), WATCHDOG_USEC="1000000")
+        daemon = start(env=env)
+        wait_for(lambda: received("READY=1"), what="READY=1")
+        world.write_job("notified")
+        wait_for(lambda: received("STATUS=working on notified.prompt.yaml"), what="STATUS")
+        done_once(world, "notified.prompt.yaml")
+        wait_for(lambda: received("WATCHDOG=1") and got.count("WATCHDOG=1") >= 2,
+                 what="watchdog pings")
+        daemon.signal(signal.SIGTERM)
+        wait_for(lambda: received("STOPPING=1"), what="STOPPING=1")
+        assert daemon.wait_exit() == 0
+    shutil.rmtree(folder, ignore_errors=True)
+    assert got.index("READY=1") < got.index("STOPPING=1")
+    assert any(m.startswith("STATUS=idle") for m in got)
+
+
+# --- 13. the real codex CLI ----------------------------------------------------------------------
+
+
+@pytest.mark.real_codex
+def test_real_codex_turns_a_saved_job_into_an_image(
+    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+) -> None:
+    """A job file saved into the inbox of a running daemon becomes an image through the real
+    codex CLI (against the mock server on 127.0.0.1)."""
+    from tests.support.codex_home import codex_env
+
+    world.write_config(codex={"command": [str(codex_bin)], "home": str(codex_home),
+                              "timeout_sec": 120})
+    start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
+    world.write_job("real", "prompt: a small red square on white\n")
+    wait_for(lambda: world.results_for("real.prompt.yaml"), deadline=180, what="real result")
+    (result,) = world.results_for("real.prompt.yaml")
+    assert result["codex_version"].endswith("0.169.0")
+    image = world.outbox / result["images"][0]["file"]
+    assert image.stat().st_size == result["images"][0]["bytes"]
+    assert result["images"][0]["format"] in ("png", "jpeg", "webp")
+    assert world.jobs_in("done") == ["real.prompt.yaml"]
+    assert any("a small red square on white" in p for p in mock_openai.user_prompts())
