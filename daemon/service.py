@@ -32,6 +32,7 @@ from daemon.errors import (
     UsageLimit,
 )
 from daemon.generation import CodexSetup
+from daemon.job import parse_job
 from daemon.lock import InboxLock
 from daemon.notify import SystemdNotifier, watchdog_interval
 from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
@@ -189,7 +190,7 @@ class Daemon:
             self._finish(entry)  # deleted while queued: dropped
             return
         config = self.config
-        timeout = config.codex.timeout_sec
+        timeout = self._job_timeout(entry.path)
         self._busy_until = self.clock() + timeout + config.shutdown_grace_sec + 60
         self.status.current_job = entry.path.name
         self.status.job_started_at = _now_iso()
@@ -204,6 +205,16 @@ class Daemon:
         self._busy_until = 0.0
         self.status.current_job = self.status.job_started_at = None
         self._after(entry, outcome)
+
+    def _job_timeout(self, path: Path) -> float:
+        """The job's own timeout_sec when it sets one: without it a job allowed to run longer
+        than codex.timeout_sec would look like a stuck loop and stop the watchdog pings."""
+        default = self.config.codex.timeout_sec
+        try:
+            job = parse_job(path, inbox=self.config.inbox)
+        except InboxError:
+            return default
+        return job.timeout_sec if job.timeout_sec is not None else default
 
     def _after(self, entry: Queued, outcome: Outcome) -> None:
         log_outcome(outcome)
@@ -307,6 +318,7 @@ class Daemon:
             disk.ensure_dir(new.outbox)
             self.status.path = new.outbox / STATUS_NAME
         log.info("configuration reloaded", source=str(new.source))
+        self._set_state("idle")  # a reload ends a pause; the status file (maybe new) says so
 
     def _remember(self, outcome: Outcome) -> None:
         entry: dict[str, Any] = {"job": outcome.job, "at": _now_iso(),

@@ -434,7 +434,10 @@ def test_sighup_reloads_the_configuration(world: DaemonWorld, start) -> None:
     world.write_job("moved")
     daemon.wait_for(lambda: list(new_outbox.glob("moved.result.yaml")), what="result in new outbox")
     assert not list(world.outbox.glob("moved*"))
-    assert json.loads((new_outbox / "status.json").read_text())["state"] == "idle"
+    status_file = new_outbox / "status.json"
+    daemon.wait_for(lambda: status_file.exists()
+                    and json.loads(status_file.read_text())["state"] == "idle",
+                    what="status in the new outbox")
 
     world.config_path.write_text("inbox: [not, a, path]\n")
     daemon.signal(signal.SIGHUP)
