@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from daemon import outbox as disk
-from daemon.config import Config, load_config
+from daemon.config import load_config
 from daemon.errors import (
     ConfigError,
     InboxError,

@@ -19,16 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.daemon_proc import (
-    FAKE_CODEX,
     REPO,
     DaemonProcess,
     DaemonWorld,
-    Timeout,
     pid_alive,
     wait_for,
 )
@@ -68,8 +65,10 @@ def start(world: DaemonWorld, daemons: list[DaemonProcess]):  # type: ignore[no-
 
 def done_once(world: DaemonWorld, job_file: str) -> dict[str, object]:
     """The job's one result sidecar, once it is complete and the job file sits in done/."""
-    wait_for(lambda: job_file in world.jobs_in("done") and world.results_for(job_file),
-             what=f"{job_file} done")
+    wait_for(
+        lambda: job_file in world.jobs_in("done") and world.results_for(job_file),
+        what=f"{job_file} done",
+    )
     results = world.results_for(job_file)
     assert len(results) == 1, results
     return results[0]
@@ -130,8 +129,7 @@ def run_record(world: DaemonWorld, job_file: str) -> dict[str, object] | None:
 
 def wait_codex_gone(world: DaemonWorld) -> None:
     """Wait until every fake codex process (and its child) has ended."""
-    wait_for(lambda: not any(pid_alive(c["pid"]) for c in world.calls()),
-             what="fake codex exited")
+    wait_for(lambda: not any(pid_alive(c["pid"]) for c in world.calls()), what="fake codex exited")
 
 
 @pytest.mark.parametrize("moment", ["claimed", "codex_running", "codex_finished"])
@@ -144,11 +142,14 @@ def test_kill_9_then_restart_finishes_every_job_exactly_once(
     daemon = start()
     world.write_job("victim", "prompt: a crash test dummy\n")
     if moment == "claimed":
-        daemon.wait_for(lambda: "victim.prompt.yaml" in world.jobs_in("processing"),
-                        what="job claimed")
+        daemon.wait_for(
+            lambda: "victim.prompt.yaml" in world.jobs_in("processing"), what="job claimed"
+        )
     else:
-        daemon.wait_for(lambda: (run_record(world, "victim.prompt.yaml") or {}).get("thread_id"),
-                        what="thread id recorded")
+        daemon.wait_for(
+            lambda: (run_record(world, "victim.prompt.yaml") or {}).get("thread_id"),
+            what="thread id recorded",
+        )
     daemon.kill9()
     if moment == "codex_finished":
         wait_codex_gone(world)  # codex ends its run while no daemon is there
@@ -178,9 +179,15 @@ def test_restart_after_the_outbox_write_does_not_deliver_twice(world: DaemonWorl
     # Put the disk back as it was at that moment: job and thread id in processing/.
     processing = world.inbox / "processing"
     os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
-    record = {"job": "twice.prompt.yaml", "refs": [], "prompt": "a red fox\n", "wanted": "twice",
-              "format": None, "thread_id": result["thread_id"],
-              "started_at": result["started_at"]}
+    record = {
+        "job": "twice.prompt.yaml",
+        "refs": [],
+        "prompt": "a red fox\n",
+        "wanted": "twice",
+        "format": None,
+        "thread_id": result["thread_id"],
+        "started_at": result["started_at"],
+    }
     (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
     start()
     wait_for(lambda: world.jobs_in("done") == ["twice.prompt.yaml"], what="job in done/")
@@ -190,9 +197,7 @@ def test_restart_after_the_outbox_write_does_not_deliver_twice(world: DaemonWorl
     assert_settled(world)
 
 
-def test_many_kills_at_random_moments_lose_and_duplicate_nothing(
-    world: DaemonWorld, start
-) -> None:
+def test_many_kills_at_random_moments_lose_and_duplicate_nothing(world: DaemonWorld, start) -> None:
     """Jobs under a daemon killed again and again at varying moments all end up done, each with
     one result, once a daemon finally runs undisturbed."""
     world.set_script(delay_sec=0.3)
@@ -231,8 +236,11 @@ def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(
     assert world.jobs_in() == ["stuck.prompt.yaml"]
     assert world.jobs_in("processing") == []
     call = world.calls()[0]
-    wait_for(lambda: not pid_alive(call["pid"]) and not pid_alive(call["child_pid"]),
-             deadline=10, what="codex and its child gone")
+    wait_for(
+        lambda: not pid_alive(call["pid"]) and not pid_alive(call["child_pid"]),
+        deadline=10,
+        what="codex and its child gone",
+    )
     assert world.results() == {}
     assert world.status()["state"] == "stopped"
 
@@ -275,8 +283,7 @@ def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, star
     world.set_script(scenario="hang")
     daemon = start()
     world.write_job("sleepy", "prompt: a sloth\ntimeout_sec: 1\n")
-    daemon.wait_for(lambda: world.jobs_in("failed") == ["sleepy.prompt.yaml"],
-                    what="job failed")
+    daemon.wait_for(lambda: world.jobs_in("failed") == ["sleepy.prompt.yaml"], what="job failed")
     errors = list(world.errors().values())
     assert len(errors) == 1
     assert errors[0]["error"] == "timeout"
@@ -285,8 +292,11 @@ def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, star
     calls = world.calls()
     assert len(calls) == 2
     for call in calls:
-        wait_for(lambda c=call: not pid_alive(c["pid"]) and not pid_alive(c["child_pid"]),
-                 deadline=10, what="timed-out codex gone")
+        wait_for(
+            lambda c=call: not pid_alive(c["pid"]) and not pid_alive(c["child_pid"]),
+            deadline=10,
+            what="timed-out codex gone",
+        )
     assert daemon.stop() == 0
 
 
@@ -333,13 +343,19 @@ def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -
     (sidecar,) = world.errors().values()
     assert sidecar["retrying"] is True
     assert sidecar["error"] == "login"
-    daemon.wait_for(lambda: world.jobs_in() == ["later.prompt.yaml", "patient.prompt.yaml"],
-                    what="both jobs in the inbox")
+    daemon.wait_for(
+        lambda: world.jobs_in() == ["later.prompt.yaml", "patient.prompt.yaml"],
+        what="both jobs in the inbox",
+    )
     time.sleep(1.5)  # well past the settle time: every recount has happened
     assert world.status()["queue_length"] == 2
     shown = subprocess.run(
         [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
-        capture_output=True, text=True, cwd=REPO, check=True).stdout
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
     assert "paused" in shown and "queued: 2" in shown and "hint" in shown
 
     world.set_script()
@@ -355,8 +371,10 @@ def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -
 def test_usage_limit_pauses_until_the_time_codex_gives(world: DaemonWorld, start) -> None:
     """A usage limit with "try again in 3 seconds" pauses the queue, the job waiting in the
     inbox, and resumes on its own at that time."""
-    world.set_script(scenario="usage_limit",
-                     usage_limit_message="You've hit your usage limit. Try again in 3 seconds.")
+    world.set_script(
+        scenario="usage_limit",
+        usage_limit_message="You've hit your usage limit. Try again in 3 seconds.",
+    )
     daemon = start()
     world.write_job("limited")
     status = daemon.wait_for(lambda: status_is(world, state="paused"), what="paused")
@@ -378,8 +396,7 @@ def test_network_down_is_noticed_in_seconds(world: DaemonWorld, start) -> None:
     world.set_script(scenario="network_down")
     daemon = start()
     world.write_job("offline", "prompt: a modem\ntimeout_sec: 600\n")
-    status = daemon.wait_for(lambda: status_is(world, state="paused"), deadline=30,
-                             what="paused")
+    status = daemon.wait_for(lambda: status_is(world, state="paused"), deadline=30, what="paused")
     assert status["paused"]["error"] == "network"
     call = world.calls()[0]
     assert not pid_alive(call["pid"])
@@ -397,9 +414,10 @@ def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, star
     daemon.wait_for(lambda: world.errors(), what="retrying sidecar")
     world.set_script(delay_sec=3.0)
     world.write_job("steady")
-    status = daemon.wait_for(lambda: status_is(world, state="working",
-                                               current_job="steady.prompt.yaml"),
-                             what="working on the second job")
+    status = daemon.wait_for(
+        lambda: status_is(world, state="working", current_job="steady.prompt.yaml"),
+        what="working on the second job",
+    )
     assert status["queue_length"] == 1
     assert world.jobs_in() == ["flaky.prompt.yaml"]
     assert daemon.stop() == 0
@@ -415,7 +433,13 @@ def test_second_daemon_on_the_same_inbox_exits_at_once_naming_the_first(
     first = start()
     second = subprocess.run(
         [sys.executable, "-m", "daemon", "run", "--config", str(world.config_path)],
-        cwd=REPO, env=world.env(), capture_output=True, text=True, timeout=60, check=False)
+        cwd=REPO,
+        env=world.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert second.returncode != 0
     assert f"pid {first.pid}" in second.stderr
     assert "already working on" in second.stderr
@@ -435,14 +459,17 @@ def test_sighup_reloads_the_configuration(world: DaemonWorld, start) -> None:
     daemon.wait_for(lambda: list(new_outbox.glob("moved.result.yaml")), what="result in new outbox")
     assert not list(world.outbox.glob("moved*"))
     status_file = new_outbox / "status.json"
-    daemon.wait_for(lambda: status_file.exists()
-                    and json.loads(status_file.read_text())["state"] == "idle",
-                    what="status in the new outbox")
+    daemon.wait_for(
+        lambda: status_file.exists() and json.loads(status_file.read_text())["state"] == "idle",
+        what="status in the new outbox",
+    )
 
     world.config_path.write_text("inbox: [not, a, path]\n")
     daemon.signal(signal.SIGHUP)
-    daemon.wait_for(lambda: daemon.logged("reload failed; keeping the running configuration"),
-                    what="reload refused")
+    daemon.wait_for(
+        lambda: daemon.logged("reload failed; keeping the running configuration"),
+        what="reload refused",
+    )
     world.write_job("still")
     daemon.wait_for(lambda: list(new_outbox.glob("still.result.yaml")), what="still working")
     assert daemon.stop() == 0
@@ -460,8 +487,9 @@ def nobody_world() -> Iterator[DaemonWorld]:
         pytest.skip("needs root and setpriv to run the daemon as another user")
     # The venv's interpreter may live under a folder only root can enter (/root/.pyenv): use
     # the system one of the same version, with the venv's packages on PYTHONPATH.
-    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
-                          path="/usr/bin:/usr/local/bin")
+    python = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin"
+    )
     if python is None:
         pytest.skip("no system Python of this version for the unprivileged daemon")
     root = Path(tempfile.mkdtemp(prefix="daemon-nobody-"))
@@ -478,8 +506,11 @@ def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, st
     pauses; once the outbox is writable again the job completes without a restart."""
     world = nobody_world
     env = world.env(HOME=str(world.root))
-    daemon = start(world, env=env, prefix=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                                           "--clear-groups"])
+    daemon = start(
+        world,
+        env=env,
+        prefix=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"],
+    )
     world.write_job("first")
     done_once(world, "first.prompt.yaml")
     world.outbox.chmod(0o555)
@@ -498,13 +529,49 @@ def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, st
 
 YAMLISH = st.lists(
     st.one_of(
-        st.sampled_from([
-            "prompt: ", "prompt: a cat\n", "promt: typo\n", "refs: [", "refs: []\n", "- ", "]\n",
-            "refs:\n  - missing.png\n", "out: ", "out: ../escape\n", "timeout_sec: ", "model: ",
-            "format: ", "webp\n", "gif\n", "&a [1, 2]\n", "*a\n", "!!python/object:os.system\n",
-            "{", "}", ":", "\t", "\n", "  ", "'", '"', "0.5\n", "-1\n", "null\n", "~\n", "---\n",
-            "...\n", "\u2028", "\ufeff", "\x00", "%YAML 1.2\n", "? ", "| \n", "> \n",
-        ]),
+        st.sampled_from(
+            [
+                "prompt: ",
+                "prompt: a cat\n",
+                "promt: typo\n",
+                "refs: [",
+                "refs: []\n",
+                "- ",
+                "]\n",
+                "refs:\n  - missing.png\n",
+                "out: ",
+                "out: ../escape\n",
+                "timeout_sec: ",
+                "model: ",
+                "format: ",
+                "webp\n",
+                "gif\n",
+                "&a [1, 2]\n",
+                "*a\n",
+                "!!python/object:os.system\n",
+                "{",
+                "}",
+                ":",
+                "\t",
+                "\n",
+                "  ",
+                "'",
+                '"',
+                "0.5\n",
+                "-1\n",
+                "null\n",
+                "~\n",
+                "---\n",
+                "...\n",
+                "\u2028",
+                "\ufeff",
+                "\x00",
+                "%YAML 1.2\n",
+                "? ",
+                "| \n",
+                "> \n",
+            ]
+        ),
         st.text(max_size=20),
     ),
     max_size=12,
@@ -519,9 +586,12 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
     daemon = start()
     written: list[str] = []
 
-    @settings(max_examples=int(os.environ.get("DAEMON_FUZZ_EXAMPLES", "30")), deadline=None,
-              database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=int(os.environ.get("DAEMON_FUZZ_EXAMPLES", "30")),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(content=st.one_of(st.binary(max_size=300), YAMLISH.map(str.encode)))
     def drop(content: bytes) -> None:
         name = f"fuzz-{len(written):03d}.prompt.yaml"
@@ -541,8 +611,9 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
     for name in written:
         assert sidecar_jobs.count(name) == 1, name
         if name in world.jobs_in("failed"):
-            assert any(d.get("job") == name and d["retrying"] is False
-                       for d in world.errors().values())
+            assert any(
+                d.get("job") == name and d["retrying"] is False for d in world.errors().values()
+            )
     assert_settled(world)
     assert all("raw" not in e for e in daemon.log_lines()), "a traceback in the log"
     assert daemon.stop() == 0
@@ -559,8 +630,9 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> N
     daemon = start()
     for name in names:
         shutil.copy(staging / f"{name}.prompt.yaml", world.inbox)
-    daemon.wait_for(lambda: len(world.jobs_in("done")) == count, deadline=240,
-                    what=f"{count} jobs done")
+    daemon.wait_for(
+        lambda: len(world.jobs_in("done")) == count, deadline=240, what=f"{count} jobs done"
+    )
     calls = world.calls()
     prompts = [c["stdin"] for c in calls]
     for name in names:
@@ -578,8 +650,13 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> N
 def submit(world: DaemonWorld, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "submit", "--config", str(world.config_path), *args],
-        cwd=world.root, env=world.env(), capture_output=True, text=True, timeout=120,
-        check=False)
+        cwd=world.root,
+        env=world.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_submit_wait_prints_the_image_path(world: DaemonWorld, start) -> None:
@@ -588,8 +665,7 @@ def test_submit_wait_prints_the_image_path(world: DaemonWorld, start) -> None:
     ref = world.root / "photo.png"
     ref.write_bytes(tiny_png(5))
     start()
-    done = submit(world, "--prompt", "a cat in a hat", "--ref", str(ref), "--name", "cat",
-                  "--wait")
+    done = submit(world, "--prompt", "a cat in a hat", "--ref", str(ref), "--name", "cat", "--wait")
     assert done.returncode == 0, done.stderr
     (printed,) = done.stdout.split()
     assert Path(printed) == world.outbox / "cat.png"
@@ -632,8 +708,9 @@ def test_systemd_notifications(world: DaemonWorld, start) -> None:
         world.write_job("notified")
         wait_for(lambda: received("STATUS=working on notified.prompt.yaml"), what="STATUS")
         done_once(world, "notified.prompt.yaml")
-        wait_for(lambda: received("WATCHDOG=1") and got.count("WATCHDOG=1") >= 2,
-                 what="watchdog pings")
+        wait_for(
+            lambda: received("WATCHDOG=1") and got.count("WATCHDOG=1") >= 2, what="watchdog pings"
+        )
         daemon.signal(signal.SIGTERM)
         wait_for(lambda: received("STOPPING=1"), what="STOPPING=1")
         assert daemon.wait_exit() == 0
@@ -653,8 +730,9 @@ def test_real_codex_turns_a_saved_job_into_an_image(
     codex CLI (against the mock server on 127.0.0.1)."""
     from tests.support.codex_home import codex_env
 
-    world.write_config(codex={"command": [str(codex_bin)], "home": str(codex_home),
-                              "timeout_sec": 120})
+    world.write_config(
+        codex={"command": [str(codex_bin)], "home": str(codex_home), "timeout_sec": 120}
+    )
     start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
     world.write_job("real", "prompt: a small red square on white\n")
     wait_for(lambda: world.results_for("real.prompt.yaml"), deadline=180, what="real result")

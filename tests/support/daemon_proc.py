@@ -31,8 +31,12 @@ class Timeout(AssertionError):
 
 
 def wait_for(
-    condition: Callable[[], Any], *, deadline: float = DEADLINE, what: str = "condition",
-    interval: float = 0.05, alive: Callable[[], None] | None = None,
+    condition: Callable[[], Any],
+    *,
+    deadline: float = DEADLINE,
+    what: str = "condition",
+    interval: float = 0.05,
+    alive: Callable[[], None] | None = None,
 ) -> Any:
     """Poll `condition` until it returns something truthy, which is returned; `alive` may raise
     early (a daemon that died will never meet the condition)."""
@@ -73,22 +77,42 @@ class DaemonWorld:
         self.set_script()
         self.write_config()
 
-    inbox = property(lambda self: self.root / "inbox")
-    outbox = property(lambda self: self.root / "outbox")
-    codex_home = property(lambda self: self.root / "codex-home")
-    config_path = property(lambda self: self.root / "config.yaml")
-    script_path = property(lambda self: self.root / "fake-codex.json")
-    record_path = property(lambda self: self.root / "codex-calls.jsonl")
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def codex_home(self) -> Path:
+        return self.root / "codex-home"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def script_path(self) -> Path:
+        return self.root / "fake-codex.json"
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / "codex-calls.jsonl"
 
     def write_config(self, **overrides: Any) -> None:
-        """The config file: fast settle and backoff, the fake codex; `overrides` merge per section."""
+        """The config: fast settle and backoff, the fake codex; `overrides` merge per section."""
         config: dict[str, Any] = {
             "inbox": str(self.inbox),
             "outbox": str(self.outbox),
             "gallery": False,
             "shutdown_grace_sec": 5,
-            "codex": {"command": [self.python, str(FAKE_CODEX)],
-                      "home": str(self.codex_home), "timeout_sec": 60},
+            "codex": {
+                "command": [self.python, str(FAKE_CODEX)],
+                "home": str(self.codex_home),
+                "timeout_sec": 60,
+            },
             "watch": {"settle_sec": 0.3, "rescan_sec": 3},
             "retry": {"attempts": 3, "backoff_sec": 0.2, "max_backoff_sec": 1},
         }
@@ -110,8 +134,13 @@ class DaemonWorld:
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         path = os.pathsep.join([str(REPO), *site.getsitepackages()])
-        env.update(FAKE_CODEX_SCRIPT=str(self.script_path), CODEX_HOME=str(self.codex_home),
-                   PYTHONPATH=path, PYTHONUNBUFFERED="1", **extra)
+        env.update(
+            FAKE_CODEX_SCRIPT=str(self.script_path),
+            CODEX_HOME=str(self.codex_home),
+            PYTHONPATH=path,
+            PYTHONUNBUFFERED="1",
+            **extra,
+        )
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             if name not in extra:
                 env.pop(name, None)
@@ -169,8 +198,12 @@ class DaemonProcess:
     """`python -m daemon run --config ...` as a child process; stderr (JSON log lines) to a file."""
 
     def __init__(
-        self, world: DaemonWorld, *, env: dict[str, str] | None = None,
-        prefix: Sequence[str] = (), log_name: str = "daemon.log",
+        self,
+        world: DaemonWorld,
+        *,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        log_name: str = "daemon.log",
     ) -> None:
         self.world = world
         self.env = env if env is not None else world.env()
@@ -183,10 +216,20 @@ class DaemonProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, self.world.python, "-m", "daemon", "run",
-                 "--config", str(self.world.config_path)],
-                cwd=self.world.root, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=log,
+                [
+                    *self.prefix,
+                    self.world.python,
+                    "-m",
+                    "daemon",
+                    "run",
+                    "--config",
+                    str(self.world.config_path),
+                ],
+                cwd=self.world.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         if ready:
             self.wait_for(lambda: self.logged("watching"), what="daemon watching")
@@ -203,11 +246,11 @@ class DaemonProcess:
     def check_alive(self) -> None:
         """Raise with the log's tail when the daemon has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(
-                f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
 
-    def wait_for(self, condition: Callable[[], Any], *, deadline: float = DEADLINE,
-                 what: str = "condition") -> Any:
+    def wait_for(
+        self, condition: Callable[[], Any], *, deadline: float = DEADLINE, what: str = "condition"
+    ) -> Any:
         try:
             return wait_for(condition, deadline=deadline, what=what, alive=self.check_alive)
         except Timeout as exc:
@@ -257,8 +300,11 @@ class DaemonProcess:
 
     def logged(self, event: str, **fields: Any) -> list[dict[str, Any]]:
         """Log lines with this event and these field values."""
-        return [e for e in self.log_lines() if e.get("event") == event
-                and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e
+            for e in self.log_lines()
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
 
     def log_tail(self, lines: int = 40) -> str:
         try:
