@@ -134,7 +134,10 @@ class DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(CONSOLE_SCRIPT), "run", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=self.env,
         )
         log.close()
         status = outbox / "status.json"

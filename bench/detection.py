@@ -45,12 +45,22 @@ def run(opts: Options) -> Report:
         report.raw[kind] = latencies
         p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
         target = f"<= {settle + MARGIN_SEC:g}" if not polling else ""
-        report.add(f"{kind} p50", p50, "s", target, p50 <= settle + MARGIN_SEC if not polling
-                   else None, note=f"settle {settle:g} s, {jobs} jobs")
+        report.add(
+            f"{kind} p50",
+            p50,
+            "s",
+            target,
+            p50 <= settle + MARGIN_SEC if not polling else None,
+            note=f"settle {settle:g} s, {jobs} jobs",
+        )
         report.add(f"{kind} p95", p95, "s", note=f"beyond settle: {(p95 - settle) * 1000:.0f} ms")
     report.raw["fake_start"] = startup
-    report.add("fake codex interpreter start", median(startup) * 1000, "ms",
-               note="included above (spawn to its first clock reading)")
+    report.add(
+        "fake codex interpreter start",
+        median(startup) * 1000,
+        "ms",
+        note="included above (spawn to its first clock reading)",
+    )
     return report
 
 
@@ -60,8 +70,14 @@ def measure(root: Path, *, polling: bool, settle: float, jobs: int) -> list[floa
     stage.mkdir(parents=True)
     home = root / "codex-home"
     home.mkdir()
-    config = write_config(root / "daemon.yaml", inbox=root / "in", outbox=root / "out",
-                          command=instant_command(), home=home, polling=polling)
+    config = write_config(
+        root / "daemon.yaml",
+        inbox=root / "in",
+        outbox=root / "out",
+        command=instant_command(),
+        home=home,
+        polling=polling,
+    )
     env = {**os.environ, "INSTANT_CODEX_RECORD": str(record)}
     latencies = []
     rng = random.Random(5)
@@ -94,7 +110,8 @@ def interpreter_start(root: Path, runs: int) -> list[float]:
     times = []
     for n in range(runs):
         spawned = time.time()
-        subprocess.run([*instant_command(), "exec"], input=b"x", capture_output=True, env=env,
-                       check=True)
+        subprocess.run(
+            [*instant_command(), "exec"], input=b"x", capture_output=True, env=env, check=True
+        )
         times.append(json.loads(record.read_text().splitlines()[n])["t"] - spawned)
     return times

@@ -26,21 +26,44 @@ def emit(event):
 
 
 def thread_id():
-    h = os.urandom(16).hex()
+    """A UUIDv7, as codex makes them: the creation time in ms, then random bits."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (int(STARTED * 1000) << 80) | (7 << 76) | ((rand >> 64) & 0xFFF) << 64
+    value |= (2 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
     return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
 def session_lines(tid, stamp, prompt):
-    meta = {"id": tid, "timestamp": stamp, "cwd": os.getcwd(), "originator": "codex_exec",
-            "cli_version": VERSION, "source": "exec", "model_provider": "openai"}
-    item = {"type": "Extension", "kind": "image_gen.generation", "id": "exec-1",
-            "status": "completed", "revisedPrompt": prompt[-200:], "result": PNG_B64,
-            "failure": None, "savedPath": None, "generationId": None}
+    meta = {
+        "id": tid,
+        "timestamp": stamp,
+        "cwd": os.getcwd(),
+        "originator": "codex_exec",
+        "cli_version": VERSION,
+        "source": "exec",
+        "model_provider": "openai",
+    }
+    item = {
+        "type": "Extension",
+        "kind": "image_gen.generation",
+        "id": "exec-1",
+        "status": "completed",
+        "revisedPrompt": prompt[-200:],
+        "result": PNG_B64,
+        "failure": None,
+        "savedPath": None,
+        "generationId": None,
+    }
     done = {"type": "task_complete", "turn_id": "turn-1", "last_agent_message": "Done."}
-    payloads = [("session_meta", meta),
-                ("event_msg", {"type": "item_completed", "thread_id": tid, "turn_id": "turn-1",
-                               "item": item}),
-                ("event_msg", done)]
+    payloads = [
+        ("session_meta", meta),
+        (
+            "event_msg",
+            {"type": "item_completed", "thread_id": tid, "turn_id": "turn-1", "item": item},
+        ),
+        ("event_msg", done),
+    ]
     return "".join(
         json.dumps({"timestamp": stamp, "type": kind, "payload": payload, "ordinal": n}) + "\n"
         for n, (kind, payload) in enumerate(payloads)
@@ -74,10 +97,18 @@ def main(argv):
     emit({"type": "thread.started", "thread_id": tid})
     emit({"type": "turn.started"})
     write_log(tid, prompt)
-    emit({"type": "item.completed", "item": {"id": "item_0", "type": "agent_message",
-                                             "text": "Done."}})
-    emit({"type": "turn.completed", "usage": {"input_tokens": 1, "cached_input_tokens": 0,
-                                              "output_tokens": 1}})
+    emit(
+        {
+            "type": "item.completed",
+            "item": {"id": "item_0", "type": "agent_message", "text": "Done."},
+        }
+    )
+    emit(
+        {
+            "type": "turn.completed",
+            "usage": {"input_tokens": 1, "cached_input_tokens": 0, "output_tokens": 1},
+        }
+    )
     return 0
 
 

@@ -59,14 +59,17 @@ def _codex_version() -> str | None:
     if binary is None:
         return None
     try:
-        done = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
     except OSError:
         return None
     return done.stdout.strip() or None
 
 
 def summary(machine: dict[str, Any]) -> str:
-    return (f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM, "
-            f"{machine['os']} (Linux {machine['kernel']}), Python {machine['python']}, "
-            f"{machine['codex'] or 'codex not installed'}")
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM, "
+        f"{machine['os']} (Linux {machine['kernel']}), Python {machine['python']}, "
+        f"{machine['codex'] or 'codex not installed'}"
+    )

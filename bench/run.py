@@ -28,12 +28,24 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and counts: checks that each benchmark runs")
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="folder for latest.md and latest.json (default bench/results)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and counts: checks that each benchmark runs",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for latest.md and latest.json (default bench/results)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     return parser.parse_args(argv)
 
@@ -71,14 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     }
     write_results(args.out, document, reports)
-    print(f"\nWritten {args.out / 'latest.md'} and latest.json "
-          f"({document['wall_sec']:.0f} s in all)")
+    print(
+        f"\nWritten {args.out / 'latest.md'} and latest.json ({document['wall_sec']:.0f} s in all)"
+    )
     return 0
 
 
 def _row_dict(row: Row) -> dict[str, object]:
-    return {"metric": row.metric, "value": row.value, "unit": row.unit, "target": row.target,
-            "met": row.met, "note": row.note}
+    return {
+        "metric": row.metric,
+        "value": row.value,
+        "unit": row.unit,
+        "target": row.target,
+        "met": row.met,
+        "note": row.note,
+    }
 
 
 def fmt_value(value: float, unit: str) -> str:
@@ -101,8 +120,14 @@ def table_lines(rows: Sequence[Row], *, with_bench: bool = False) -> list[str]:
     lines.append("|" + "---|" * (len(head) + 6))
     for row in rows:
         cells = [row.bench] if with_bench else []
-        cells += [row.metric, fmt_value(row.value, row.unit), row.unit, row.target,
-                  _verdict(row.met), row.note]
+        cells += [
+            row.metric,
+            fmt_value(row.value, row.unit),
+            row.unit,
+            row.target,
+            _verdict(row.met),
+            row.note,
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
 

@@ -30,24 +30,41 @@ def run(opts: Options) -> Report:
     report = Report("throughput")
     instant = [sys.executable, "-S", "-E", str(INSTANT_CODEX)]
     fake = [sys.executable, str(FAKE_CODEX)]
-    plans = [("instant fake codex (python -S -E)", instant, 20 if opts.quick else 1000, True),
-             ("tests/support/fake_codex.py", fake, 5 if opts.quick else 300, False)]
-    for n, (label, command, jobs, judged) in enumerate(plans):
-        figures = measure(opts.work / f"run-{n}", command, jobs)
+    many = 20 if opts.quick else 1000
+    # (label, codex command, jobs, gallery, judged): the last two runs are references that
+    # show the cost of the fake's start-up and of rebuilding the gallery after every job.
+    plans = [
+        ("instant fake codex (python -S -E)", instant, many, True, True),
+        ("tests/support/fake_codex.py", fake, 5 if opts.quick else 300, True, False),
+        ("instant fake codex, gallery: false", instant, many, False, False),
+    ]
+    for n, (label, command, jobs, gallery, judged) in enumerate(plans):
+        figures = measure(opts.work / f"run-{n}", command, jobs, gallery=gallery)
         report.raw[label] = figures
         rate = figures["jobs_per_sec"]
-        report.add(f"{label}: {jobs} jobs", rate, "jobs/s", f">= {TARGET_PER_SEC:g}" if judged
-                   else "", rate >= TARGET_PER_SEC if judged else None,
-                   note=f"{figures['seconds']:.1f} s, settle included")
+        report.add(
+            f"{label}: {jobs} jobs",
+            rate,
+            "jobs/s",
+            f">= {TARGET_PER_SEC:g}" if judged else "",
+            rate >= TARGET_PER_SEC if judged else None,
+            note=f"{figures['seconds']:.1f} s, settle included",
+        )
         lost = jobs - min(figures["results"], figures["invocations"], figures["done"])
         extra = max(figures["invocations"], figures["results"]) - jobs + figures["errors"]
-        report.add(f"{label}: lost or duplicated", lost + extra, "jobs", "0", lost + extra == 0,
-                   note=f"{figures['results']} results, {figures['invocations']} codex runs, "
-                        f"{figures['done']} in done/, {figures['errors']} errors")
+        report.add(
+            f"{label}: lost or duplicated",
+            lost + extra,
+            "jobs",
+            "0",
+            lost + extra == 0,
+            note=f"{figures['results']} results, {figures['invocations']} codex runs, "
+            f"{figures['done']} in done/, {figures['errors']} errors",
+        )
     return report
 
 
-def measure(root: Path, command: list[str], jobs: int) -> dict[str, float]:
+def measure(root: Path, command: list[str], jobs: int, *, gallery: bool) -> dict[str, float]:
     record = root / "record.jsonl"
     stage, inbox, outbox = root / "stage", root / "in", root / "out"
     stage.mkdir(parents=True)
@@ -57,8 +74,14 @@ def measure(root: Path, command: list[str], jobs: int) -> dict[str, float]:
         script = root / "fake.json"
         script.write_text(json.dumps({"record": str(record)}), encoding="utf-8")
         env["FAKE_CODEX_SCRIPT"] = str(script)
-    config = write_config(root / "daemon.yaml", inbox=inbox, outbox=outbox, command=command,
-                          home=root / "home")
+    config = write_config(
+        root / "daemon.yaml",
+        inbox=inbox,
+        outbox=outbox,
+        command=command,
+        home=root / "home",
+        gallery=gallery,
+    )
     names = [f"job-{n:04d}.prompt.yaml" for n in range(jobs)]
     for name in names:
         (stage / name).write_text(job_text(f"throughput {name}"), encoding="utf-8")
@@ -66,8 +89,9 @@ def measure(root: Path, command: list[str], jobs: int) -> dict[str, float]:
         started = time.monotonic()
         for name in names:
             os.rename(stage / name, inbox / name)
-        finished = wait_for(lambda: _results(outbox) >= jobs, timeout=max(120.0, jobs * 1.0),
-                            step=0.05)
+        finished = wait_for(
+            lambda: _results(outbox) >= jobs, timeout=max(120.0, jobs * 1.0), step=0.05
+        )
         seconds = time.monotonic() - started
         if not finished:
             print(f"  throughput: not all jobs finished; see {proc.log_path}", flush=True)

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def run_quick(name: str, out: Path) -> dict:  # type: ignore[type-arg]
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", name, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "| benchmark | metric |" in done.stdout
