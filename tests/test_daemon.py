@@ -84,12 +84,15 @@ def assert_settled(world: DaemonWorld) -> None:
 # --- 1. jobs however they arrive --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("polling", [False, True], ids=["native", "polling"])
 def test_jobs_copied_renamed_and_with_a_sibling_reference_become_images(
-    world: DaemonWorld, start
+    world: DaemonWorld, start, polling: bool
 ) -> None:
     """A job written slowly like `cp`, one renamed in from an editor's temp file and one with a
     sibling reference each become an image with its sidecar, their files moving to done/."""
+    world.write_config(watch={"polling": polling})
     daemon = start()
+    assert daemon.logged("watching", observer="polling" if polling else "native")
     slow = world.inbox / "copied.prompt.yaml"
     with slow.open("w", encoding="utf-8") as f:
         for chunk in ("prompt: >\n", "  a lighthouse\n", "  at dusk\n", "timeout_sec: 30\n"):
