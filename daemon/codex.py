@@ -225,12 +225,15 @@ def run_codex(
     env: Mapping[str, str],
     timeout_sec: float,
     on_thread_id: Callable[[str], None] = lambda _id: None,
+    on_start: Callable[[int], None] = lambda _pid: None,
     cancel: threading.Event | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> CodexRun:
     """Run codex to completion, or stop its whole process group at the timeout or on `cancel`.
 
-    Raises CodexMissing when it cannot start, CodexTimeout when the clock ran out, and
+    `on_start` gets codex's process-group id: codex runs in a session of its own, so it
+    outlives a daemon killed with -9, and the next start must wait for it rather than run the
+    job again. Raises CodexMissing when it cannot start, CodexTimeout when the clock ran out, and
     `Cancelled` when `cancel` was set.
     """
     started_at = now()
@@ -249,6 +252,7 @@ def run_codex(
             f"The codex command {argv[0]!r} cannot be started.", detail=str(exc)
         ) from exc
 
+    on_start(proc.pid)
     stop_early = threading.Event()
     events = _EventReader(on_thread_id, stop_early.set)
     stderr_tail: collections.deque[bytes] = collections.deque()
@@ -316,6 +320,30 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     # Grandchildren may outlive the leader; the group id stays valid while any member lives.
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group `pgid` still runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_group(pgid: int, *, deadline: float, poll_sec: float = 0.2) -> None:
+    """Wait for a codex left over from an earlier daemon to end; stop it at `deadline`
+    (a monotonic time) the same way a timeout does: SIGTERM, a grace period, SIGKILL."""
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(poll_sec)
+    if group_alive(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        grace_end = time.monotonic() + TERM_GRACE_SEC
+        while group_alive(pgid) and time.monotonic() < grace_end:
+            time.sleep(poll_sec)
+        _signal_group(pgid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -73,6 +73,7 @@ def generate(
     setup: CodexSetup,
     *,
     on_thread_id: Callable[[str], None] = lambda _id: None,
+    on_start: Callable[[int], None] = lambda _pid: None,
     cancel: threading.Event | None = None,
 ) -> Generation:
     """Run codex for `request` and return its images; raises an InboxError subclass otherwise."""
@@ -94,6 +95,7 @@ def generate(
             env=setup.env,
             timeout_sec=request.timeout_sec,
             on_thread_id=on_thread_id,
+            on_start=on_start,
             cancel=cancel,
         )
     return collect(run, setup)

@@ -16,7 +16,8 @@ from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
 from daemon.images import ImageFormat, convert, inspect, sniff_file
 from daemon.job import is_job_file
 from daemon.lock import InboxLock
-from daemon.pipeline import Outcome, Status, process_job, recover_processing
+from daemon.pipeline import Outcome, Status, process_job
+from daemon.recovery import recover_processing
 
 log = structlog.get_logger()
 

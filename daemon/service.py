@@ -36,7 +36,8 @@ from daemon.job import parse_job
 from daemon.lock import InboxLock
 from daemon.notify import SystemdNotifier, watchdog_interval
 from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
-from daemon.pipeline import Outcome, Status, process_job, recover_processing
+from daemon.pipeline import Outcome, Status, process_job
+from daemon.recovery import recover_processing
 from daemon.status import STATUS_NAME
 from daemon.status import Status as StatusFile
 from daemon.watcher import InboxWatcher, is_job_file
@@ -45,7 +46,7 @@ log = structlog.get_logger()
 
 TICK_SEC = 0.5
 # How long a pause lasts when codex gives no time: doubling from the first value up to the cap.
-PAUSE_FIRST_SEC = {NetworkDown: 10.0, NotLoggedIn: 60.0, UsageLimit: 300.0}
+PAUSE_FIRST_SEC: dict[type[InboxError], float] = {NetworkDown: 10.0, NotLoggedIn: 60.0, UsageLimit: 300.0}
 PAUSE_DEFAULT_FIRST_SEC = 30.0
 PAUSE_MAX_SEC = 900.0
 
@@ -89,6 +90,7 @@ class Daemon:
         self.pause_streak = 0  # consecutive pauses without a job getting through: the backoff
         self.get_setup: Callable[[], CodexSetup] = cached_setup(self.config)
         self.status = StatusFile(self.config.outbox / STATUS_NAME)
+        self.lock = InboxLock(self.config.inbox, command="run")
         self.watcher: InboxWatcher | None = None
         self._busy_until = 0.0
         self._last_tick = clock()
@@ -100,9 +102,9 @@ class Daemon:
         self._install_signal_handlers()
         for folder in (self.config.inbox, self.config.outbox):
             disk.ensure_dir(folder)
-        with InboxLock(self.config.inbox, command="run"):
-            for outcome in recover_processing(self.config, get_setup=self.get_setup):
-                log_outcome(outcome)
+        self.lock.acquire()
+        try:
+            self._recover()
             self.watcher = self._new_watcher()
             self.watcher.start()
             heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
@@ -119,8 +121,18 @@ class Daemon:
                 self.watcher.stop()
                 self._set_state("stopped")
                 heartbeat.join(timeout=5)
+        finally:
+            self.lock.release()
         log.info("stopped")
         return 0
+
+    def _recover(self) -> None:
+        """Finish what a crashed process left in processing/; a disk that is not writable yet
+        pauses the queue, and recovery runs again when the pause ends."""
+        for outcome in recover_processing(self.config, get_setup=self.get_setup):
+            log_outcome(outcome)
+            if outcome.status is Status.PAUSED and outcome.error is not None:
+                self._start_pause(outcome.error)
 
     def _new_watcher(self) -> InboxWatcher:
         watch = self.config.watch
@@ -273,8 +285,9 @@ class Daemon:
         log.info("queue resumed", reason=why)
         self.pause = None
         self.status.paused = None
-        self._set_state("idle")
-        return True
+        self._recover()  # a job kept in processing/ by an unwritable outbox goes out first
+        self._set_state("paused" if self.pause else "idle")
+        return self.pause is None
 
     def _disk_writable(self) -> bool:
         """Whether the outbox and the inbox's state folders take a small write again."""
@@ -302,6 +315,13 @@ class Daemon:
         except ConfigError as error:
             log.error("reload failed; keeping the running configuration", message=error.message)
             return
+        if new.inbox != self.config.inbox:
+            try:
+                self._move_lock(new.inbox)
+            except InboxError as error:
+                log.error("reload failed; keeping the running configuration",
+                          message=error.message)
+                return
         old, self.config = self.config, new
         self.get_setup = cached_setup(new)
         self.pause = None
@@ -319,6 +339,14 @@ class Daemon:
             self.status.path = new.outbox / STATUS_NAME
         log.info("configuration reloaded", source=str(new.source))
         self._set_state("idle")  # a reload ends a pause; the status file (maybe new) says so
+
+    def _move_lock(self, inbox: Path) -> None:
+        """Take the new inbox's lock before letting go of the old one."""
+        disk.ensure_dir(inbox)
+        lock = InboxLock(inbox, command="run")
+        lock.acquire()
+        self.lock.release()
+        self.lock = lock
 
     def _remember(self, outcome: Outcome) -> None:
         entry: dict[str, Any] = {"job": outcome.job, "at": _now_iso(),
