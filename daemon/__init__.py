@@ -1,3 +1,3 @@
-"""gpt-image-inbox: turn prompt files dropped into a folder into GPT Image 2 pictures via `codex exec`."""
+"""gpt-image-inbox: prompt files dropped into a folder become GPT Image 2 pictures, via codex."""
 
 __version__ = "0.1.0"

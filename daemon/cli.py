@@ -22,7 +22,9 @@ EXIT_OK = 0
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="configuration file (default: the user's config folder, see `doctor`)",
     )
 
@@ -39,12 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("gen", help="generate one image now (drop-in for the skill's gen.sh)")
     gen.add_argument("--prompt", required=True, help="the prompt, passed to codex unchanged")
-    gen.add_argument("--ref", action="append", type=Path, default=[], metavar="PATH",
-                     help="reference image (repeatable)")
-    gen.add_argument("--out", type=Path, default=None, metavar="PATH",
-                     help="output file (default ./image-YYYYMMDD-HHMMSS.<ext>)")
-    gen.add_argument("--timeout-sec", type=_positive_float, default=None, metavar="N",
-                     help="wall-clock limit for codex (default codex.timeout_sec, 300)")
+    gen.add_argument(
+        "--ref",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="reference image (repeatable)",
+    )
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="output file (default ./image-YYYYMMDD-HHMMSS.<ext>)",
+    )
+    gen.add_argument(
+        "--timeout-sec",
+        type=_positive_float,
+        default=None,
+        metavar="N",
+        help="wall-clock limit for codex (default codex.timeout_sec, 300)",
+    )
     gen.add_argument("--model", default=None, help="codex model (passed as -m)")
     _add_config(gen)
 
@@ -59,12 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="write a job into the inbox (and follow it)")
     submit.add_argument("--prompt", required=True, help="the prompt, written to the job unchanged")
-    submit.add_argument("--ref", action="append", type=Path, default=[], metavar="PATH",
-                        help="reference image, copied in next to the job (repeatable)")
-    submit.add_argument("--name", default=None,
-                        help="job name (default job-YYYYMMDD-HHMMSS); made unique when taken")
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the job to its result, print the image path(s), exit like gen")
+    submit.add_argument(
+        "--ref",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="reference image, copied in next to the job (repeatable)",
+    )
+    submit.add_argument(
+        "--name",
+        default=None,
+        help="job name (default job-YYYYMMDD-HHMMSS); made unique when taken",
+    )
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job to its result, print the image path(s), exit like gen",
+    )
     _add_config(submit)
 
     gallery = commands.add_parser("gallery", help="rebuild outbox/index.html from the sidecars")
@@ -72,14 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     service = commands.add_parser("service", help="install the daemon as a login service")
     actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
-    install = actions.add_parser("install", help="write, enable and start the systemd unit or "
-                                 "launchd agent for this installation")
+    install = actions.add_parser(
+        "install",
+        help="write, enable and start the systemd unit or launchd agent for this installation",
+    )
     _add_config(install)
-    install.add_argument("--dry-run", action="store_true",
-                         help="print what would be written and run, change nothing")
+    install.add_argument(
+        "--dry-run", action="store_true", help="print what would be written and run, change nothing"
+    )
     uninstall = actions.add_parser("uninstall", help="stop, disable and remove the service")
-    uninstall.add_argument("--dry-run", action="store_true",
-                           help="print what would be run, change nothing")
+    uninstall.add_argument(
+        "--dry-run", action="store_true", help="print what would be run, change nothing"
+    )
     actions.add_parser("status", help="installed? running? since when? last log lines")
 
     doctor = commands.add_parser("doctor", help="check everything image generation needs")

@@ -159,9 +159,7 @@ def probe_version(
     return version
 
 
-def child_environment(
-    base: Mapping[str, str], codex_home: Path | None
-) -> dict[str, str]:
+def child_environment(base: Mapping[str, str], codex_home: Path | None) -> dict[str, str]:
     """The daemon's environment, with CODEX_HOME set when the config names one."""
     env = dict(base)
     if codex_home is not None:

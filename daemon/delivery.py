@@ -40,16 +40,21 @@ def deliver(
     stale = stale_errors(outbox, wanted, job_file)
     suffixes = [_image_suffix(n, image.info.format) for n, image in enumerate(images)]
     while True:
-        base = disk.choose_base(outbox, wanted, [*suffixes, disk.RESULT_SUFFIX, disk.ERROR_SUFFIX],
-                                reusable=stale)
+        base = disk.choose_base(
+            outbox, wanted, [*suffixes, disk.RESULT_SUFFIX, disk.ERROR_SUFFIX], reusable=stale
+        )
         try:
             written = _write_images(outbox, base, images, suffixes)
             break
         except FileExistsError:
             continue  # someone took the name between the check and the write: pick again
     sidecar = outbox / f"{base}{disk.RESULT_SUFFIX}"
-    disk.write_new(sidecar, disk.dump_yaml(_result_fields(
-        generation, written, images, job_file=job_file, prompt=prompt, refs=refs)))
+    disk.write_new(
+        sidecar,
+        disk.dump_yaml(
+            _result_fields(generation, written, images, job_file=job_file, prompt=prompt, refs=refs)
+        ),
+    )
     for path in stale:
         path.unlink(missing_ok=True)
     return (*written, sidecar)
@@ -171,5 +176,3 @@ def write_error(
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone().isoformat(timespec="seconds")
-
-

@@ -63,7 +63,9 @@ class ConfigError(InboxError):
     def __init__(self, path: object, problems: list[str]) -> None:
         self.problems = list(problems)
         listing = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{path}: {len(self.problems)} problem(s) in the configuration:\n{listing}")
+        super().__init__(
+            f"{path}: {len(self.problems)} problem(s) in the configuration:\n{listing}"
+        )
 
 
 class UsageError(InboxError):
@@ -74,7 +76,7 @@ class UsageError(InboxError):
 
 
 class JobError(InboxError):
-    """A job file that cannot be run as written: syntax, keys, types, references outside the inbox."""
+    """A job file that cannot run as written: syntax, keys, types, references outside the inbox."""
 
     exit_code = 2
     layer = "job"
@@ -99,7 +101,7 @@ class CodexMissing(InboxError):
 
 
 class CodexFailed(InboxError):
-    """codex ran but the turn failed for a reason worth another try (server error, dropped stream)."""
+    """codex ran but the turn failed for a reason worth another try (server error, lost stream)."""
 
     exit_code = 5
     layer = "codex"
@@ -123,7 +125,7 @@ class CodexTimeout(CodexFailed):
 
 
 class NotLoggedIn(CodexFailed):
-    """codex has no usable ChatGPT login (logged out, expired, API-key login, plan without Codex)."""
+    """codex has no usable ChatGPT login (logged out, expired, API-key login, plan lacks Codex)."""
 
     layer = "login"
     default_hint = "Run `codex login` with a ChatGPT Plus or Pro account; jobs wait until then."
@@ -131,7 +133,7 @@ class NotLoggedIn(CodexFailed):
 
 
 class UsageLimit(CodexFailed):
-    """The ChatGPT plan's usage limit or quota is reached; `retry_at` holds codex's time if given."""
+    """The ChatGPT plan's usage limit or quota is reached; `retry_at` holds codex's time, if any."""
 
     layer = "usage-limit"
     default_hint = "Wait until the limit resets; jobs wait in the inbox and resume on their own."
@@ -159,9 +161,7 @@ class NoImage(InboxError):
 
     exit_code = 7
     layer = "no-image"
-    default_hint = (
-        "Check that your ChatGPT plan includes image generation; the job is tried again."
-    )
+    default_hint = "Check that your ChatGPT plan includes image generation; the job is tried again."
     disposition = Disposition.RETRY
 
 

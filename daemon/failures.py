@@ -58,9 +58,12 @@ _MESSAGE_CLASSES: list[tuple[re.Pattern[str], type[CodexFailed]]] = [
     ),
 ]
 
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
-)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 _AT_TIME = re.compile(
     r"try again at\s+(?:(?P<mon>[A-Za-z]{3})[a-z]*\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+"
     r"(?:(?P<year>\d{4})\s+)?)?(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp][Mm])?"
@@ -108,9 +111,10 @@ def parse_retry_at(message: str, *, now: datetime) -> datetime | None:
     """
     duration = _IN_DURATION.search(message)
     if duration:
-        seconds = float(duration["n"]) * {
-            "second": 1, "minute": 60, "hour": 3600, "day": 86400
-        }[duration["unit"].lower()]
+        seconds = (
+            float(duration["n"])
+            * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[duration["unit"].lower()]
+        )
         return now + timedelta(seconds=seconds)
     match = _AT_TIME.search(message)
     if match is None:
@@ -126,8 +130,15 @@ def parse_retry_at(message: str, *, now: datetime) -> datetime | None:
             return None
         year = int(match["year"]) if match["year"] else now.year
         try:
-            return now.replace(year=year, month=month, day=int(match["day"]), hour=hour,
-                               minute=minute, second=0, microsecond=0)
+            return now.replace(
+                year=year,
+                month=month,
+                day=int(match["day"]),
+                hour=hour,
+                minute=minute,
+                second=0,
+                microsecond=0,
+            )
         except ValueError:
             return None
     candidate = now.replace(hour=hour, minute=minute, second=0, microsecond=0)

@@ -36,9 +36,7 @@ class CodexSetup:
         return codex.codex_home_of(self.env)
 
 
-def prepare_codex(
-    config: CodexConfig, *, environ: Mapping[str, str] = os.environ
-) -> CodexSetup:
+def prepare_codex(config: CodexConfig, *, environ: Mapping[str, str] = os.environ) -> CodexSetup:
     """Probe `codex --version`; raises CodexMissing when codex cannot be started."""
     env = codex.child_environment(environ, config.home)
     version = codex.probe_version(config.command, env=env)
@@ -118,8 +116,9 @@ def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
     """Read this run's session log (and only it) and decide between images and a failure."""
     if run.thread_id is None:
         if run.returncode != 0:
-            raise classify(run.error_message or run.stderr_tail, returncode=run.returncode,
-                           detail=run.detail)
+            raise classify(
+                run.error_message or run.stderr_tail, returncode=run.returncode, detail=run.detail
+            )
         raise NoSessionLog("codex finished without announcing its session.", detail=run.detail)
     scan = scan_thread(setup.home, run.thread_id, started_at=run.started_at)
     images = scan.images if scan else ()

@@ -34,12 +34,17 @@ class InboxLock:
             raise InboxBusy(f"{holder} is already working on {self.path.parent}.") from None
         # The holder's description is written in place: the file itself is the lock.
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": self.command,
-            "since": datetime.now().astimezone().isoformat(timespec="seconds"),
-        }).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": self.command,
+                    "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+                }
+            ).encode(),
+        )
         self._fd = fd
 
     def release(self) -> None:
@@ -58,7 +63,9 @@ class InboxLock:
 def _describe(path: Path) -> str:
     try:
         data = json.loads(path.read_text())
-        return (f"gpt-image-inbox {data['command']} (pid {data['pid']} on {data['host']}, "
-                f"since {data['since']})")
+        return (
+            f"gpt-image-inbox {data['command']} (pid {data['pid']} on {data['host']}, "
+            f"since {data['since']})"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "Another gpt-image-inbox process"

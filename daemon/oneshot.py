@@ -21,8 +21,12 @@ from daemon.recovery import recover_processing
 
 log = structlog.get_logger()
 
-_EXTENSION_FORMATS = {"png": ImageFormat.PNG, "jpg": ImageFormat.JPEG, "jpeg": ImageFormat.JPEG,
-                      "webp": ImageFormat.WEBP}
+_EXTENSION_FORMATS = {
+    "png": ImageFormat.PNG,
+    "jpg": ImageFormat.JPEG,
+    "jpeg": ImageFormat.JPEG,
+    "webp": ImageFormat.WEBP,
+}
 
 
 def generate_to_file(
@@ -57,8 +61,14 @@ def generate_to_file(
         path = _output_path(out, n, info.format)
         disk.replace_file(path, data)
         written.append(path)
-        log.info("image written", path=str(path), format=info.format.value,
-                 width=info.width, height=info.height, thread_id=generation.thread_id)
+        log.info(
+            "image written",
+            path=str(path),
+            format=info.format.value,
+            width=info.width,
+            height=info.height,
+            thread_id=generation.thread_id,
+        )
     if not written:
         from daemon.errors import NoImage
 
@@ -68,11 +78,14 @@ def generate_to_file(
 
 def _check_reference(ref: Path) -> None:
     if not ref.is_file():
-        raise ReferenceMissing(f"The reference image {ref} does not exist.",
-                               hint="Check the path given to --ref.")
+        raise ReferenceMissing(
+            f"The reference image {ref} does not exist.", hint="Check the path given to --ref."
+        )
     if sniff_file(ref) is None:
-        raise ReferenceMissing(f"The reference {ref} is not a PNG, JPEG or WebP image.",
-                               hint="Pass a PNG, JPEG or WebP file to --ref.")
+        raise ReferenceMissing(
+            f"The reference {ref} is not a PNG, JPEG or WebP image.",
+            hint="Pass a PNG, JPEG or WebP file to --ref.",
+        )
 
 
 def _output_path(out: Path | None, index: int, fmt: ImageFormat) -> Path:
@@ -108,9 +121,7 @@ def pending_jobs(inbox: Path) -> list[Path]:
     return [p for _, _, p in sorted(jobs)]
 
 
-def process_inbox(
-    config: Config, *, sleep: Callable[[float], None] = time.sleep
-) -> int:
+def process_inbox(config: Config, *, sleep: Callable[[float], None] = time.sleep) -> int:
     """`once`: every job now in the inbox, one at a time; 0 when all succeeded.
 
     An environment failure (login, usage limit, network, disk) stops the run: the jobs not yet
@@ -139,13 +150,17 @@ def _drain(config: Config, sleep: Callable[[float], None]) -> int:
 
 
 def run_with_retries(
-    path: Path, config: Config, get_setup: Callable[[], CodexSetup], *,
+    path: Path,
+    config: Config,
+    get_setup: Callable[[], CodexSetup],
+    *,
     sleep: Callable[[float], None],
 ) -> Outcome:
     attempts = config.retry.attempts
     for attempt in range(1, attempts + 1):
-        outcome = process_job(path, config=config, get_setup=get_setup,
-                              final_attempt=attempt == attempts)
+        outcome = process_job(
+            path, config=config, get_setup=get_setup, final_attempt=attempt == attempts
+        )
         if outcome.status is not Status.RETRY:
             return outcome
         log_outcome(outcome)
@@ -167,8 +182,12 @@ def after_job(config: Config) -> None:
 
 
 def log_outcome(outcome: Outcome) -> None:
-    fields = {"job": outcome.job, "outcome": outcome.status.value, "seconds": outcome.seconds,
-              "outputs": [p.name for p in outcome.outputs]}
+    fields = {
+        "job": outcome.job,
+        "outcome": outcome.status.value,
+        "seconds": outcome.seconds,
+        "outputs": [p.name for p in outcome.outputs],
+    }
     if outcome.error is not None:
         fields.update(error=outcome.error.layer, message=outcome.error.message)
         if outcome.error.retry_at:

@@ -131,7 +131,7 @@ def move_group(files: Sequence[Path], dest_dir: Path, stem: str) -> list[Path]:
     `stem-2…` together so that the siblings still belong to their job file. Returns new paths.
     """
     ensure_dir(dest_dir)
-    tails = [f.name[len(stem):] for f in files]
+    tails = [f.name[len(stem) :] for f in files]
     for n in range(1, 100_000):
         new_stem = stem if n == 1 else f"{stem}-{n}"
         targets = [dest_dir / (new_stem + t) for t in tails]

@@ -73,16 +73,33 @@ def process_job(
     except InboxError as error:
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     request = _request(job, config)
-    record = RunRecord(group[0], job=path.name, refs=ref_names,
-                       prompt=job.prompt, wanted=job.out or job.name,
-                       format=job.format.value if job.format else None,
-                       timeout_sec=request.timeout_sec)
+    record = RunRecord(
+        group[0],
+        job=path.name,
+        refs=ref_names,
+        prompt=job.prompt,
+        wanted=job.out or job.name,
+        format=job.format.value if job.format else None,
+        timeout_sec=request.timeout_sec,
+    )
     record.save()
     try:
-        generation = generate(request, setup, on_thread_id=record.set_thread,
-                              on_start=record.set_process, cancel=cancel)
-        outputs = deliver(generation, config.outbox, job_file=path.name, prompt=job.prompt,
-                          wanted=job.out or job.name, fmt=job.format, refs=record.refs)
+        generation = generate(
+            request,
+            setup,
+            on_thread_id=record.set_thread,
+            on_start=record.set_process,
+            cancel=cancel,
+        )
+        outputs = deliver(
+            generation,
+            config.outbox,
+            job_file=path.name,
+            prompt=job.prompt,
+            wanted=job.out or job.name,
+            fmt=job.format,
+            refs=record.refs,
+        )
     except Cancelled:
         disk.move_group(group, config.inbox, job_stem(group[0]))
         record.delete()
@@ -153,8 +170,14 @@ def _settle_failure(
     stem = job_stem(group[0])
     wanted = (job.out or job.name) if job else stem
     try:
-        sidecar = write_error(config.outbox, error, job_file=job_file, wanted=wanted,
-                              prompt=job.prompt if job else None, retrying=not give_up)
+        sidecar = write_error(
+            config.outbox,
+            error,
+            job_file=job_file,
+            wanted=wanted,
+            prompt=job.prompt if job else None,
+            retrying=not give_up,
+        )
     except InboxError as disk_error:
         # Without a sidecar the failure would be silent: keep the job and wait for the disk.
         _return_to_inbox(group, config.inbox, stem)

@@ -24,9 +24,7 @@ from daemon.pipeline import Outcome, Status, job_stem
 from daemon.runrecord import RunRecord
 
 
-def recover_processing(
-    config: Config, *, get_setup: Callable[[], CodexSetup]
-) -> list[Outcome]:
+def recover_processing(config: Config, *, get_setup: Callable[[], CodexSetup]) -> list[Outcome]:
     """After a crash: finish jobs whose codex already ran, return the others to the inbox."""
     processing = config.inbox / disk.PROCESSING
     if not processing.is_dir():
@@ -83,9 +81,15 @@ def _deliver_session(
     if generation is None:
         return ()
     try:
-        return deliver(generation, config.outbox, job_file=record.job, prompt=record.prompt,
-                       wanted=wanted, fmt=ImageFormat(record.format) if record.format else None,
-                       refs=record.refs)
+        return deliver(
+            generation,
+            config.outbox,
+            job_file=record.job,
+            prompt=record.prompt,
+            wanted=wanted,
+            fmt=ImageFormat(record.format) if record.format else None,
+            refs=record.refs,
+        )
     except OutboxUnwritable:
         raise
     except InboxError:
@@ -126,7 +130,8 @@ def _delivered(outbox: Path, record: RunRecord, wanted: str) -> tuple[Path, ...]
     for name in glob.glob(str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")):
         data = disk.read_yaml(Path(name))
         if data and data.get("job") == record.job and data.get("thread_id") == record.thread_id:
-            images = [outbox / str(i.get("file")) for i in data.get("images") or []
-                      if isinstance(i, dict)]
+            images = [
+                outbox / str(i.get("file")) for i in data.get("images") or [] if isinstance(i, dict)
+            ]
             return (*images, Path(name))
     return ()

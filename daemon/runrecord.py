@@ -65,7 +65,14 @@ class RunRecord:
         return record
 
 
-_RECORD_FIELDS = ("job", "refs", "prompt", "wanted", "format", "timeout_sec", "pgid",
-                  "thread_id", "started_at")
-
-
+_RECORD_FIELDS = (
+    "job",
+    "refs",
+    "prompt",
+    "wanted",
+    "format",
+    "timeout_sec",
+    "pgid",
+    "thread_id",
+    "started_at",
+)

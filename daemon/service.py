@@ -46,7 +46,11 @@ log = structlog.get_logger()
 
 TICK_SEC = 0.5
 # How long a pause lasts when codex gives no time: doubling from the first value up to the cap.
-PAUSE_FIRST_SEC: dict[type[InboxError], float] = {NetworkDown: 10.0, NotLoggedIn: 60.0, UsageLimit: 300.0}
+PAUSE_FIRST_SEC: dict[type[InboxError], float] = {
+    NetworkDown: 10.0,
+    NotLoggedIn: 60.0,
+    UsageLimit: 300.0,
+}
 PAUSE_DEFAULT_FIRST_SEC = 30.0
 PAUSE_MAX_SEC = 900.0
 
@@ -109,8 +113,12 @@ class Daemon:
             self.watcher.start()
             heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
             heartbeat.start()
-            log.info("watching", inbox=str(self.config.inbox), outbox=str(self.config.outbox),
-                     observer=self.watcher.observer_kind)
+            log.info(
+                "watching",
+                inbox=str(self.config.inbox),
+                outbox=str(self.config.outbox),
+                observer=self.watcher.observer_kind,
+            )
             self._set_state("idle")
             self.notifier.ready()
             try:
@@ -136,8 +144,12 @@ class Daemon:
 
     def _new_watcher(self) -> InboxWatcher:
         watch = self.config.watch
-        return InboxWatcher(self.config.inbox, settle_sec=watch.settle_sec,
-                            rescan_sec=watch.rescan_sec, polling=watch.polling)
+        return InboxWatcher(
+            self.config.inbox,
+            settle_sec=watch.settle_sec,
+            rescan_sec=watch.rescan_sec,
+            polling=watch.polling,
+        )
 
     def _install_signal_handlers(self) -> None:
         def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -268,8 +280,12 @@ class Daemon:
             "hint": error.hint,
             "resumes_at": resumes.isoformat(timespec="seconds"),
         }
-        log.warning("queue paused", error=error.layer, message=error.message,
-                    resumes_at=self.status.paused["resumes_at"])
+        log.warning(
+            "queue paused",
+            error=error.layer,
+            message=error.message,
+            resumes_at=self.status.paused["resumes_at"],
+        )
 
     def _pause_over(self) -> bool:
         assert self.pause is not None
@@ -319,8 +335,7 @@ class Daemon:
             try:
                 self._move_lock(new.inbox)
             except InboxError as error:
-                log.error("reload failed; keeping the running configuration",
-                          message=error.message)
+                log.error("reload failed; keeping the running configuration", message=error.message)
                 return
         old, self.config = self.config, new
         self.get_setup = cached_setup(new)
@@ -349,8 +364,11 @@ class Daemon:
         self.lock = lock
 
     def _remember(self, outcome: Outcome) -> None:
-        entry: dict[str, Any] = {"job": outcome.job, "at": _now_iso(),
-                                 "outputs": [p.name for p in outcome.outputs]}
+        entry: dict[str, Any] = {
+            "job": outcome.job,
+            "at": _now_iso(),
+            "outputs": [p.name for p in outcome.outputs],
+        }
         if outcome.status is Status.DONE:
             self.status.last_success = entry
         elif outcome.error is not None:

@@ -6,7 +6,6 @@ rename, so the daemon never sees a job without its references.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,26 +17,22 @@ import yaml
 
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import InboxError, JobError, ReferenceMissing, UsageError
+from daemon.errors import ReferenceMissing, UsageError, class_for_layer
 from daemon.images import sniff_file
 from daemon.job import JOB_SUFFIX, parse_job
 from daemon.status import read_status
 
-_ERROR_CLASSES: dict[int, type[InboxError]] = {
-    2: JobError, 4: ReferenceMissing,
-}
 
-
-def submit_job(
-    *, prompt: str, refs: Sequence[Path], name: str | None, config: Config
-) -> Path:
+def submit_job(*, prompt: str, refs: Sequence[Path], name: str | None, config: Config) -> Path:
     """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path."""
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     for ref in refs:
         if not ref.is_file() or sniff_file(ref) is None:
-            raise ReferenceMissing(f"The reference {ref} is missing or not a PNG, JPEG or WebP.",
-                                   hint="Check the path given to --ref.")
+            raise ReferenceMissing(
+                f"The reference {ref} is missing or not a PNG, JPEG or WebP.",
+                hint="Check the path given to --ref.",
+            )
     text = yaml.safe_dump({"prompt": prompt}, allow_unicode=True, sort_keys=False, width=10**6)
     if yaml.safe_load(text) != {"prompt": prompt}:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
@@ -81,12 +76,13 @@ def wait_for_result(
             if path.name.endswith(disk.RESULT_SUFFIX):
                 return [config.outbox / img["file"] for img in data.get("images") or []]
             if not data.get("retrying"):
-                cls = _ERROR_CLASSES.get(int(data.get("code") or 1), InboxError)
-                error = cls(str(data.get("message")), hint=str(data.get("hint") or ""),
-                            detail=str(data.get("detail") or ""))
-                error.exit_code = int(data.get("code") or 1)  # type: ignore[misc]
-                error.layer = str(data.get("error"))  # type: ignore[misc]
-                raise error
+                # The same error class the daemon raised: `submit --wait` exits like `gen`.
+                cls = class_for_layer(str(data.get("error")))
+                raise cls(
+                    str(data.get("message")),
+                    hint=str(data.get("hint") or ""),
+                    detail=str(data.get("detail") or ""),
+                )
         line = _progress(job_path, config, sidecar)
         if line != shown and out.isatty():
             print(line, file=out)
@@ -94,7 +90,9 @@ def wait_for_result(
         sleep(0.5)
 
 
-def _find_sidecar(outbox: Path, job_file: str, since: datetime) -> tuple[Path, dict[str, Any]] | None:
+def _find_sidecar(
+    outbox: Path, job_file: str, since: datetime
+) -> tuple[Path, dict[str, Any]] | None:
     """The newest sidecar of this job written after it was submitted."""
     found = []
     for suffix in (disk.RESULT_SUFFIX, disk.ERROR_SUFFIX):
@@ -126,7 +124,3 @@ def _progress(job_path: Path, config: Config, sidecar: tuple[Path, dict[str, Any
     if job_path.exists():
         return f"queued ({status.get('queue_length', '?')} in the queue)"
     return "waiting for the daemon…"
-
-
-def copy_tree_free(src: Path, dest: Path) -> None:  # pragma: no cover - kept small on purpose
-    shutil.copyfile(src, dest)

@@ -25,17 +25,25 @@ class RealWorld:
         self.mock = mock
         self.config = root / "config.yaml"
         self.env = codex_env(mock.port)
-        self.config.write_text(yaml.safe_dump({
-            "inbox": str(self.inbox),
-            "outbox": str(self.outbox),
-            "retry": {"attempts": 2, "backoff_sec": 0.1},
-            "codex": {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120},
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "inbox": str(self.inbox),
+                    "outbox": str(self.outbox),
+                    "retry": {"attempts": 2, "backoff_sec": 0.1},
+                    "codex": {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120},
+                }
+            )
+        )
 
     def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "daemon", *args, "--config", str(self.config)],
-            env=self.env, capture_output=True, text=True, timeout=300, cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd,
         )
 
     def sidecar(self, name: str) -> dict[str, Any]:
@@ -49,9 +57,10 @@ def world(tmp_path: Path, codex_bin: Path, codex_home: Path, mock_openai: MockOp
 
 def test_text_to_image(world: RealWorld) -> None:
     """A job file becomes the mock's image; the prompt reached the server byte for byte."""
-    prompt = "A lighthouse at dusk,\n  with \"quotes\" and 🐱  "
+    prompt = 'A lighthouse at dusk,\n  with "quotes" and 🐱  '
     (world.inbox / "light.prompt.yaml").write_text(
-        yaml.safe_dump({"prompt": prompt}, allow_unicode=True), encoding="utf-8")
+        yaml.safe_dump({"prompt": prompt}, allow_unicode=True), encoding="utf-8"
+    )
     done = world.cli("once")
     assert done.returncode == 0, done.stderr
     assert (world.outbox / "light.png").read_bytes() == make_png()
@@ -80,7 +89,9 @@ def test_image_to_image_with_a_sibling_reference(world: RealWorld) -> None:
     assert (world.outbox / "leaf.png").read_bytes() == make_png()
     assert world.sidecar("leaf.result.yaml")["refs"] == ["leaf.png"]
     assert sorted(p.name for p in (world.inbox / "done").iterdir()) == [
-        "leaf.png", "leaf.prompt.yaml"]
+        "leaf.png",
+        "leaf.prompt.yaml",
+    ]
 
 
 def test_refusal(world: RealWorld) -> None:

@@ -1,4 +1,4 @@
-"""`once` and `gen` end to end with the fake codex: every outcome leaves its files and loses nothing."""
+"""`once` and `gen` with the fake codex: every outcome leaves its files and loses nothing."""
 
 from __future__ import annotations
 
@@ -214,8 +214,12 @@ def test_names_are_never_overwritten(world: World) -> None:
     assert world.once() == 0
     world.job("one", "prompt: y\nout: cat\n")
     assert world.once() == 0
-    assert world.files(world.outbox) == ["cat-2.png", "cat-2.result.yaml", "cat.png",
-                                         "cat.result.yaml"]
+    assert world.files(world.outbox) == [
+        "cat-2.png",
+        "cat-2.result.yaml",
+        "cat.png",
+        "cat.result.yaml",
+    ]
     assert world.files(world.inbox / "done") == ["one-2.prompt.yaml", "one.prompt.yaml"]
 
 
@@ -241,17 +245,20 @@ def _error(world: World, name: str) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize(("scenario", "code", "layer"), [
-    ("refuse", 7, "refused"),
-    ("text_only", 7, "no-image"),
-    ("server_error", 5, "codex"),
-    ("no_session_log", 6, "session-log"),
-    ("bad_args", 5, "codex-arguments"),
-])
+@pytest.mark.parametrize(
+    ("scenario", "code", "layer"),
+    [
+        ("refuse", 7, "refused"),
+        ("text_only", 7, "no-image"),
+        ("server_error", 5, "codex"),
+        ("no_session_log", 6, "session-log"),
+        ("bad_args", 5, "codex-arguments"),
+    ],
+)
 def test_failures_of_the_job_end_in_failed_with_a_sidecar(
     world: World, scenario: str, code: int, layer: str
 ) -> None:
-    """Refusals, text-only answers and codex errors leave an error sidecar and the job in failed/."""
+    """Refusals, text-only answers and codex errors leave an error sidecar, the job in failed/."""
     world.script(scenario=scenario)
     world.job("bad", "prompt: x\n")
     assert world.once() == code
@@ -297,14 +304,17 @@ def test_a_hang_is_ended_by_the_job_timeout(world: World) -> None:
                 assert wait_gone(pid), f"codex process {pid} still running"
 
 
-@pytest.mark.parametrize(("scenario", "layer"), [
-    ("usage_limit", "usage-limit"),
-    ("unauthorized", "login"),
-])
+@pytest.mark.parametrize(
+    ("scenario", "layer"),
+    [
+        ("usage_limit", "usage-limit"),
+        ("unauthorized", "login"),
+    ],
+)
 def test_environment_failures_keep_the_job_in_the_inbox(
     world: World, scenario: str, layer: str
 ) -> None:
-    """Usage limit and login problems do not consume the job: it stays, the sidecar says retrying."""
+    """A usage limit or a login problem does not consume the job: it stays, marked retrying."""
     world.script(scenario=scenario)
     world.job("wait", "prompt: x\n")
     world.job("zzz-next", "prompt: y\n")
@@ -318,8 +328,10 @@ def test_environment_failures_keep_the_job_in_the_inbox(
 
 def test_a_usage_limit_sidecar_says_when_to_try_again(world: World) -> None:
     """codex's "try again at 5:46 PM" becomes `retry_at`."""
-    world.script(scenario="usage_limit",
-                 usage_limit_message="You\u2019ve hit your usage limit. try again at 5:46 PM.")
+    world.script(
+        scenario="usage_limit",
+        usage_limit_message="You\u2019ve hit your usage limit. try again at 5:46 PM.",
+    )
     world.job("limit", "prompt: x\n")
     world.once()
     retry_at = datetime.fromisoformat(_error(world, "limit")["retry_at"])
@@ -366,9 +378,19 @@ def test_recovery_takes_the_image_from_the_recorded_session_without_running_code
     run = shapes.Run(images=[shapes.tiny_png(9)])
     started = datetime.now().astimezone()
     shapes.write_session(world.home, run, when=started)
-    (processing / ".crash.prompt.yaml.run.json").write_text(json.dumps({
-        "job": "crash.prompt.yaml", "refs": [], "prompt": "after a crash", "wanted": "crash",
-        "format": None, "thread_id": run.thread_id, "started_at": started.isoformat()}))
+    (processing / ".crash.prompt.yaml.run.json").write_text(
+        json.dumps(
+            {
+                "job": "crash.prompt.yaml",
+                "refs": [],
+                "prompt": "after a crash",
+                "wanted": "crash",
+                "format": None,
+                "thread_id": run.thread_id,
+                "started_at": started.isoformat(),
+            }
+        )
+    )
     assert world.once() == 0
     assert world.calls() == []
     assert world.files(world.outbox) == ["crash.png", "crash.result.yaml"]
@@ -406,8 +428,10 @@ def test_gen_prints_the_path_and_exits_0(
 
 
 def test_gen_default_output_name(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str]
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Without --out the image is ./image-YYYYMMDD-HHMMSS.<ext>."""
     monkeypatch.chdir(tmp_path)
@@ -424,17 +448,25 @@ def test_gen_converts_to_the_extension_of_out(world: World, tmp_path: Path) -> N
     assert sniff_format(out.read_bytes()[:16]).value == "webp"
 
 
-@pytest.mark.parametrize(("setup", "args", "code", "layer"), [
-    ({}, ["--prompt", "  "], 2, "arguments"),
-    ({}, ["--prompt", "x", "--ref", "/nonexistent.png"], 4, "reference"),
-    ({"scenario": "refuse"}, ["--prompt", "x"], 7, "refused"),
-    ({"scenario": "no_session_log"}, ["--prompt", "x"], 6, "session-log"),
-    ({"scenario": "hang"}, ["--prompt", "x", "--timeout-sec", "1"], 5, "timeout"),
-    ({"scenario": "usage_limit"}, ["--prompt", "x"], 5, "usage-limit"),
-])
+@pytest.mark.parametrize(
+    ("setup", "args", "code", "layer"),
+    [
+        ({}, ["--prompt", "  "], 2, "arguments"),
+        ({}, ["--prompt", "x", "--ref", "/nonexistent.png"], 4, "reference"),
+        ({"scenario": "refuse"}, ["--prompt", "x"], 7, "refused"),
+        ({"scenario": "no_session_log"}, ["--prompt", "x"], 6, "session-log"),
+        ({"scenario": "hang"}, ["--prompt", "x", "--timeout-sec", "1"], 5, "timeout"),
+        ({"scenario": "usage_limit"}, ["--prompt", "x"], 5, "usage-limit"),
+    ],
+)
 def test_gen_exit_codes_match_the_skill(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    setup: dict[str, Any], args: list[str], code: int, layer: str,
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    setup: dict[str, Any],
+    args: list[str],
+    code: int,
+    layer: str,
 ) -> None:
     """Each failure has the skill's exit code and one sentence on stderr naming the layer."""
     world.script(**setup)

@@ -522,8 +522,12 @@ def test_a_uuid7_thread_log_is_found_without_listing_any_folder(
     """Current releases' thread ids carry their creation time: the log is opened by name only."""
     thread_id = "01a2131a-7c83-73e0-a23c-dc7485dcd616"  # created 2026-11-25 14:27:12.643 UTC
     created = datetime.fromtimestamp(0x01A2131A7C83 / 1000).astimezone()
-    log = (tmp_path / "sessions" / f"{created:%Y/%m/%d}"
-           / f"rollout-{created:%Y-%m-%dT%H-%M-%S}-{thread_id}.jsonl")
+    log = (
+        tmp_path
+        / "sessions"
+        / f"{created:%Y/%m/%d}"
+        / f"rollout-{created:%Y-%m-%dT%H-%M-%S}-{thread_id}.jsonl"
+    )
     log.parent.mkdir(parents=True)
     log.write_text("{}\n")
 

@@ -364,7 +364,7 @@ def offered_tool(body: dict[str, Any]) -> ToolKind:
 
 def request_between_markers(text: str) -> str:
     """The request inside "<<<REQUEST\n…\nREQUEST>>>", or the whole text when unmarked."""
-    head, marker, rest = text.partition("<<<REQUEST\n")
+    _, marker, rest = text.partition("<<<REQUEST\n")
     if not marker:
         return text
     request, end, _ = rest.rpartition("\nREQUEST>>>")
