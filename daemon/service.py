@@ -38,9 +38,10 @@ from daemon.notify import SystemdNotifier, watchdog_interval
 from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
+from daemon.settle import is_job_file
 from daemon.status import STATUS_NAME
 from daemon.status import Status as StatusFile
-from daemon.watcher import InboxWatcher, is_job_file
+from daemon.watcher import InboxWatcher
 
 log = structlog.get_logger()
 

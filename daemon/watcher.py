@@ -1,25 +1,21 @@
 """Turns inbox activity into complete job files, in arrival order, each once while it is there.
 
-Observer handlers only note names that may have changed; one settle thread lists the inbox, decides
-when a job and its references are complete, and keeps the queue `InboxWatcher.get()` takes from.
+Observer handlers only note names that may have changed; one settle thread lists the inbox, lets
+`daemon.settle.Settler` decide when a job is complete, and keeps the queue `get()` takes from.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import structlog
-import yaml
 from watchdog.events import (
     FileClosedNoWriteEvent,
     FileOpenedEvent,
@@ -30,10 +26,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
-from daemon.images import IMAGE_EXTENSIONS
-from daemon.job import JOB_SUFFIX, MAX_JOB_BYTES
-from daemon.job import is_job_file as _is_job_name
+from daemon.ignore import icloud_stub_target, is_ignored
+from daemon.settle import JobState, Settler
 
 _log = structlog.get_logger()
 
@@ -46,289 +40,6 @@ _NATIVE_FAILURE_HINTS = {
     errno.ENFILE: "the system is out of file handles: raise fs.file-max",
     errno.ENOSYS: "this system has no native file watching",
 }
-
-# File timestamps come from the kernel's coarse clock, up to a scheduler tick behind time_ns().
-_TIMESTAMP_LAG_NS = 20_000_000
-
-Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
-
-
-def is_job_file(name: str) -> bool:
-    """A job file name (daemon.job's rule) that is not litter such as a sync-tool temp file."""
-    return _is_job_name(name) and not is_ignored(name)
-
-
-def _image_owners(name: str) -> list[str]:
-    """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`.
-
-    The inverse of daemon.job.sibling_references, computed from one listing for all jobs at once.
-    """
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or ext.lower() not in IMAGE_EXTENSIONS:
-        return []
-    owners = [stem]
-    owners.extend(stem[:i] for i, char in enumerate(stem) if char == "." and i > 0)
-    return owners
-
-
-class JobState(enum.Enum):
-    """Where a job seen in the inbox stands before it is handed over."""
-
-    SETTLING = "settling"
-    """It or one of its references changed recently, or it does not parse yet."""
-
-    WAITING = "waiting"
-    """An iCloud placeholder or a missing explicit reference: its bytes are not here yet."""
-
-    READY = "ready"
-    """Complete: the next `get()` may hand it over."""
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """One look at the inbox root: job files, and image siblings per job name."""
-
-    jobs: frozenset[str]
-    siblings: dict[str, tuple[str, ...]]
-    evicted: frozenset[str]
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> Listing:
-        """Classify the entry names of the inbox root."""
-        jobs: set[str] = set()
-        evicted: set[str] = set()
-        siblings: dict[str, list[str]] = {}
-        for name in names:
-            target = icloud_stub_target(name)
-            if target is not None and not is_ignored(target):
-                evicted.add(target)
-                name = target
-            elif is_ignored(name):
-                continue
-            if is_job_file(name) and target is None:
-                jobs.add(name)
-            for owner in _image_owners(name):
-                siblings.setdefault(owner, []).append(name)
-        frozen = {owner: tuple(sorted(set(found))) for owner, found in siblings.items()}
-        return cls(frozenset(jobs), frozen, frozenset(evicted))
-
-    def siblings_of(self, job: str) -> tuple[str, ...]:
-        """Sibling image names of a job file name, present or evicted."""
-        return self.siblings.get(job[: -len(JOB_SUFFIX)], ())
-
-
-@dataclass(slots=True)
-class _Candidate:
-    """A job file seen in the inbox root and not handed over yet (mutable bookkeeping)."""
-
-    name: str
-    seen_at: float
-    stable_since: float
-    signature: Signature = ()
-    parsed: tuple[int, int] | None = None
-    parses: bool = False
-    refs: tuple[str, ...] = ()
-    state: JobState = JobState.SETTLING
-    notes: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
-class _Look:
-    """What stat saw of a job and its references this tick."""
-
-    signature: Signature
-    job_stat: tuple[int, int] | None
-    evicted: bool
-    refs_missing: bool
-
-
-def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
-    """Whether the job file parses as YAML, and the explicit relative references it names."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_JOB_BYTES + 1)
-    except FileNotFoundError:
-        return False, ()
-    except OSError:
-        return False, ()
-    if not data.strip():
-        return False, ()  # some clients create the file empty and fill it later
-    if len(data) > MAX_JOB_BYTES:
-        return True, ()  # too big to be a job: hand it over so the pipeline refuses it
-    try:
-        document = yaml.safe_load(data)
-    except (yaml.YAMLError, RecursionError):
-        return False, ()
-    return True, _explicit_refs(document)
-
-
-def _explicit_refs(document: Any) -> tuple[str, ...]:
-    """Relative reference paths a parsed job names; others are refused later by the pipeline."""
-    refs = document.get("refs") if isinstance(document, dict) else None
-    if not isinstance(refs, list):
-        return ()
-    found = []
-    for ref in refs:
-        if not isinstance(ref, str) or not ref:
-            continue
-        norm = os.path.normpath(ref)
-        if not os.path.isabs(norm) and norm != ".." and not norm.startswith(".." + os.sep):
-            found.append(norm)
-    return tuple(found)
-
-
-class Settler:
-    """Decides which jobs are complete; not thread-safe (InboxWatcher holds a lock around it).
-
-    A job is READY when it and its references kept the same (size, mtime_ns) for `settle_sec`
-    and it parses as YAML; one that still does not parse, or whose explicit references are still
-    missing, is handed over `grace_sec` after it stopped changing, so the pipeline reports why.
-    """
-
-    def __init__(
-        self,
-        inbox: Path,
-        *,
-        settle_sec: float,
-        grace_sec: float,
-        stat: Callable[[Path], os.stat_result] = os.stat,
-        log: Any = _log,
-    ) -> None:
-        self.inbox = inbox
-        self.settle_sec = settle_sec
-        self.grace_sec = grace_sec
-        self._stat = stat
-        self._log = log
-        self._candidates: dict[str, _Candidate] = {}  # insertion order is arrival order
-        self._delivered: set[str] = set()
-        self._deferred: set[str] = set()
-
-    def update(self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None) -> None:
-        """Take a fresh listing of the inbox root and re-check every waiting job.
-
-        `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read;
-        without it, every new job file in `names` is admitted at once.
-        """
-        listing = Listing.of(names)
-        self._delivered &= listing.jobs  # a handed-over job that left may come back as new
-        for name in [n for n in self._candidates if n not in listing.jobs]:
-            del self._candidates[name]
-            self._log.info("job.dropped", job=name, reason="gone before it was taken")
-        self._admit(listing, now, listed_at_ns)
-        for candidate in self._candidates.values():
-            self._check(candidate, listing, now)
-
-    def take(self) -> Path | None:
-        """Hand over the earliest-arrived READY job, or None when none is ready."""
-        for name, candidate in self._candidates.items():
-            if candidate.state is JobState.READY:
-                del self._candidates[name]
-                self._delivered.add(name)
-                return self.inbox / name
-        return None
-
-    def done(self, path: Path) -> None:
-        """Forget a handed-over job: if it is (still or again) in the inbox, it is new."""
-        self._delivered.discard(path.name)
-
-    def counts(self) -> dict[JobState, int]:
-        """How many jobs wait in each state."""
-        counts = dict.fromkeys(JobState, 0)
-        counts[JobState.SETTLING] = len(self._deferred)
-        for candidate in self._candidates.values():
-            counts[candidate.state] += 1
-        return counts
-
-    @property
-    def busy(self) -> bool:
-        """True while some job waits, so the inbox must be looked at again soon."""
-        return bool(self._candidates or self._deferred)
-
-    def _admit(self, listing: Listing, now: float, listed_at_ns: int | None) -> None:
-        """Queue new job files in arrival order: by inode change time, then name.
-
-        A file whose change time is not clearly before the listing began may have been created
-        while it ran, with older siblings not returned by it (directory order is hash order on
-        ext4): it waits one pass, so that files are admitted in the order they arrived.
-        """
-        new = {}
-        for name in listing.jobs:
-            if name not in self._candidates and name not in self._delivered:
-                new[name] = self._ctime(name)
-        cutoff = 2**63 if listed_at_ns is None else listed_at_ns - _TIMESTAMP_LAG_NS
-        admitted = [n for n, ct in new.items() if ct < cutoff or n in self._deferred]
-        self._deferred = set(new) - set(admitted)
-        for name in sorted(admitted, key=lambda n: (new[n], n)):
-            self._candidates[name] = _Candidate(name, seen_at=now, stable_since=now)
-            self._log.debug("job.seen", job=name)
-
-    def _ctime(self, name: str) -> int:
-        try:
-            return self._stat(self.inbox / name).st_ctime_ns
-        except OSError:
-            return 0  # gone already: the next listing drops it
-
-    def _check(self, candidate: _Candidate, listing: Listing, now: float) -> None:
-        """Move one job between SETTLING, WAITING and READY."""
-        look = self._look(candidate, listing)
-        if look.signature != candidate.signature or look.job_stat is None:
-            candidate.signature, candidate.stable_since = look.signature, now
-            self._set_state(candidate, JobState.SETTLING)
-            return
-        if look.evicted:
-            candidate.stable_since = now  # once downloaded, it still has to settle
-            self._set_state(candidate, JobState.WAITING, note="job.not_downloaded")
-            return
-        quiet = now - candidate.stable_since
-        if quiet < self.settle_sec:
-            return
-        if candidate.parsed != look.job_stat:
-            candidate.parsed = look.job_stat
-            candidate.parses, candidate.refs = _parse(self.inbox / candidate.name)
-            return  # newly named references join the signature on the next tick
-        self._decide(candidate, look, quiet)
-
-    def _decide(self, candidate: _Candidate, look: _Look, quiet: float) -> None:
-        """A settled job: READY, unless it does not parse or lacks references and grace remains."""
-        overdue = quiet >= self.grace_sec
-        if not candidate.parses and not overdue:
-            self._set_state(candidate, JobState.SETTLING, note="job.unparsable")
-        elif look.refs_missing and not overdue:
-            self._set_state(candidate, JobState.WAITING, note="job.references_missing")
-        else:
-            self._set_state(candidate, JobState.READY)
-
-    def _look(self, candidate: _Candidate, listing: Listing) -> _Look:
-        """Stat the job file, its sibling images and its explicit references."""
-        signature: list[Any] = []
-        job_stat: tuple[int, int] | None = None
-        evicted = missing = False
-        siblings = listing.siblings_of(candidate.name)
-        for name in (candidate.name, *siblings, *candidate.refs):
-            path = self.inbox / name
-            try:
-                st = self._stat(path)
-            except OSError:
-                signature.append((name, None, None))
-                missing = missing or name in candidate.refs
-                evicted = evicted or name in listing.evicted
-                continue
-            if name == candidate.name and stat_mod.S_ISREG(st.st_mode):
-                job_stat = (st.st_size, st.st_mtime_ns)
-            evicted = evicted or is_icloud_placeholder(path, st)
-            signature.append((name, st.st_size, st.st_mtime_ns))
-        return _Look(tuple(signature), job_stat, evicted, missing)
-
-    def _set_state(self, candidate: _Candidate, state: JobState, *, note: str = "") -> None:
-        if candidate.state is not state:
-            candidate.state = state
-            candidate.notes.clear()
-        if note and note not in candidate.notes:
-            candidate.notes.add(note)
-            self._log.info(note, job=candidate.name, state=state.value)
-        if state is JobState.READY and "ready" not in candidate.notes:
-            candidate.notes.add("ready")
-            self._log.debug("job.ready", job=candidate.name)
 
 
 class _Hints:

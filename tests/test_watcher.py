@@ -18,7 +18,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ignore import SF_DATALESS
-from daemon.watcher import InboxWatcher, JobState, Settler
+from daemon.settle import JobState, Settler
+from daemon.watcher import InboxWatcher
 
 SETTLE = 0.2
 DEADLINE = 20.0
