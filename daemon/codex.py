@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from daemon import version_cache
 from daemon.errors import Cancelled, CodexMissing, CodexTimeout
 
 # The user's request goes between the markers byte for byte; the words around it only ask the
@@ -128,8 +129,31 @@ def probe_version(
     *,
     env: Mapping[str, str] | None = None,
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+    cache_file: Path | None = None,
 ) -> CodexVersion:
-    """Ask `codex --version` once; CodexMissing when it cannot be started or answers oddly."""
+    """Ask `codex --version` (or the cache, when given); CodexMissing when codex cannot be
+    started, answers oddly or is older than this tool supports."""
+    key = version_cache.program_key(command, env or os.environ) if cache_file else None
+    cached = version_cache.read(cache_file, key) if cache_file and key else None
+    version = parse_version(cached) if cached else None
+    if version is None:
+        version = _ask_version(command, env=env, run=run)
+        if cache_file and key:
+            version_cache.write(cache_file, key, version.text)
+    if version.number < MIN_SUPPORTED:
+        raise CodexMissing(
+            f"codex {version.text} is too old; codex-cli 0.111 or later is needed.",
+            hint="Update the Codex CLI (`npm install -g @openai/codex`).",
+        )
+    return version
+
+
+def _ask_version(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    run: Callable[..., subprocess.CompletedProcess[str]],
+) -> CodexVersion:
     try:
         done = run(
             [*command, "--version"],
@@ -150,11 +174,6 @@ def probe_version(
         raise CodexMissing(
             f"`{' '.join(command)} --version` did not print a codex-cli version.",
             detail=(done.stdout + done.stderr)[-STDERR_TAIL_BYTES:],
-        )
-    if version.number < MIN_SUPPORTED:
-        raise CodexMissing(
-            f"codex {version.text} is too old; codex-cli 0.111 or later is needed.",
-            hint="Update the Codex CLI (`npm install -g @openai/codex`).",
         )
     return version
 
@@ -261,9 +280,15 @@ def run_codex(
     ]
     for t in threads:
         t.start()
-    outcome = _wait(proc, timeout_sec, cancel, stop_early)
+    # A thread blocked in wait() learns of codex's exit at once; polling wait() with a timeout
+    # sleeps in growing steps and would notice it up to 50 ms late.
+    exited = threading.Event()
+    reaper = threading.Thread(target=_reap, args=(proc, exited), daemon=True)
+    reaper.start()
+    threads.append(reaper)
+    outcome = _wait(exited, timeout_sec, cancel, stop_early)
     if outcome != "exited":
-        _stop_group(proc)
+        _stop_group(proc.pid, exited)
     for t in threads:
         t.join(timeout=10)
     tail = b"".join(stderr_tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:]
@@ -286,8 +311,13 @@ def run_codex(
     )
 
 
+def _reap(proc: subprocess.Popen[bytes], exited: threading.Event) -> None:
+    proc.wait()
+    exited.set()
+
+
 def _wait(
-    proc: subprocess.Popen[bytes],
+    exited: threading.Event,
     timeout_sec: float,
     cancel: threading.Event | None,
     stop_early: threading.Event,
@@ -298,26 +328,22 @@ def _wait(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timeout"
-        try:
-            proc.wait(timeout=min(0.25, remaining))
+        if exited.wait(min(0.25, remaining)):
             return "exited"
-        except subprocess.TimeoutExpired:
-            pass
         if cancel is not None and cancel.is_set():
             return "cancelled"
         if stop_early.is_set():
             return "network"
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+def _stop_group(pgid: int, exited: threading.Event) -> None:
     """SIGTERM the whole group, a grace period, then SIGKILL: a SIGKILL during a token refresh
     can corrupt auth.json, so codex always gets the chance to stop cleanly first."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=TERM_GRACE_SEC)
+    _signal_group(pgid, signal.SIGTERM)
+    exited.wait(TERM_GRACE_SEC)
     # Grandchildren may outlive the leader; the group id stays valid while any member lives.
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _signal_group(pgid, signal.SIGKILL)
+    exited.wait()
 
 
 def group_alive(pgid: int) -> bool:

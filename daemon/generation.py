@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon import codex, rollout
+from daemon import codex, rollout, version_cache
 from daemon.config import CodexConfig
 from daemon.errors import InboxError, NoImage, NoSessionLog, Refused
 from daemon.failures import classify
@@ -39,7 +39,8 @@ class CodexSetup:
 def prepare_codex(config: CodexConfig, *, environ: Mapping[str, str] = os.environ) -> CodexSetup:
     """Probe `codex --version`; raises CodexMissing when codex cannot be started."""
     env = codex.child_environment(environ, config.home)
-    version = codex.probe_version(config.command, env=env)
+    cache = version_cache.default_cache_file(environ)
+    version = codex.probe_version(config.command, env=env, cache_file=cache)
     return CodexSetup(config.command, config.extra_args, env, version)
 
 

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-import structlog
-
+from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
 from daemon.errors import ReferenceMissing, UsageError
@@ -19,7 +18,13 @@ from daemon.lock import InboxLock
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
 
-log = structlog.get_logger()
+# Needed only once codex has finished: imported in the background while it runs.
+END_OF_JOB_MODULES = (
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "PIL.WebPImagePlugin",
+)
 
 _EXTENSION_FORMATS = {
     "png": ImageFormat.PNG,
@@ -50,6 +55,7 @@ def generate_to_file(
         model=model,
         timeout_sec=timeout_sec or config.codex.timeout_sec,
     )
+    logs.warm_up(*END_OF_JOB_MODULES)
     generation = generate(request, setup)
     target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
     written = []
@@ -61,7 +67,7 @@ def generate_to_file(
         path = _output_path(out, n, info.format)
         disk.replace_file(path, data)
         written.append(path)
-        log.info(
+        logs.get_logger().info(
             "image written",
             path=str(path),
             format=info.format.value,
@@ -134,6 +140,7 @@ def process_inbox(config: Config, *, sleep: Callable[[float], None] = time.sleep
 
 
 def _drain(config: Config, sleep: Callable[[float], None]) -> int:
+    logs.warm_up(*END_OF_JOB_MODULES)
     get_setup = cached_setup(config)
     for outcome in recover_processing(config, get_setup=get_setup):
         log_outcome(outcome)
@@ -192,5 +199,6 @@ def log_outcome(outcome: Outcome) -> None:
         fields.update(error=outcome.error.layer, message=outcome.error.message)
         if outcome.error.retry_at:
             fields["retry_at"] = outcome.error.retry_at.isoformat()
+    log = logs.get_logger()
     level = log.info if outcome.status is Status.DONE else log.warning
     level("job finished", **fields)

@@ -19,8 +19,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from daemon import outbox as disk
 from daemon.config import load_config
 from daemon.errors import (
@@ -34,6 +32,7 @@ from daemon.errors import (
 from daemon.generation import CodexSetup
 from daemon.job import parse_job
 from daemon.lock import InboxLock
+from daemon.logs import get_logger
 from daemon.notify import SystemdNotifier, watchdog_interval
 from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
 from daemon.pipeline import Outcome, Status, process_job
@@ -43,7 +42,7 @@ from daemon.status import STATUS_NAME
 from daemon.status import Status as StatusFile
 from daemon.watcher import InboxWatcher
 
-log = structlog.get_logger()
+log = get_logger()
 
 TICK_SEC = 0.5
 # How long a pause lasts when codex gives no time: doubling from the first value up to the cap.

@@ -32,10 +32,24 @@ def _unavailable(message: str) -> None:
     pytest.skip(f"{message}; run scripts/install-codex")
 
 
+# Resolved once, before any test points GPT_IMAGE_INBOX_CACHE at a folder of its own.
+PINNED_CODEX = _pinned_codex_path()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache folder, so a remembered `codex --version` of one test's
+    fake codex never answers for another's (subprocesses inherit it too)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("GPT_IMAGE_INBOX_CACHE", str(folder))
+    monkeypatch.setenv("GPT_IMAGE_INBOX_CODEX_BIN", str(PINNED_CODEX))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def codex_bin() -> Path:
     """Path of the pinned real codex CLI; skips (fails on CI) when it is not installed."""
-    path = _pinned_codex_path()
+    path = PINNED_CODEX
     if not os.access(path, os.X_OK):
         _unavailable(f"codex {CODEX_VERSION} not found at {path}")
     probe = subprocess.run(

@@ -104,6 +104,23 @@ def test_version_probe_parses_and_rejects_old_releases(tmp_path: Path) -> None:
         codex.probe_version([str(old)])
 
 
+def test_version_is_remembered_until_the_program_changes(tmp_path: Path) -> None:
+    """A cached answer skips the probe; an upgraded (rewritten) program is asked again."""
+    counter = tmp_path / "asked"
+    program = _script(tmp_path, f"""
+        with open({str(counter)!r}, "a") as f:
+            f.write("x")
+        print("codex-cli 0.169.0")
+    """)
+    cache = tmp_path / "cache" / "codex-version.json"
+    for _ in range(3):
+        assert codex.probe_version([str(program)], cache_file=cache).number == (0, 169, 0)
+    assert counter.read_text() == "x"
+    program.write_text(program.read_text().replace("0.169.0", "0.170.0") + "\n")
+    assert codex.probe_version([str(program)], cache_file=cache).number == (0, 170, 0)
+    assert counter.read_text() == "xx"
+
+
 def test_version_probe_of_a_missing_program_is_codex_missing(tmp_path: Path) -> None:
     """A codex that is not installed is exit code 3, naming the command."""
     with pytest.raises(CodexMissing) as info:
