@@ -9,7 +9,10 @@ import enum
 import html
 import os
 import re
+import stat
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -154,17 +157,45 @@ def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -
     )
 
 
-def _read_raw(path: Path) -> bytes | None:
+Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns of one file version
+
+
+_UNREAD: Stamp = (-1, -1, -1, -1)  # matches no file: the sidecar is read again next build
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_raw(path: str | Path) -> tuple[bytes | None, os.stat_result | None]:
+    """The file's bytes (None when oversized) and the stat of what was read; (None, None) on error.
+
+    O_NONBLOCK: a FIFO named like a sidecar must not hang the build; only regular files are read.
+    """
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_SIDECAR_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
-        return None
-    return raw if len(raw) <= MAX_SIDECAR_BYTES else None
+        return None, None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
+                return None, (st if stat.S_ISREG(st.st_mode) else None)
+            # Sized by fstat, not by the limit: a 4 MiB buffer per file would cost more than
+            # the read. A file that grew meanwhile is read on, up to just past the limit.
+            raw = f.read(st.st_size + 1)
+            if len(raw) > st.st_size:
+                raw += f.read(MAX_SIDECAR_BYTES + 1 - len(raw)) or b""
+        except OSError:
+            return None, None
+    return (raw if len(raw) <= MAX_SIDECAR_BYTES else None), st
 
 
-def parse_card(path: Path, raw: bytes) -> Card | None:
-    """The card for one sidecar's bytes, or None when they are not YAML or not one of ours."""
+def parse_card(path: Path, raw: bytes, *, mtime: float | None = None) -> Card | None:
+    """The card for one sidecar's bytes, or None when they are not YAML or not one of ours.
+
+    `mtime` orders a sidecar without its own time; when not given it is read from `path`.
+    """
     try:
         data = yaml.load(raw, Loader=_Loader)  # a safe loader, C or pure Python
     except (yaml.YAMLError, ValueError):  # ValueError: bytes that are not valid UTF-8/16
@@ -172,20 +203,22 @@ def parse_card(path: Path, raw: bytes) -> Card | None:
     if not isinstance(data, dict):
         return None
 
-    def mtime() -> float:
+    def file_mtime() -> float:
+        if mtime is not None:
+            return mtime
         try:
             return path.stat().st_mtime
         except OSError:
             return 0.0
 
     build = _result_card if path.name.endswith(RESULT_SUFFIX) else _failure_card
-    return build(path.name, data, mtime)
+    return build(path.name, data, file_mtime)
 
 
 def read_card(path: Path) -> Card | None:
     """The card for one sidecar file, or None when it is unreadable, broken or foreign."""
-    raw = _read_raw(path)
-    return None if raw is None else parse_card(path, raw)
+    raw, st = _read_raw(path)
+    return None if raw is None or st is None else parse_card(path, raw, mtime=st.st_mtime)
 
 
 _TIME_LINES = {
@@ -210,56 +243,178 @@ def quick_time(name: str, raw: bytes) -> float | None:
     return when.timestamp() if when else None
 
 
+def _is_sidecar_name(name: str) -> bool:
+    return name.endswith((RESULT_SUFFIX, ERROR_SUFFIX)) and not name.startswith(".")
+
+
 def sidecar_paths(outbox: Path) -> Iterator[Path]:
     """Every result and error sidecar directly in the outbox (not in sub-folders)."""
+    for entry, _ in _scan(outbox):
+        yield Path(entry.path)
+
+
+def _scan(outbox: Path) -> list[tuple[os.DirEntry[str], os.stat_result]]:
+    """Sidecar entries of one directory listing with their stat; non-regular files left out."""
     try:
-        entries = list(os.scandir(outbox))
+        with os.scandir(outbox) as it:
+            entries = [e for e in it if _is_sidecar_name(e.name)]
     except OSError:
-        return
+        return []
+    found = []
     for entry in entries:
-        if entry.name.endswith((RESULT_SUFFIX, ERROR_SUFFIX)) and not entry.name.startswith("."):
-            yield Path(entry.path)
+        try:
+            st = entry.stat()  # follows a symlink, as opening the file would
+        except OSError:  # removed since the listing, or a dangling link
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((entry, st))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """What one build learnt about one version of a sidecar file."""
+
+    stamp: Stamp
+    size: int
+    quick: float | None  # its time read off the time line; None: it is parsed on every build
+    parsed: bool  # `card` holds the parse result (None: broken or foreign)
+    card: Card | None = None
+
+
+class CardCache:
+    """Sidecars seen by earlier builds, per outbox, so an unchanged sidecar is not read again.
+
+    An entry is used only while the file's device, inode, size and mtime (ns) are unchanged, so
+    an edit, an atomic replace or a deletion shows in the next build. Bounded: at most
+    `max_entries` sidecars and `max_card_bytes` of parsed sidecars (by file size) are kept,
+    preferring the newest; what is dropped is simply read again when needed.
+    """
+
+    def __init__(self, *, max_entries: int = 20_000, max_card_bytes: int = 16 * 1024 * 1024):
+        self.max_entries = max_entries
+        self.max_card_bytes = max_card_bytes
+        self.reads = 0  # sidecar files opened through this cache: how well it is working
+        self._outboxes: OrderedDict[str, dict[str, Sidecar]] = OrderedDict()
+        self._lock = threading.Lock()  # the daemon's loop and a `gallery` call may share it
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(known) for known in self._outboxes.values())
+
+    def known(self, outbox: Path) -> dict[str, Sidecar]:
+        """The sidecars of the last build of `outbox`, by file name."""
+        with self._lock:
+            return self._outboxes.get(os.path.abspath(outbox), {})
+
+    def store(self, outbox: Path, newest_first: list[tuple[str, Sidecar]]) -> None:
+        """Keep what this build of `outbox` saw, newest first, within the bounds."""
+        kept: dict[str, Sidecar] = {}
+        card_bytes = 0
+        for name, sidecar in newest_first[: self.max_entries]:
+            if sidecar.card is not None:
+                card_bytes += sidecar.size
+                if card_bytes > self.max_card_bytes:  # keep its time, drop the parsed text
+                    sidecar = Sidecar(sidecar.stamp, sidecar.size, sidecar.quick, parsed=False)
+            kept[name] = sidecar
+        key = os.path.abspath(outbox)
+        with self._lock:
+            self._outboxes[key] = kept
+            self._outboxes.move_to_end(key)
+            total = sum(len(known) for known in self._outboxes.values())
+            while total > self.max_entries and len(self._outboxes) > 1:
+                total -= len(self._outboxes.popitem(last=False)[1])  # least recently built
+
+    def clear(self) -> None:
+        with self._lock:
+            self._outboxes.clear()
+
+
+# Used by builds that do not pass their own: the daemon rebuilds the same outbox after every job.
+SHARED_CACHE = CardCache()
+
+
+def _look(path: str, name: str, cache: CardCache | None) -> Sidecar | None:
+    """Read one sidecar: its time line, or the whole card when there is no time line."""
+    if cache is not None:
+        cache.reads += 1
+    raw, st = _read_raw(path)
+    if st is None:
+        return None  # unreadable now; not remembered, so the next build tries again
+    if raw is None:  # oversized: never ours, and not worth reading again while unchanged
+        return Sidecar(_stamp(st), st.st_size, None, parsed=True)
+    quick = quick_time(name, raw)
+    if quick is not None:
+        return Sidecar(_stamp(st), st.st_size, quick, parsed=False)
+    card = parse_card(Path(path), raw, mtime=st.st_mtime)
+    return Sidecar(_stamp(st), st.st_size, None, parsed=True, card=card)
+
+
+def _parsed(path: Path, sidecar: Sidecar, cache: CardCache | None) -> Sidecar:
+    """`sidecar` with its card, reading the file again unless a parse is already known."""
+    if sidecar.parsed:
+        return sidecar
+    if cache is not None:
+        cache.reads += 1
+    raw, st = _read_raw(path)
+    if raw is None or st is None:  # counted as broken this time, but read again next build
+        return Sidecar(_UNREAD, sidecar.size, sidecar.quick, parsed=True)
+    card = parse_card(path, raw, mtime=st.st_mtime)
+    # The stamp of what was read: a file changed since the listing is read again next build.
+    return Sidecar(_stamp(st), st.st_size, sidecar.quick, parsed=True, card=card)
 
 
 def _newest_first(cards: Iterable[Card]) -> list[Card]:
     return sorted(cards, key=lambda c: (-c.sort_time, c.sidecar))
 
 
-def read_cards(outbox: Path, *, limit: int | None = None) -> tuple[list[Card], int]:
+def read_cards(
+    outbox: Path, *, limit: int | None = None, cache: CardCache | None = None
+) -> tuple[list[Card], int]:
     """The newest `limit` (default: all) cards, newest first, and how many cards there are in all.
 
     Sidecars whose time line can be read off directly are parsed only when they are among the
-    newest; older ones are counted, not parsed, so a broken one among them still counts.
+    newest; older ones are counted, not parsed, so a broken one among them still counts. With a
+    `cache`, unchanged sidecars are not read again; the result is the same as without one.
     """
-    parsed: list[Card] = []
-    pending: list[tuple[float, str, Path]] = []
-    for path in sidecar_paths(outbox):
-        raw = _read_raw(path)
-        key = None if raw is None else quick_time(path.name, raw)
-        if key is not None:
-            pending.append((key, path.name, path))
-        elif raw is not None and (card := parse_card(path, raw)) is not None:
-            parsed.append(card)
-    pending.sort(key=lambda p: (-p[0], p[1]))
-    want = len(parsed) + len(pending) if limit is None else max(limit, 0)
-    chosen, rejected = _parse_newest(pending, want)
-    total = len(parsed) + len(pending) - rejected
-    return _newest_first(parsed + chosen)[:want], total
+    known = cache.known(outbox) if cache is not None else {}
+    seen: dict[str, Sidecar] = {}
+    for entry, st in _scan(outbox):
+        sidecar = known.get(entry.name)
+        if sidecar is None or sidecar.stamp != _stamp(st):
+            sidecar = _look(entry.path, entry.name, cache)
+        if sidecar is not None:
+            seen[entry.name] = sidecar
+    direct = [(n, _parsed(outbox / n, s, cache)) for n, s in seen.items() if s.quick is None]
+    pending = sorted(
+        ((n, s) for n, s in seen.items() if s.quick is not None),
+        key=lambda p: (-(p[1].quick or 0.0), p[0]),
+    )
+    want = len(direct) + len(pending) if limit is None else max(limit, 0)
+    checked, rejected = _parse_newest(outbox, pending, want, cache)
+    good = [s.card for _, s in direct if s.card is not None]
+    chosen = [s.card for _, s in checked if s.card is not None]
+    if cache is not None:
+        cache.store(outbox, checked + direct + pending[len(checked) :])
+    return _newest_first(good + chosen)[:want], len(good) + len(pending) - rejected
 
 
-def _parse_newest(pending: list[tuple[float, str, Path]], want: int) -> tuple[list[Card], int]:
+def _parse_newest(
+    outbox: Path, pending: list[tuple[str, Sidecar]], want: int, cache: CardCache | None
+) -> tuple[list[tuple[str, Sidecar]], int]:
     """Parse pending sidecars newest first until `want` of them are good; also count the bad."""
-    chosen: list[Card] = []
-    rejected = 0
-    for _, _, path in pending:
-        if len(chosen) >= want:
+    checked: list[tuple[str, Sidecar]] = []
+    good = rejected = 0
+    for name, sidecar in pending:
+        if good >= want:
             break
-        card = read_card(path)
-        if card is None:
+        sidecar = _parsed(outbox / name, sidecar, cache)
+        checked.append((name, sidecar))
+        if sidecar.card is None:
             rejected += 1
         else:
-            chosen.append(card)
-    return chosen, rejected
+            good += 1
+    return checked, rejected
 
 
 # ---------------------------------------------------------------- rendering
@@ -453,15 +608,17 @@ def build_gallery(
     limit: int = DEFAULT_LIMIT,
     now: Callable[[], datetime] = _now,
     tz: timezone | None = None,
+    cache: CardCache | None = SHARED_CACHE,
 ) -> str:
     """The gallery page for `outbox`, built from its sidecars alone.
 
     The page is capped, not paged: it shows the `limit` newest jobs (results and failures alike,
     newest first by finished_at / failed_at, else the sidecar's mtime) and says how many older ones
     it leaves out. Unreadable, broken or foreign sidecars are skipped. Times show in `tz`
-    (default: the local time zone).
+    (default: the local time zone). `cache` keeps unchanged sidecars from being read again by
+    the next build in this process (None: read everything); it never changes the page.
     """
-    cards, total = read_cards(outbox, limit=limit)
+    cards, total = read_cards(outbox, limit=limit, cache=cache)
     return render(cards, total=total, now=now(), tz=tz)
 
 
@@ -485,12 +642,13 @@ def write_gallery(
     limit: int = DEFAULT_LIMIT,
     now: Callable[[], datetime] = _now,
     tz: timezone | None = None,
+    cache: CardCache | None = SHARED_CACHE,
 ) -> Path:
     """Build the gallery and put it at `outbox/index.html` atomically; returns that path.
 
     Raises OutboxUnwritable when the outbox cannot be written.
     """
-    page = build_gallery(outbox, limit=limit, now=now, tz=tz)
+    page = build_gallery(outbox, limit=limit, now=now, tz=tz, cache=cache)
     path = outbox / INDEX_NAME
     try:
         # "replace": a lone surrogate from a YAML escape must not stop the whole page.

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from daemon.errors import OutboxUnwritable
-from daemon.gallery import build_gallery, write_gallery
+from daemon.gallery import CardCache, build_gallery, write_gallery
 from tests.support.browser import Browser, require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -425,6 +425,77 @@ def test_five_thousand_sidecars_build_fast(outbox: Path) -> None:
     assert text.count("<article") == 500
     assert 'id="j04999.result.yaml"' in text and "4500 older jobs are not shown" in text
     assert elapsed < 8, f"building took {elapsed:.2f} s"
+
+
+# ---------------------------------------------------------------- rebuilding with a cache
+
+
+def fixed_page(outbox: Path, cache: CardCache | None, **kw: Any) -> str:
+    return build_gallery(outbox, tz=timezone.utc, now=lambda: T0, cache=cache, **kw)
+
+
+def test_cached_rebuild_shows_edited_replaced_and_deleted_sidecars(outbox: Path) -> None:
+    """A rebuild with a warm cache shows what is on disk now, as a build from scratch does."""
+    cache = CardCache()
+    for i in range(4):
+        add_result(outbox, f"job{i}", prompt=f"prompt {i}", minutes=i)
+    assert "prompt 3" in fixed_page(outbox, cache)
+    edited = outbox / "job3.result.yaml"
+    edited.write_text(edited.read_text().replace("prompt: prompt 3", "prompt: a new prompt 3"))
+    (outbox / "job2.result.yaml").unlink()
+    # Same size and mtime, new inode: an atomic replace by another writer.
+    swapped = outbox / "job1.result.yaml"
+    before = swapped.stat()
+    fresh = outbox / "fresh.tmp"
+    fresh.write_text(swapped.read_text().replace("prompt 1", "PROMPT 1"))
+    os.utime(fresh, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(fresh, swapped)
+
+    text = fixed_page(outbox, cache)
+    prompts = Page(text).texts["prompt"]
+    assert prompts == ["a new prompt 3", "PROMPT 1", "prompt 0"]
+    assert "3 jobs: newest first." in text
+    assert text == fixed_page(outbox, None)
+
+
+def test_cached_rebuild_reads_only_the_new_sidecar(outbox: Path) -> None:
+    """After one build, adding a sidecar makes the next build read that file, not the others."""
+    cache = CardCache()
+    for i in range(30):
+        add_result(outbox, f"job{i:02}", minutes=i)
+    fixed_page(outbox, cache, limit=10)
+    reads = cache.reads
+    add_error(outbox, "newest", minutes=99)
+    text = fixed_page(outbox, cache, limit=10)
+    assert cache.reads - reads <= 2  # its time line, then the whole card
+    assert Page(text).all("article")[0]["id"] == "newest.error.yaml"
+    assert text == fixed_page(outbox, None, limit=10)
+
+
+@pytest.mark.parametrize("bounds", [{"max_entries": 3}, {"max_card_bytes": 1500}])
+def test_a_bounded_cache_gives_the_same_page(outbox: Path, bounds: dict[str, int]) -> None:
+    """A cache too small for the outbox stays within its bounds and changes nothing on the page."""
+    cache = CardCache(**bounds)
+    for i in range(8):
+        add_result(outbox, f"job{i}", minutes=i)
+    (outbox / "zz.result.yaml").write_text("no time line: [\n")
+    first = fixed_page(outbox, cache, limit=5)
+    add_result(outbox, "job8", minutes=8)
+    second = fixed_page(outbox, cache, limit=5)
+    assert len(cache) <= bounds.get("max_entries", 100)
+    assert second == fixed_page(outbox, None, limit=5) and second != first
+    assert [a["id"] for a in Page(second).all("article")][:2] == [
+        "job8.result.yaml",
+        "job7.result.yaml",
+    ]
+
+
+def test_a_fifo_named_like_a_sidecar_does_not_hang_the_build(outbox: Path) -> None:
+    """A named pipe or a folder with a sidecar's name is skipped instead of blocking the build."""
+    add_result(outbox, "good")
+    os.mkfifo(outbox / "pipe.result.yaml")
+    (outbox / "folder.error.yaml").mkdir()
+    assert [a["id"] for a in page(outbox).all("article")] == ["good.result.yaml"]
 
 
 # ---------------------------------------------------------------- in a real browser
