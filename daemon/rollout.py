@@ -7,12 +7,12 @@ is decoded from its range, so memory stays near the size of the images kept.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import io
 import json
 import re
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,8 +22,12 @@ from daemon.images import ImageFormat, sniff_format
 
 _THREAD_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{7,79}")
 _CHUNK = 1 << 20
-# A line shorter than this is parsed whole; a longer one keeps its big strings in the file.
-_INLINE_LINE_MAX = 2 << 20
+# Lines are read a quarter MiB at a time into one small buffer: a fresh buffer costs a page
+# fault per 4 KiB, more than the read itself on a small log.
+_READ = 256 << 10
+# A line shorter than this is parsed whole; a longer one keeps its big strings in the file, so
+# an image is decoded from the file's bytes without passing through a Python str.
+_INLINE_LINE_MAX = 128 << 10
 # Strings longer than this inside a long line are left in the file as byte ranges.
 _BLOB_MIN = 64 << 10
 _BLOB_MARK = "\x00rollout-blob:"
@@ -89,10 +93,13 @@ def _named_candidates(codex_home: Path, thread_id: str) -> list[Path]:
         return []
     if parsed.version != 7:
         return []
-    created = datetime.fromtimestamp((parsed.int >> 80) / 1000).astimezone()
+    try:
+        created = datetime.fromtimestamp((parsed.int >> 80) / 1000).astimezone()
+        times = [created + timedelta(seconds=delta) for delta in (0, 1, -1)]
+    except (ValueError, OverflowError, OSError):
+        return []  # a version-7 id whose time no calendar holds: leave it to the folder search
     paths = []
-    for delta in (0, 1, -1):
-        t = created + timedelta(seconds=delta)
+    for t in times:
         name = f"rollout-{t:%Y-%m-%dT%H-%M-%S}-{thread_id}.jsonl"
         paths.append(codex_home / "sessions" / f"{t:%Y}" / f"{t:%m}" / f"{t:%d}" / name)
     return paths
@@ -116,6 +123,30 @@ def generated_images(codex_home: Path, thread_id: str) -> list[FoundImage]:
 
 # --- reading lines -----------------------------------------------------------------------------
 
+# A line's kind and payload type, read off its first bytes without parsing it. The pattern
+# matches only a prefix of the JSON grammar itself (scalar members, strings without escapes,
+# nothing that can cross a line), so a match is exact for valid JSON; anything else (other key
+# orders, whitespace, a nested value first) leaves a group empty and the line is parsed whole.
+_SCALAR = rb'(?:"[^"\\\n]*"|-?[0-9][0-9.eE+-]*|true|false|null)'
+_MEMBER = rb'"[A-Za-z_]+":' + _SCALAR
+_LINE_HEAD = re.compile(
+    rb"\{(?:" + _MEMBER + rb",)*" + rb'"type":"([A-Za-z_]+)"'
+    rb"(?:," + _MEMBER + rb")*"
+    rb',"payload":\{(?:' + _MEMBER + rb",)*" + rb'"type":"([A-Za-z_]+)"'
+    rb"|\{(?:" + _MEMBER + rb",)*" + rb'"type":"([A-Za-z_]+)"'
+)
+_HEAD = 1024  # codex writes both types within the first ~150 bytes of a line
+
+
+def _line_types(buf: bytearray, pos: int, end: int) -> tuple[bytes | None, bytes | None]:
+    """(kind, payload type) of the line starting at `pos`; None where the head does not say."""
+    match = _LINE_HEAD.match(buf, pos, min(end, pos + _HEAD))
+    if match is None:
+        return None, None
+    if match[1] is not None:
+        return match[1], match[2]
+    return match[3], None
+
 
 @dataclass(frozen=True, slots=True)
 class _Blob:
@@ -126,96 +157,145 @@ class _Blob:
 
 
 class _Lines:
-    """Yields (value, blobs) for each complete JSONL line; split on b"\\n" only."""
+    """Yields (value, blobs) for each complete JSONL line `wanted` keeps; split on b"\\n" only.
 
-    def __init__(self, f: BinaryIO) -> None:
+    Lines `wanted` turns down by their head are stepped over without being copied or parsed.
+    One fixed buffer is read into, so no chunk is copied to join it to the rest of a line.
+    """
+
+    def __init__(
+        self, f: io.RawIOBase, wanted: Callable[[bytes | None, bytes | None], bool]
+    ) -> None:
         self.f = f
-        self.buf = b""
+        self.wanted = wanted
+        # Room for the start of a line being kept (or classified) plus one read after it.
+        self.buf = bytearray(max(_INLINE_LINE_MAX, _HEAD) + _READ)
+        self.view = memoryview(self.buf)
         self.pos = 0  # next unread byte in buf
+        self.end = 0  # end of the bytes read into buf
         self.base = 0  # file offset of buf[0]
-        self.eof = False
 
     def _refill(self) -> bool:
-        chunk = self.f.read(_CHUNK)
-        if not chunk:
-            self.eof = True
+        """Move the unread bytes to the front and read more after them; False at end of file."""
+        kept = self.end - self.pos
+        if self.pos:
+            self.buf[:kept] = self.buf[self.pos : self.end]
+            self.base += self.pos
+            self.pos, self.end = 0, kept
+        read = self.f.readinto(self.view[self.end :])
+        if not read:
             return False
-        self.base += self.pos
-        self.buf = self.buf[self.pos :] + chunk
-        self.pos = 0
+        self.end += read
         return True
 
     def __iter__(self) -> Iterator[tuple[Any, list[_Blob]]]:
+        while self._fill_head():
+            if self.wanted(*_line_types(self.buf, self.pos, self.end)):
+                yield from self._take_line()
+            else:
+                self._skip_line()
+
+    def _fill_head(self) -> bool:
+        """Read until the next line's head or end is in the buffer; False when none is left."""
+        while self.end - self.pos < _HEAD and self.buf.find(b"\n", self.pos, self.end) < 0:
+            if not self._refill():
+                break
+        return self.pos < self.end
+
+    def _skip_line(self) -> None:
         while True:
-            nl = self.buf.find(b"\n", self.pos)
+            nl = self.buf.find(b"\n", self.pos, self.end)
             if nl >= 0:
-                line, self.pos = self.buf[self.pos : nl], nl + 1
-                yield from _loads(line, [])
-            elif len(self.buf) - self.pos >= _INLINE_LINE_MAX:
+                self.pos = nl + 1
+                return
+            self.pos = self.end  # nothing of a skipped line is kept
+            if not self._refill():
+                return
+
+    def _take_line(self) -> Iterator[tuple[Any, list[_Blob]]]:
+        searched = self.pos
+        while True:
+            nl = self.buf.find(b"\n", searched, self.end)
+            if (nl if nl >= 0 else self.end) - self.pos >= _INLINE_LINE_MAX:
                 skeleton, blobs = self._long_line()
                 if skeleton is not None:
                     yield from _loads(skeleton, blobs)
-            elif not self._refill():
-                # A last line without "\n": kept if whole, dropped if the run was killed mid-write.
-                yield from _loads(self.buf[self.pos :], [])
                 return
+            if nl >= 0:
+                line, self.pos = self.buf[self.pos : nl], nl + 1
+                yield from _loads(line, [])
+                return
+            searched = self.end - self.pos  # offsets move to the front on refill
+            if not self._refill():
+                # A last line without "\n": kept if whole, dropped if the run was killed mid-write.
+                line, self.pos = self.buf[self.pos : self.end], self.end
+                yield from _loads(line, [])
+                return
+            searched += self.pos
 
     def _long_line(self) -> tuple[bytes | None, list[_Blob]]:
-        """Copy the line minus its big strings; None when the file ends inside it."""
+        """Copy the line minus its big strings; None when it ends inside a string."""
         out = bytearray()
         blobs: list[_Blob] = []
         while True:
-            quote = self.buf.find(b'"', self.pos)
-            nl = self.buf.find(b"\n", self.pos, quote if quote >= 0 else len(self.buf))
+            quote = self.buf.find(b'"', self.pos, self.end)
+            nl = self.buf.find(b"\n", self.pos, quote if quote >= 0 else self.end)
             if nl >= 0:
-                out += self.buf[self.pos : nl]
+                out += self.view[self.pos : nl]
                 self.pos = nl + 1
                 return bytes(out), blobs
             if quote < 0:
-                out += self.buf[self.pos :]
-                self.pos = len(self.buf)
+                out += self.view[self.pos : self.end]
+                self.pos = self.end
                 if not self._refill():
                     return None, blobs
                 continue
-            out += self.buf[self.pos : quote]
+            out += self.view[self.pos : quote]
             self.pos = quote + 1
             if not self._string(out, blobs):
                 return None, blobs
 
     def _string(self, out: bytearray, blobs: list[_Blob]) -> bool:
-        """Consume one string body after its opening quote; False at end of file."""
-        start, mark, big = self.base + self.pos, len(out), False
+        """Consume one string body after its opening quote; False if the line ends inside it."""
+        start, mark, odd = self.base + self.pos, len(out), False
         out += b'"'
         while True:
-            quote = self.buf.find(b'"', self.pos)
-            stop = quote if quote >= 0 else len(self.buf)
-            escape = self.buf.find(b"\\", self.pos, stop)
-            if escape >= 0 and escape + 1 < len(self.buf):
-                stop = escape + 2  # copy the escape pair, then look again
-            elif escape >= 0:
-                stop = escape  # the escaped byte is in the next chunk
-            if not big:
-                out += self.buf[self.pos : stop]
-            self.pos = stop
-            if not big and len(out) - mark > _BLOB_MIN:
-                big = True
-                del out[mark:]
-            if escape < 0 and quote >= 0:
-                self.pos = quote + 1
-                end = self.base + quote
-                break
-            needs_more = escape < 0 or escape + 1 >= len(self.buf)
-            if needs_more and not self._refill():
+            quote = self.buf.find(b'"', self.pos, self.end)
+            nl = self.buf.find(b"\n", self.pos, quote if quote >= 0 else self.end)
+            if nl >= 0:  # a broken line: stop here rather than swallow the lines after it
+                self.pos = nl
                 return False
-        if big:
-            blobs.append(_Blob(start, end))
+            odd = self._odd_backslashes(quote if quote >= 0 else self.end, odd)
+            if quote >= 0 and not odd:
+                break
+            stop = quote + 1 if quote >= 0 else self.end  # an escaped quote is string content
+            if len(out) - mark <= _BLOB_MIN:
+                out += self.view[self.pos : stop]
+            self.pos, odd = stop, odd and quote < 0
+            if quote < 0 and not self._refill():
+                return False
+        if len(out) - mark <= _BLOB_MIN:
+            out += self.view[self.pos : quote]
+        self.pos = quote + 1
+        if len(out) - mark > _BLOB_MIN:
+            del out[mark:]
+            blobs.append(_Blob(start, self.base + quote))
             out += b'"\\u0000rollout-blob:%d"' % (len(blobs) - 1)
         else:
             out += b'"'
         return True
 
+    def _odd_backslashes(self, stop: int, odd: bool) -> bool:
+        """Whether the string read so far, up to `stop`, ends in an odd run of backslashes."""
+        i = stop
+        while i > self.pos and self.buf[i - 1] == 0x5C:
+            i -= 1
+        run_is_odd = bool((stop - i) & 1)
+        # A run reaching back to where this look started continues the run carried from before.
+        return odd != run_is_odd if i == self.pos else run_is_odd
 
-def _loads(line: bytes, blobs: list[_Blob]) -> Iterator[tuple[Any, list[_Blob]]]:
+
+def _loads(line: bytes | bytearray, blobs: list[_Blob]) -> Iterator[tuple[Any, list[_Blob]]]:
     if not line.strip():
         return
     try:
@@ -275,28 +355,40 @@ class _Strings:
             yield chunk
 
 
-def _decode_base64(chunks: Iterator[bytes]) -> tuple[bytes, str] | None:
-    """Decode base64 (or a base64 data URL) chunk by chunk; returns (bytes, sha256 hex)."""
-    out, digest, carry, first = io.BytesIO(), hashlib.sha256(), b"", True
+def _a2b_plain(data: bytes) -> bytes:
+    """Decode whole groups of pure base64 alphabet; binascii.Error for anything else."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(data, strict_mode=True)
+    if len(data) % 4 or len(data.translate(None, _NOT_B64)) != len(data):
+        raise binascii.Error("not plain base64")
+    return binascii.a2b_base64(data)
+
+
+def _decode_base64(chunks: Iterator[bytes]) -> bytes | None:
+    """Decode base64 (or a base64 data URL) chunk by chunk."""
+    out, carry, first, plain = io.BytesIO(), b"", True, True
     try:
         for chunk in chunks:
             if first and chunk.startswith(b"data:"):
                 chunk = chunk[chunk.find(b",") + 1 :]
             first = False
+            if plain and not carry:
+                # A result is one unescaped run of base64: decode it without a filtering pass.
+                try:
+                    out.write(_a2b_plain(chunk))
+                    continue
+                except binascii.Error:
+                    plain = False
             # Drops JSON escape backslashes ("\/" -> "/") and line breaks along with junk.
             data = carry + chunk.translate(None, _NOT_B64)
             whole = len(data) - len(data) % 4
-            piece = binascii.a2b_base64(data[:whole])
+            out.write(binascii.a2b_base64(data[:whole]))
             carry = data[whole:]
-            out.write(piece)
-            digest.update(piece)
         if carry:
-            piece = binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
-            out.write(piece)
-            digest.update(piece)
+            out.write(binascii.a2b_base64(carry + b"=" * (-len(carry) % 4)))
     except binascii.Error:
         return None
-    return out.getvalue(), digest.hexdigest()
+    return out.getvalue()
 
 
 # --- what the lines mean -----------------------------------------------------------------------
@@ -329,9 +421,10 @@ def _pick_reason(text: str) -> str | None:
     return None
 
 
-def _failure_text(failure: object) -> str | None:
-    if isinstance(failure, str) and failure.strip():
-        return failure.strip()[:_REASON_MAX]
+def _failure_text(failure: object, strings: _Strings) -> str | None:
+    text = strings.text(failure, _REASON_MAX * 4)
+    if text is not None and text.strip():
+        return text.strip()[:_REASON_MAX]
     if isinstance(failure, dict):
         for key in ("message", "reason", "error"):
             if isinstance(failure.get(key), str):
@@ -348,6 +441,12 @@ def _error_kind(info: object) -> str | None:
     return None
 
 
+# The payload types _Scanner acts on; lines of any other type are skipped unparsed.
+_ITEMS = frozenset({b"image_generation_call"})
+_TOOL_OUTPUTS = frozenset({b"function_call_output", b"custom_tool_call_output"})
+_EVENTS = frozenset({b"image_generation_end", b"item_completed", b"task_complete", b"error"})
+
+
 @dataclass(slots=True)
 class _Scanner:
     """Accumulates what the lines of one log say, in order."""
@@ -356,12 +455,23 @@ class _Scanner:
     refusals: list[str] = field(default_factory=list)
     pending: list[str | None] = field(default_factory=list)  # failures awaiting their reason
     seen_calls: set[str] = field(default_factory=set)
-    seen_digests: set[str] = field(default_factory=set)
     turn_error: str | None = None
     turn_error_kind: str | None = None
     error_event: tuple[str | None, str | None] | None = None
     completed: bool = False
     cli_version: str | None = None
+
+    def wanted(self, kind: bytes | None, ptype: bytes | None) -> bool:
+        """Whether a line of this kind and payload type can change the scan; None is unknown."""
+        if kind is None or kind == b"session_meta":
+            return True
+        if kind == b"event_msg":
+            return ptype is None or ptype in _EVENTS
+        if kind == b"response_item":
+            if ptype in _TOOL_OUTPUTS:
+                return bool(self.pending)  # read only for a failed generation's reason
+            return ptype is None or ptype in _ITEMS
+        return False  # turn_context, world_state, compacted, token_usage_record, ...
 
     def line(self, line: dict[str, Any], strings: _Strings) -> None:
         payload = line.get("payload")
@@ -376,12 +486,13 @@ class _Scanner:
             self._event(ptype, payload, strings)
 
     def _response_item(self, ptype: object, payload: dict[str, Any], strings: _Strings) -> None:
-        if ptype == "image_generation_call":  # 0.111-0.142, hosted tool
+        if ptype == "image_generation_call":  # 0.111-0.142, hosted tool (in _ITEMS)
             self._generation(payload, payload.get("id"), payload.get("revised_prompt"), strings)
-        elif ptype in ("function_call_output", "custom_tool_call_output"):
+        elif ptype in ("function_call_output", "custom_tool_call_output"):  # _TOOL_OUTPUTS
             self._tool_output(_output_text(payload.get("output"), strings))
 
     def _event(self, ptype: object, payload: dict[str, Any], strings: _Strings) -> None:
+        # Every payload type handled here is in _EVENTS, or its lines are never read.
         if ptype == "image_generation_end":  # 0.117-0.145
             self._generation(
                 payload, payload.get("call_id"), payload.get("revised_prompt"), strings
@@ -409,21 +520,20 @@ class _Scanner:
         if item.get("status") == "failed":
             if call is not None:
                 self.seen_calls.add(call)
-            self.pending.append(_failure_text(item.get("failure")))
+            self.pending.append(_failure_text(item.get("failure"), strings))
             return
         result = item.get("result")
         if not result or not isinstance(result, str):
             return
-        decoded = _decode_base64(strings.chunks(result))
-        if decoded is None:
+        data = _decode_base64(strings.chunks(result))
+        if data is None:
             return
-        data, digest = decoded
         fmt = sniff_format(data[:16])
-        if fmt is None or digest in self.seen_digests:
+        # Bytes compare by length first: a second image costs a memcmp only on equal sizes.
+        if fmt is None or any(data == image.data for image in self.images):
             return
         if call is not None:
             self.seen_calls.add(call)
-        self.seen_digests.add(digest)
         self.images.append(FoundImage(data, fmt, call, strings.text(revised)))
 
     def _tool_output(self, text: str) -> None:
@@ -448,7 +558,7 @@ class _Scanner:
 def scan_rollout(path: Path) -> RolloutScan:
     """Everything one session log says about its run's images, refusals and turn outcome."""
     scanner = _Scanner()
-    with path.open("rb") as lines_file, path.open("rb") as blob_file:
-        for line, blobs in _Lines(lines_file):
+    with path.open("rb", buffering=0) as lines_file, path.open("rb") as blob_file:
+        for line, blobs in _Lines(lines_file, scanner.wanted):
             scanner.line(line, _Strings(blob_file, blobs))
     return scanner.result()
