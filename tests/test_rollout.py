@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from daemon import rollout
 from daemon.images import ImageFormat
 from daemon.rollout import (
     GENERIC_REFUSAL,
@@ -326,6 +327,100 @@ def test_blank_and_garbage_lines_are_skipped(tmp_path: Path) -> None:
     assert [i.data for i in scan_rollout(path).images] == [tiny_png(1)]
 
 
+def _render_as(lines: list[dict[str, Any]], layout: str) -> bytes:
+    if layout == "payload-sorted":  # "type" first at the top, after nested values in the payload
+        lines = [{**line, "payload": dict(sorted(line["payload"].items()))} for line in lines]
+    dumps: dict[str, Any] = {
+        "sorted-keys": {"sort_keys": True, "separators": (",", ":")},
+        "spaced": {},
+        "payload-sorted": {"separators": (",", ":")},
+    }[layout]
+    return b"".join(json.dumps(line, **dumps).encode() + b"\n" for line in lines)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("layout", ["sorted-keys", "spaced", "payload-sorted"])
+def test_lines_in_another_key_order_or_spacing_are_read_the_same(
+    tmp_path: Path, version: str, layout: str
+) -> None:
+    """Keys in another order, or spaces after separators, still give every image and refusal."""
+    images = [tiny_png(1), fake_jpeg(b"second")]
+    run = Run(version=version, images=images, refusals=[MODERATION_FAILURE])
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(_render_as(rollout_lines(run), layout))
+
+    scan = scan_rollout(path)
+
+    client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
+    assert [i.data for i in scan.images] == images
+    assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
+    assert scan.completed and scan.cli_version == version
+
+
+@pytest.mark.parametrize("version", ["0.125.0", "0.144.0", "0.169.0"])
+def test_image_lines_quoted_inside_a_prompt_are_not_taken(tmp_path: Path, version: str) -> None:
+    """A prompt holding the text of image and task_complete lines yields only the real image."""
+    decoys = rollout_lines(Run(version=version, images=[tiny_png(9)], turn_error="decoy"))
+    prompt = "\n".join(json.dumps(line) for line in decoys)
+    image = tiny_png(1)
+    path = write_rollout(
+        tmp_path / "log.jsonl", Run(version=version, prompt=prompt, images=[image])
+    )
+
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == [image]
+    assert scan.turn_error is None and scan.completed
+
+
+def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> None:
+    """Token counts and world state between a failure and its tool output do not lose the reason."""
+    lines = rollout_lines(Run(refusals=[MODERATION_FAILURE]))
+    at = next(
+        n
+        for n, line in enumerate(lines)
+        if line["payload"].get("type") == "item_completed"
+        and line["payload"]["item"].get("kind") == "image_gen.generation"
+    )
+    between = [
+        {"timestamp": "t", "type": "event_msg", "payload": {"type": "token_count", "info": None}},
+        {"timestamp": "t", "type": "world_state", "payload": {"full": True, "state": {}}},
+        {"timestamp": "t", "type": "response_item", "payload": {"type": "reasoning", "id": "r"}},
+    ]
+    path = write_lines(tmp_path / "log.jsonl", lines[: at + 1] + between + lines[at + 1 :])
+
+    assert scan_rollout(path).refusals == (MODERATION_FAILURE,)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("read,inline,head", [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
+def test_tiny_reads_split_every_line_string_and_escape_the_same_way(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    read: int,
+    inline: int,
+    head: int,
+) -> None:
+    """With reads of a few bytes, escapes, backslash runs and U+2028 across reads decode exactly."""
+    monkeypatch.setattr(rollout, "_READ", read)
+    monkeypatch.setattr(rollout, "_INLINE_LINE_MAX", inline)
+    monkeypatch.setattr(rollout, "_HEAD", head)
+    monkeypatch.setattr(rollout, "_BLOB_MIN", 64)  # longer than any key or type name
+    prompt = 'a "quoted" \\ word, \\\\ four\u2028 \\" and a trailing \\'
+    images = [tiny_png(1), fake_webp(b"x" * 300)]
+    run = Run(version=version, prompt=prompt, images=images, refusals=[MODERATION_FAILURE])
+    path = write_rollout(tmp_path / "log.jsonl", run)
+
+    scan = scan_rollout(path)
+
+    client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
+    assert [i.data for i in scan.images] == images
+    assert [i.revised_prompt for i in scan.images] == [f"revised: {prompt} #{n}" for n in (0, 1)]
+    assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
+    assert scan.completed and scan.cli_version == version
+
+
 # --- the real captured 0.169 logs -----------------------------------------------------------------
 
 
@@ -538,3 +633,14 @@ def test_a_uuid7_thread_log_is_found_without_listing_any_folder(
     monkeypatch.setattr(Path, "iterdir", no_listing)
     found = find_session_log(tmp_path, thread_id, started_at=created)
     assert found == log
+
+
+def test_a_uuid7_id_with_an_impossible_time_is_looked_for_in_the_date_folders(
+    tmp_path: Path,
+) -> None:
+    """A version-7 id whose time is past year 9999 does not crash the search: folders are used."""
+    thread_id = "ffffffff-ffff-7fff-bfff-ffffffffffff"  # 2^48-1 ms: the year 10889
+    started = datetime.now().astimezone()
+    path = write_rollout(session_log_path(tmp_path, thread_id, started), Run(thread_id=thread_id))
+
+    assert find_session_log(tmp_path, thread_id, started_at=started) == path
