@@ -1,7 +1,8 @@
 """Find one codex run's session log and stream it for the images that run generated.
 
-Big JSON strings are never loaded: they stay in the file as byte ranges and only a result image
-is decoded from its range, so memory stays near the size of the images kept.
+Lines that cannot matter are stepped over by their first bytes, unparsed. Big JSON strings are
+never loaded: they stay in the file as byte ranges and only a result image is decoded from its
+range, so memory stays near the size of the images kept.
 """
 
 from __future__ import annotations
