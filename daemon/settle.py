@@ -15,18 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 
 from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
 from daemon.images import IMAGE_EXTENSIONS
 from daemon.job import JOB_SUFFIX, MAX_JOB_BYTES
 from daemon.job import is_job_file as _is_job_name
+from daemon.logs import get_logger
 
-_log = structlog.get_logger()
+_log = get_logger()
 
 # File timestamps come from the kernel's coarse clock, up to a scheduler tick behind time_ns().
 _TIMESTAMP_LAG_NS = 20_000_000
+
+# A held-back file is looked at again once its change time clears the lag, plus this margin for
+# the time between reading the clock and listing.
+_ADMIT_MARGIN_SEC = 0.005
+
+# A change time that stays ahead of our clock (a file server's clock on a network mount) must not
+# hold a file back forever: it is admitted after this long. It also spaces the forced admission
+# well beyond the lag, so older files missed by the first listing are admitted with it.
+_HOLD_LIMIT_SEC = 0.5
 
 Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
 
@@ -102,6 +111,11 @@ class _Candidate:
     name: str
     seen_at: float
     stable_since: float
+    ctime_ns: int = 0
+    admit_at: float | None = None
+    """While held back: when a listing will admit it (see Settler._admit)."""
+    due: float | None = None
+    """When a look may next change its state without any event (None: only events or rechecks)."""
     signature: Signature = ()
     parsed: tuple[int, int] | None = None
     parses: bool = False
@@ -179,22 +193,33 @@ class Settler:
         self._log = log
         self._candidates: dict[str, _Candidate] = {}  # insertion order is arrival order
         self._delivered: set[str] = set()
-        self._deferred: set[str] = set()
+        self._held: dict[str, _Candidate] = {}  # seen, not queued yet: see _admit
 
     def update(self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None) -> None:
         """Take a fresh listing of the inbox root and re-check every waiting job.
 
         `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read;
-        without it, every new job file in `names` is admitted at once.
+        without it, every new job file in `names` is admitted at once. `now` should be read
+        after the listing, so that a job is never thought stable for longer than it was seen.
         """
         listing = Listing.of(names)
         self._delivered &= listing.jobs  # a handed-over job that left may come back as new
-        for name in [n for n in self._candidates if n not in listing.jobs]:
-            del self._candidates[name]
-            self._log.info("job.dropped", job=name, reason="gone before it was taken")
+        for pending in (self._candidates, self._held):
+            for name in [n for n in pending if n not in listing.jobs]:
+                del pending[name]
+                self._log.info("job.dropped", job=name, reason="gone before it was taken")
         self._admit(listing, now, listed_at_ns)
-        for candidate in self._candidates.values():
+        for candidate in (*self._candidates.values(), *self._held.values()):
             self._check(candidate, listing, now)
+
+    def next_due(self) -> float | None:
+        """The earliest time (on the clock `update` is given) a look may make progress by itself:
+        a job's settle time or grace running out, or a held-back file's admission. None when no
+        job waits for a time; changes are noticed by events and periodic rechecks instead."""
+        times = [c.due for c in self._candidates.values()]
+        for held in self._held.values():
+            times += [held.due, held.admit_at]
+        return min((t for t in times if t is not None), default=None)
 
     def take(self) -> Path | None:
         """Hand over the earliest-arrived READY job, or None when none is ready."""
@@ -212,7 +237,7 @@ class Settler:
     def counts(self) -> dict[JobState, int]:
         """How many jobs wait in each state."""
         counts = dict.fromkeys(JobState, 0)
-        counts[JobState.SETTLING] = len(self._deferred)
+        counts[JobState.SETTLING] = len(self._held)
         for candidate in self._candidates.values():
             counts[candidate.state] += 1
         return counts
@@ -220,25 +245,39 @@ class Settler:
     @property
     def busy(self) -> bool:
         """True while some job waits, so the inbox must be looked at again soon."""
-        return bool(self._candidates or self._deferred)
+        return bool(self._candidates or self._held)
 
     def _admit(self, listing: Listing, now: float, listed_at_ns: int | None) -> None:
         """Queue new job files in arrival order: by inode change time, then name.
 
         A file whose change time is not clearly before the listing began may have been created
         while it ran, with older siblings not returned by it (directory order is hash order on
-        ext4): it waits one pass, so that files are admitted in the order they arrived.
+        ext4): it is held back until a listing that began after its change time cleared the lag,
+        which returns every older file too. Held files are checked meanwhile, so the wait does
+        not add to their settle time.
         """
-        new = {}
         for name in listing.jobs:
-            if name not in self._candidates and name not in self._delivered:
-                new[name] = self._ctime(name)
+            if name in self._candidates or name in self._held or name in self._delivered:
+                continue
+            ctime = self._ctime(name)
+            self._held[name] = _Candidate(name, seen_at=now, stable_since=now, ctime_ns=ctime)
         cutoff = 2**63 if listed_at_ns is None else listed_at_ns - _TIMESTAMP_LAG_NS
-        admitted = [n for n, ct in new.items() if ct < cutoff or n in self._deferred]
-        self._deferred = set(new) - set(admitted)
-        for name in sorted(admitted, key=lambda n: (new[n], n)):
-            self._candidates[name] = _Candidate(name, seen_at=now, stable_since=now)
-            self._log.debug("job.seen", job=name)
+        admitted = [
+            held
+            for held in self._held.values()
+            if held.ctime_ns < cutoff or now - held.seen_at >= _HOLD_LIMIT_SEC
+        ]
+        floor = float("-inf")
+        for candidate in sorted(admitted, key=lambda c: (c.ctime_ns, c.name)):
+            # Not stable before an older file admitted with it, which this listing saw first:
+            # otherwise it could be ready, and handed over, a pass before that one.
+            floor = candidate.stable_since = max(floor, candidate.stable_since)
+            del self._held[candidate.name]
+            self._candidates[candidate.name] = candidate
+            self._log.debug("job.seen", job=candidate.name)
+        for candidate in self._held.values():
+            clears = now + max((candidate.ctime_ns - cutoff) / 1e9, 0.0) + _ADMIT_MARGIN_SEC
+            candidate.admit_at = min(clears, candidate.seen_at + _HOLD_LIMIT_SEC)
 
     def _ctime(self, name: str) -> int:
         try:
@@ -249,31 +288,53 @@ class Settler:
     def _check(self, candidate: _Candidate, listing: Listing, now: float) -> None:
         """Move one job between SETTLING, WAITING and READY."""
         look = self._look(candidate, listing)
-        if look.signature != candidate.signature or look.job_stat is None:
-            candidate.signature, candidate.stable_since = look.signature, now
-            self._set_state(candidate, JobState.SETTLING)
+        if self._changed(candidate, look, now):
             return
         if look.evicted:
-            candidate.stable_since = now  # once downloaded, it still has to settle
+            candidate.stable_since, candidate.due = now, None  # once downloaded, it still settles
             self._set_state(candidate, JobState.WAITING, note="job.not_downloaded")
             return
-        quiet = now - candidate.stable_since
-        if quiet < self.settle_sec:
+        settled_at = candidate.stable_since + self.settle_sec
+        if now < settled_at:
+            candidate.due = settled_at
+            self._set_state(candidate, JobState.SETTLING)  # its settle time may have moved later
             return
         if candidate.parsed != look.job_stat:
-            candidate.parsed = look.job_stat
-            candidate.parses, candidate.refs = _parse(self.inbox / candidate.name)
-            return  # newly named references join the signature on the next tick
-        self._decide(candidate, look, quiet)
+            look = self._read(candidate, look, listing)
+            if self._changed(candidate, look, now):
+                return
+        self._decide(candidate, look, now)
 
-    def _decide(self, candidate: _Candidate, look: _Look, quiet: float) -> None:
+    def _changed(self, candidate: _Candidate, look: _Look, now: float) -> bool:
+        """Restart the settle time when the job or a reference changed, or the job is no file."""
+        if look.signature == candidate.signature and look.job_stat is not None:
+            return False
+        candidate.signature, candidate.stable_since = look.signature, now
+        candidate.due = now + self.settle_sec
+        self._set_state(candidate, JobState.SETTLING)
+        return True
+
+    def _read(self, candidate: _Candidate, look: _Look, listing: Listing) -> _Look:
+        """Parse a settled job file, then look again within the same pass.
+
+        A change while it was read, or references it newly names, restart the settle time now
+        rather than a pass later; otherwise the job can be decided on at once.
+        """
+        candidate.parsed = look.job_stat
+        candidate.parses, candidate.refs = _parse(self.inbox / candidate.name)
+        return self._look(candidate, listing)
+
+    def _decide(self, candidate: _Candidate, look: _Look, now: float) -> None:
         """A settled job: READY, unless it does not parse or lacks references and grace remains."""
-        overdue = quiet >= self.grace_sec
+        overdue_at = candidate.stable_since + self.grace_sec
+        overdue = now >= overdue_at
+        candidate.due = None if overdue else overdue_at
         if not candidate.parses and not overdue:
             self._set_state(candidate, JobState.SETTLING, note="job.unparsable")
         elif look.refs_missing and not overdue:
             self._set_state(candidate, JobState.WAITING, note="job.references_missing")
         else:
+            candidate.due = None  # edits are seen by events and rechecks, not by the clock
             self._set_state(candidate, JobState.READY)
 
     def _look(self, candidate: _Candidate, listing: Listing) -> _Look:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-import structlog
 from watchdog.events import (
     FileClosedNoWriteEvent,
     FileOpenedEvent,
@@ -27,9 +26,15 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ignore import icloud_stub_target, is_ignored
+from daemon.logs import get_logger
 from daemon.settle import JobState, Settler
 
-_log = structlog.get_logger()
+_log = get_logger()
+
+# Passes over the inbox are kept apart by at least this, and by this many times what the last
+# one took: a storm of events (a burst of copies, a slow writer) cannot keep the thread busy.
+_MIN_PASS_GAP_SEC = 0.01
+_PASS_GAP_FACTOR = 4
 
 # Why the native observer could not start, and what the user can do about it.
 _NATIVE_FAILURE_HINTS = {
@@ -129,7 +134,11 @@ class InboxWatcher:
         self._settler = Settler(
             self.inbox, settle_sec=settle_sec, grace_sec=grace, stat=stat, log=self._log
         )
-        self._tick_sec = min(max(settle_sec / 4, 0.05), 0.5)
+        # While jobs wait, each is looked at again at least this often: reference folders raise
+        # no events, and events can be lost. Settle times are met by waking when they fall due.
+        self._recheck_sec = min(max(settle_sec / 4, 0.05), 0.5)
+        self._last_pass = float("-inf")
+        self._pass_gap = _MIN_PASS_GAP_SEC
         self._check_sec = min(rescan_sec, 1.0)
         self._cond = threading.Condition()
         self._hints = _Hints()
@@ -217,16 +226,31 @@ class InboxWatcher:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if self._settler.busy:
-                self._stopping.wait(self._tick_sec)  # hints can wait: every job is re-checked
-            else:
-                self._hints.changed.wait(self._idle_wait())
+            self._wait_for_work()
             if not self._stopping.is_set():
                 self._tick()
 
-    def _idle_wait(self) -> float:
-        now = self._clock()
-        return max(0.0, min(self._next_check, self._next_rescan) - now)
+    def _wait_for_work(self) -> None:
+        """Sleep until a hint arrives or something falls due, then keep passes apart."""
+        while not self._stopping.is_set():
+            remaining = self._next_wake() - self._clock()
+            if remaining <= 0 or self._hints.changed.wait(remaining):
+                break
+        spacing = self._last_pass + self._pass_gap - self._clock()
+        if spacing > 0:
+            self._stopping.wait(spacing)
+
+    def _next_wake(self) -> float:
+        """The next watch-health check or rescan, a job's settle time, or its periodic recheck."""
+        with self._cond:
+            due = self._settler.next_due()
+            busy = self._settler.busy
+        wakes = [self._next_check, self._next_rescan]
+        if busy:
+            wakes.append(self._last_pass + self._recheck_sec)
+        if due is not None:
+            wakes.append(due)
+        return min(wakes)
 
     def _tick(self) -> None:
         """One pass: watch health, then a listing when something may have changed."""
@@ -240,6 +264,11 @@ class InboxWatcher:
             return
         if rescan:
             self._next_rescan = now + self.rescan_sec
+        self._look_at_inbox()
+
+    def _look_at_inbox(self) -> None:
+        """List the inbox root and let the settler re-check every job; note what the pass cost."""
+        started = self._clock()
         listed_at_ns = self._wall_clock()
         try:
             names = self._listdir(self.inbox)
@@ -247,8 +276,12 @@ class InboxWatcher:
             self._problem("inbox.unreadable", exc)
             return
         with self._cond:
-            self._settler.update(names, now, listed_at_ns=listed_at_ns)
+            # The clock is read after the listing: a job is never thought stable for longer
+            # than it has been seen.
+            self._settler.update(names, self._clock(), listed_at_ns=listed_at_ns)
             self._cond.notify_all()
+        self._last_pass = self._clock()
+        self._pass_gap = max(_MIN_PASS_GAP_SEC, _PASS_GAP_FACTOR * (self._last_pass - started))
 
     def _check_inbox(self) -> None:
         """Notice the inbox missing, replaced or remounted, or the observer dead; recover."""

@@ -447,3 +447,92 @@ def test_old_style_icloud_sibling_keeps_its_job_waiting(inbox: Path) -> None:
     (inbox / "photo.png").write_bytes(b"\x89PNG")
     settle(settler, clock, 1.5)
     assert settler.take() == path
+
+
+def test_stable_job_is_ready_exactly_at_settle(inbox: Path) -> None:
+    """A stable, parseable job is ready at the look settle_sec after it was seen, no later."""
+    settler, clock = make_settler(inbox)
+    path = job(inbox, "prompt")
+    seen = clock.now
+    settler.update(os.listdir(inbox), seen)
+    assert settler.next_due() == seen + 1.0
+    settler.update(os.listdir(inbox), seen + 0.999)
+    assert settler.take() is None
+    settler.update(os.listdir(inbox), seen + 1.0)
+    assert settler.take() == path
+    assert settler.next_due() is None
+
+
+def fake_ctimes(ctimes: dict[str, int]) -> Callable[[Path], os.stat_result]:
+    """A stat that reports the given inode change times (ns) for the named files."""
+
+    def stat(path: Path) -> os.stat_result:
+        st = os.stat(path)
+        if Path(path).name not in ctimes:
+            return st
+        fields = {k: getattr(st, k) for k in dir(st) if k.startswith("st_")}
+        fields["st_ctime_ns"] = ctimes[Path(path).name]
+        return SimpleNamespace(**fields)  # type: ignore[return-value]
+
+    return stat
+
+
+MS = 1_000_000
+
+
+def test_just_created_job_is_held_back_briefly_without_delaying_it(inbox: Path) -> None:
+    """A job created as the listing began is admitted by a look tens of ms later, and is still
+    ready settle_sec after it was first seen."""
+    settler, clock = make_settler(inbox, stat=fake_ctimes({"new.prompt.yaml": 1000 * MS}))
+    path = job(inbox, "new")
+    seen = clock.now
+    settler.update(os.listdir(inbox), seen, listed_at_ns=1005 * MS)
+    assert settler.counts()[JobState.SETTLING] == 1
+    admit_at = settler.next_due()
+    assert admit_at is not None and seen < admit_at <= seen + 0.05
+    later_ns = 1005 * MS + int((admit_at - seen) * 1e9)
+    settler.update(os.listdir(inbox), admit_at, listed_at_ns=later_ns)
+    assert settler.take() is None
+    settler.update(os.listdir(inbox), seen + 1.0, listed_at_ns=2005 * MS)
+    assert settler.take() == path
+
+
+def test_job_missed_by_a_listing_still_goes_first(inbox: Path) -> None:
+    """An older job a listing missed (hash order) is handed over before a newer one it returned."""
+    ctimes = {"zebra.prompt.yaml": 1000 * MS, "aardvark.prompt.yaml": 1004 * MS}
+    settler, clock = make_settler(inbox, stat=fake_ctimes(ctimes))
+    older, newer = job(inbox, "zebra"), job(inbox, "aardvark")
+    first = clock.now
+    settler.update([newer.name], first, listed_at_ns=1005 * MS)
+    settler.update([newer.name, older.name], first + 0.03, listed_at_ns=1035 * MS)
+    taken: list[Path] = []
+    for moment in (first + 1.0, first + 1.1):  # settle_sec after the first and the second look
+        settler.update(os.listdir(inbox), moment, listed_at_ns=3000 * MS)
+        taken += iter(settler.take, None)
+    assert taken == [older, newer]
+
+
+def test_change_time_ahead_of_the_clock_holds_a_job_back_only_briefly(inbox: Path) -> None:
+    """A job whose change time is in the future (a server's clock) is still handed over."""
+    settler, clock = make_settler(inbox, stat=fake_ctimes({"skewed.prompt.yaml": 10**19}))
+    path = job(inbox, "skewed")
+    first = clock.now
+    settler.update(os.listdir(inbox), first, listed_at_ns=1000 * MS)
+    assert settler.counts()[JobState.SETTLING] == 1
+    for step in (0.25, 0.5, 0.75):
+        settler.update(os.listdir(inbox), first + step, listed_at_ns=1000 * MS)
+    assert settler.take() is None
+    settler.update(os.listdir(inbox), first + 1.0, listed_at_ns=1000 * MS)
+    assert settler.take() == path
+
+
+def test_nothing_due_while_no_job_waits_for_a_time(inbox: Path) -> None:
+    """An empty inbox asks for no timed wake-up, and a job that does not parse for its grace."""
+    settler, clock = make_settler(inbox)
+    settler.update(os.listdir(inbox), clock.now)
+    assert settler.next_due() is None
+    broken = inbox / "broken.prompt.yaml"
+    broken.write_text("prompt: [unclosed\n")
+    settle(settler, clock, 1.5)
+    due = settler.next_due()
+    assert due is not None and due > clock.now + 8  # its grace runs out 10 s after first sight
