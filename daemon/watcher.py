@@ -31,8 +31,8 @@ from daemon.settle import JobState, Settler
 
 _log = get_logger()
 
-# Passes over the inbox are kept apart by at least this, and by this many times what the last
-# one took: a storm of events (a burst of copies, a slow writer) cannot keep the thread busy.
+# Passes over the inbox start at least this far apart, and this many times what the last one
+# took: a storm of events (a burst of copies, a slow writer) cannot keep the thread busy.
 _MIN_PASS_GAP_SEC = 0.01
 _PASS_GAP_FACTOR = 4
 
@@ -248,7 +248,7 @@ class InboxWatcher:
         wakes = [self._next_check, self._next_rescan]
         if busy:
             wakes.append(self._last_pass + self._recheck_sec)
-        if due is not None:
+        if due is not None and due > self._last_pass:  # else stale: that pass could not list
             wakes.append(due)
         return min(wakes)
 
@@ -268,7 +268,7 @@ class InboxWatcher:
 
     def _look_at_inbox(self) -> None:
         """List the inbox root and let the settler re-check every job; note what the pass cost."""
-        started = self._clock()
+        started = self._last_pass = self._clock()
         listed_at_ns = self._wall_clock()
         try:
             names = self._listdir(self.inbox)
@@ -280,8 +280,7 @@ class InboxWatcher:
             # than it has been seen.
             self._settler.update(names, self._clock(), listed_at_ns=listed_at_ns)
             self._cond.notify_all()
-        self._last_pass = self._clock()
-        self._pass_gap = max(_MIN_PASS_GAP_SEC, _PASS_GAP_FACTOR * (self._last_pass - started))
+        self._pass_gap = max(_MIN_PASS_GAP_SEC, _PASS_GAP_FACTOR * (self._clock() - started))
 
     def _check_inbox(self) -> None:
         """Notice the inbox missing, replaced or remounted, or the observer dead; recover."""

@@ -293,6 +293,24 @@ def test_get_returns_none_once_stopped(inbox: Path) -> None:
     assert result == [None]
 
 
+def test_unreadable_inbox_is_not_listed_in_a_tight_loop(inbox: Path) -> None:
+    """While a job waits and listing the inbox fails, the watcher retries at its recheck pace."""
+    calls: list[float] = []
+
+    def failing_listdir(path: Path) -> list[str]:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return os.listdir(path)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    job(inbox, "waiting")
+    with InboxWatcher(inbox, settle_sec=SETTLE, listdir=failing_listdir) as w:
+        wait_for(lambda: len(calls) >= 3)
+        time.sleep(1.0)  # the span whose listings are counted, not a synchronisation
+        assert w.queued() == 1
+    assert len(calls) < 60  # about 20 a second at settle 0.2 s; a tight loop makes thousands
+
+
 # --- the settle rules, on real files with a clock the test moves ------------------------------
 
 
