@@ -232,10 +232,9 @@ class InboxWatcher:
 
     def _wait_for_work(self) -> None:
         """Sleep until a hint arrives or something falls due, then keep passes apart."""
-        while not self._stopping.is_set():
-            remaining = self._next_wake() - self._clock()
-            if remaining <= 0 or self._hints.changed.wait(remaining):
-                break
+        remaining = self._next_wake() - self._clock()
+        if remaining > 0:
+            self._hints.changed.wait(remaining)  # stop() sets it too
         spacing = self._last_pass + self._pass_gap - self._clock()
         if spacing > 0:
             self._stopping.wait(spacing)
