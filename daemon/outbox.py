@@ -29,13 +29,14 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+def _write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
     tmp = _temp_name(path)
     try:
         with open(tmp, "xb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -61,10 +62,14 @@ def write_new(path: Path, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write `path` atomically, replacing the previous version (status file, gallery page)."""
+def replace_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `path` atomically, replacing the previous version (status file, gallery page).
+
+    `durable=False` skips the fsync for state that only has to survive a crash of this process
+    (the page cache keeps it), not a power cut: the status file, a job's run record.
+    """
     with _unwritable(path):
-        tmp = _write_temp(path, data)
+        tmp = _write_temp(path, data, durable=durable)
         try:
             os.replace(tmp, path)
         finally:

@@ -36,7 +36,7 @@ class RunRecord:
 
     def save(self) -> None:
         fields = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        disk.replace_file(self.path, json.dumps(fields).encode())
+        disk.replace_file(self.path, json.dumps(fields).encode(), durable=False)
 
     def set_process(self, pgid: int) -> None:
         self.pgid = pgid

@@ -42,7 +42,9 @@ class Status:
         self.updated_at = _now()
         fields = asdict(self)
         fields.pop("path")
-        replace_file(self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode())
+        replace_file(
+            self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode(), durable=False
+        )
 
 
 def read_status(outbox: Path) -> dict[str, Any] | None:
