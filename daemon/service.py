@@ -45,6 +45,9 @@ from daemon.watcher import InboxWatcher
 log = get_logger()
 
 TICK_SEC = 0.5
+# With nothing queued the loop only waits for the watcher; a stop request wakes it at once
+# (the heartbeat stops the watcher), so long waits cost no responsiveness, only idle CPU.
+IDLE_WAIT_SEC = 5.0
 # How long a pause lasts when codex gives no time: doubling from the first value up to the cap.
 PAUSE_FIRST_SEC: dict[type[InboxError], float] = {
     NetworkDown: 10.0,
@@ -204,7 +207,9 @@ class Daemon:
 
     def _wait_time(self) -> float:
         now = self.clock()
-        waits = [q.not_before - now for q in self.queue] + [TICK_SEC]
+        waits = [q.not_before - now for q in self.queue] + [
+            TICK_SEC if self.queue else IDLE_WAIT_SEC
+        ]
         return max(0.01, min(waits))
 
     def _run_entry(self, entry: Queued) -> None:
@@ -419,16 +424,21 @@ class Daemon:
             if self.stopping.is_set():
                 if grace_deadline is None:
                     grace_deadline = now + self.config.shutdown_grace_sec
+                    if self.watcher is not None:
+                        self.watcher.stop()  # wakes the loop if it waits for a job
                 if not self._busy_until:
                     return
                 if now >= grace_deadline:
                     self.cancel.set()
             # A loop stuck outside a job stops the pings, so systemd's watchdog can restart us.
-            alive = now - self._last_tick < 10 or now < self._busy_until
+            alive = now - self._last_tick < 2 * IDLE_WAIT_SEC or now < self._busy_until
             if interval and alive and now >= next_ping:
                 self.notifier.watchdog()
                 next_ping = now + interval
-            time.sleep(TICK_SEC)
+            if self.stopping.is_set():
+                time.sleep(TICK_SEC)
+            else:  # sleeps until the next ping is due, or a stop request
+                self.stopping.wait(min(interval or IDLE_WAIT_SEC, IDLE_WAIT_SEC))
 
 
 def _takes_write(folder: Path) -> bool:
