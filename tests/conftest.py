@@ -37,7 +37,9 @@ PINNED_CODEX = _pinned_codex_path()
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Each test gets its own cache folder, so a remembered `codex --version` of one test's
     fake codex never answers for another's (subprocesses inherit it too)."""
     folder = tmp_path_factory.mktemp("cache")
