@@ -107,11 +107,14 @@ def test_version_probe_parses_and_rejects_old_releases(tmp_path: Path) -> None:
 def test_version_is_remembered_until_the_program_changes(tmp_path: Path) -> None:
     """A cached answer skips the probe; an upgraded (rewritten) program is asked again."""
     counter = tmp_path / "asked"
-    program = _script(tmp_path, f"""
+    program = _script(
+        tmp_path,
+        f"""
         with open({str(counter)!r}, "a") as f:
             f.write("x")
         print("codex-cli 0.169.0")
-    """)
+    """,
+    )
     cache = tmp_path / "cache" / "codex-version.json"
     for _ in range(3):
         assert codex.probe_version([str(program)], cache_file=cache).number == (0, 169, 0)
