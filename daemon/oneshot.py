@@ -10,7 +10,7 @@ from pathlib import Path
 from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import ReferenceMissing, UsageError
+from daemon.errors import InboxError, ReferenceMissing, UsageError
 from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
 from daemon.images import ImageFormat, convert, inspect, sniff_file
 from daemon.job import is_job_file
@@ -183,10 +183,14 @@ def backoff(config: Config, attempt: int) -> float:
 
 def after_job(config: Config) -> None:
     """Work shared by every finished job; the gallery is rebuilt here when enabled."""
-    if config.gallery:
-        from daemon.gallery import write_gallery
+    if not config.gallery:
+        return
+    from daemon.gallery import write_gallery
 
+    try:
         write_gallery(config.outbox)
+    except InboxError as error:  # the page is a view: a full disk must not stop the jobs
+        logs.get_logger().warning("gallery not written", message=error.message)
 
 
 def log_outcome(outcome: Outcome) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from daemon import codex
 from daemon import outbox as disk
 from daemon.config import load_config
 from daemon.errors import (
@@ -55,6 +56,9 @@ PAUSE_FIRST_SEC: dict[type[InboxError], float] = {
     UsageLimit: 300.0,
 }
 PAUSE_DEFAULT_FIRST_SEC = 30.0
+# During a burst of jobs the gallery page is rebuilt at most this often (each build renders
+# up to 500 cards); it is rebuilt at once whenever the queue runs empty.
+GALLERY_EVERY_SEC = 2.0
 PAUSE_MAX_SEC = 900.0
 
 
@@ -71,7 +75,6 @@ class Queued:
 class Pause:
     error: InboxError
     until: float
-    count: int
     auth_stamp: tuple[int, int] | None
 
 
@@ -101,6 +104,8 @@ class Daemon:
         self.watcher: InboxWatcher | None = None
         self._busy_until = 0.0
         self._last_tick = clock()
+        self._gallery_stale = False
+        self._gallery_built_at = -GALLERY_EVERY_SEC
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Daemon:
                 while not self.stopping.is_set():
                     self._step()
             finally:
+                self._refresh_gallery(now=True)
                 self.notifier.stopping()
                 self.watcher.stop()
                 self._set_state("stopped")
@@ -177,6 +183,7 @@ class Daemon:
             return
         entry = self._next_due()
         if entry is None:
+            self._refresh_gallery()
             assert self.watcher is not None
             path = self.watcher.get(timeout=self._wait_time())
             if path is not None:
@@ -259,9 +266,21 @@ class Daemon:
         elif outcome.status is Status.PAUSED:
             assert outcome.error is not None
             self._start_pause(outcome.error)
-        if outcome.outputs and self.config.gallery:
-            after_job(self.config)
+        if outcome.outputs:
+            self._gallery_stale = True
+            self._refresh_gallery()
         self._set_state("paused" if self.pause else "idle")
+
+    def _refresh_gallery(self, *, now: bool = False) -> None:
+        """Rebuild the gallery if a job changed the outbox: at once when nothing else is due,
+        otherwise at most every GALLERY_EVERY_SEC, so a burst is not slowed by its page."""
+        if not self._gallery_stale:
+            return
+        due = self.clock() - self._gallery_built_at >= GALLERY_EVERY_SEC
+        if now or due or self._next_due() is None:
+            after_job(self.config)
+            self._gallery_stale = False
+            self._gallery_built_at = self.clock()
 
     def _finish(self, entry: Queued) -> None:
         assert self.watcher is not None
@@ -277,7 +296,7 @@ class Daemon:
         wait = min(first * 2 ** (count - 1), PAUSE_MAX_SEC)
         if error.retry_at is not None:
             wait = max(1.0, (error.retry_at - datetime.now(error.retry_at.tzinfo)).total_seconds())
-        self.pause = Pause(error, self.clock() + wait, count, self._auth_stamp())
+        self.pause = Pause(error, self.clock() + wait, self._auth_stamp())
         resumes = datetime.now().astimezone() + timedelta(seconds=wait)
         self.status.paused = {
             "error": error.layer,
@@ -318,9 +337,8 @@ class Daemon:
 
     def _auth_stamp(self) -> tuple[int, int] | None:
         """auth.json's (mtime, size): `codex login` rewrites it, which ends a login pause."""
-        home = Path(self.environ.get("CODEX_HOME") or Path.home() / ".codex")
-        if self.config.codex.home is not None:
-            home = self.config.codex.home
+        env = codex.child_environment(self.environ, self.config.codex.home)
+        home = codex.codex_home_of(env)
         try:
             st = (home / "auth.json").stat()
         except OSError:

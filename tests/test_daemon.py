@@ -628,7 +628,9 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
 
 
 def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> None:
-    """200 job files copied in at once are all done, each once: none lost, none run twice."""
+    """200 job files copied in at once are all done, each once: none lost, none run twice; the
+    gallery, rebuilt sparingly during the burst, shows every one of them once the queue is empty."""
+    world.write_config(gallery=True)
     count = 200
     staging = world.root / "staging"
     staging.mkdir()
@@ -649,6 +651,11 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> N
     assert len(world.results()) == count
     assert {d["job"] for d in world.results().values()} == {f"{n}.prompt.yaml" for n in names}
     assert_settled(world)
+    page = world.outbox / "index.html"
+    daemon.wait_for(
+        lambda: page.exists() and all(f"picture {n}" in page.read_text() for n in names),
+        what="every job in the gallery",
+    )
     assert daemon.stop() == 0
 
 
