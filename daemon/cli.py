@@ -7,6 +7,7 @@ what they do not use.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def script() -> None:
+    """The console script: `main()`, then a prompt exit.
+
+    Everything the commands write is flushed and their files are closed by then; skipping the
+    interpreter's teardown of every loaded module saves ~20 ms, a sizeable share of a one-shot
+    command's own time next to a short codex run.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def report_failure(error: InboxError) -> None:
