@@ -6,7 +6,6 @@ Images are written first and the result sidecar last: its presence means "comple
 from __future__ import annotations
 
 import glob
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,7 +110,7 @@ def _result_fields(
                 "width": image.info.width,
                 "height": image.info.height,
                 "bytes": len(image.data),
-                "sha256": hashlib.sha256(image.data).hexdigest(),
+                "sha256": _sha256(image.data),
             }
             for path, image in zip(written, images, strict=True)
         ],
@@ -176,3 +175,10 @@ def write_error(
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone().isoformat(timespec="seconds")
+
+
+def _sha256(data: bytes) -> str:
+    # Imported here: loading OpenSSL costs ~3 ms that a one-shot command pays after codex ran.
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +38,7 @@ class InboxLock:
             json.dumps(
                 {
                     "pid": os.getpid(),
-                    "host": socket.gethostname(),
+                    "host": os.uname().nodename,
                     "command": self.command,
                     "since": datetime.now().astimezone().isoformat(timespec="seconds"),
                 }

@@ -20,6 +20,7 @@ from daemon.recovery import recover_processing
 
 # Needed only once codex has finished: imported in the background while it runs.
 END_OF_JOB_MODULES = (
+    "hashlib",
     "daemon.gallery",
     "PIL.Image",
     "PIL.PngImagePlugin",

@@ -12,7 +12,6 @@ import io
 import json
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,16 +85,19 @@ def find_session_log(codex_home: Path, thread_id: str, *, started_at: datetime) 
     return None
 
 
+_HEX = "[0-9a-fA-F]"
+_UUID_TEXT = re.compile(rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}")
+
+
 def _named_candidates(codex_home: Path, thread_id: str) -> list[Path]:
     """Exact log paths for a UUIDv7 thread id: its local creation second, and one either side."""
-    try:
-        parsed = uuid.UUID(thread_id)
-    except ValueError:
-        return []
-    if parsed.version != 7:
+    # Read straight from the text (the uuid module costs a start-up ~2 ms): 8-4-4-4-12 hex
+    # digits, the version in the first digit of the third group, the time in the first 48 bits.
+    if not _UUID_TEXT.fullmatch(thread_id) or thread_id[14] != "7":
         return []
     try:
-        created = datetime.fromtimestamp((parsed.int >> 80) / 1000).astimezone()
+        millis = int(thread_id[:8] + thread_id[9:13], 16)
+        created = datetime.fromtimestamp(millis / 1000).astimezone()
         times = [created + timedelta(seconds=delta) for delta in (0, 1, -1)]
     except (ValueError, OverflowError, OSError):
         return []  # a version-7 id whose time no calendar holds: leave it to the folder search
