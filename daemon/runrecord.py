@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 from daemon import outbox as disk
+from daemon.errors import InboxError
+from daemon.logs import get_logger
 
 
 @dataclass
@@ -39,14 +41,24 @@ class RunRecord:
         disk.replace_file(self.path, json.dumps(fields).encode(), durable=False)
 
     def set_process(self, pgid: int) -> None:
+        """codex started (its process group id): called the moment it is known."""
         self.pgid = pgid
         self.started_at = datetime.now().astimezone().isoformat()
-        self.save()
+        self._save_during_run()
 
     def set_thread(self, thread_id: str) -> None:
+        """codex announced its thread: called from the thread that reads codex's events."""
         self.thread_id = thread_id
-        self.started_at = datetime.now().astimezone().isoformat()
-        self.save()
+        self.started_at = self.started_at or datetime.now().astimezone().isoformat()
+        self._save_during_run()
+
+    def _save_during_run(self) -> None:
+        # The record only serves a later crash recovery: a disk that cannot take it now must
+        # not break the running job (nor the thread reading codex's events).
+        try:
+            self.save()
+        except InboxError as error:
+            get_logger().warning("run record not saved", job=self.job, message=error.message)
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
