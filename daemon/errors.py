@@ -169,7 +169,7 @@ class Refused(NoImage):
     """The image tool was called but the generation failed or was refused (e.g. moderation)."""
 
     layer = "refused"
-    default_hint = "Rephrase the prompt; codex's reason is in `detail`."
+    default_hint = "Rephrase the prompt; codex's full answer is in the error's detail."
     disposition = Disposition.FINAL
 
 

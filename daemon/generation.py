@@ -6,6 +6,7 @@ Knows nothing of inboxes or outboxes: `gen`, `once` and the daemon all come thro
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -141,10 +142,19 @@ def scan_thread(codex_home: Path, thread_id: str, *, started_at: datetime) -> Ro
     return rollout.scan_rollout(log) if log is not None else None
 
 
+def _short_reason(reason: str) -> str:
+    """codex's reason in a few words: the API's error code when it names one."""
+    code = re.search(r"\b(moderation_blocked|content_policy_violation|safety_\w+)\b", reason)
+    if code:
+        return code.group(1)
+    first = reason.strip().splitlines()[-1] if reason.strip() else "no reason given"
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
 def _why_no_image(run: codex.CodexRun, scan: RolloutScan | None) -> InboxError:
     if scan is not None and scan.refusals:
         return Refused(
-            "The image tool was called but the image was refused or failed.",
+            f"The image was refused or failed: {_short_reason(scan.refusals[0])}",
             detail="\n".join(scan.refusals),
         )
     if run.network_down:

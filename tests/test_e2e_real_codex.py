@@ -103,6 +103,7 @@ def test_refusal(world: RealWorld) -> None:
     error = world.sidecar("no.error.yaml")
     assert (error["error"], error["retrying"]) == ("refused", False)
     assert "moderation_blocked" in error["detail"]
+    assert error["message"] == "The image was refused or failed: moderation_blocked"
     assert (world.inbox / "failed" / "no.prompt.yaml").exists()
 
 
