@@ -64,9 +64,12 @@ def process_job(
     group = [path, *sibling_references(path)]
     try:
         job = parse_job(path, inbox=config.inbox)
-        setup = get_setup()
     except InboxError as error:
         return _settle_failure(path.name, group, error, config, final_attempt, started)
+    try:
+        setup = get_setup()
+    except InboxError as error:  # codex missing: the job itself is fine and waits
+        return _settle_failure(path.name, group, error, config, final_attempt, started, job)
     ref_names = _ref_names(job, config.inbox)  # as the person named them, before the move
     try:
         job, group = claim(job, config.inbox)

@@ -344,7 +344,8 @@ def test_codex_missing_keeps_the_job(world: World) -> None:
     world.job("keep", "prompt: x\n")
     assert world.once() == 3
     assert (world.inbox / "keep.prompt.yaml").exists()
-    assert _error(world, "keep")["retrying"] is True
+    error = _error(world, "keep")
+    assert (error["retrying"], error["prompt"]) == (True, "x")
 
 
 def test_a_bad_job_file_fails_with_the_key_and_the_fix(world: World) -> None:
