@@ -424,7 +424,8 @@ def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, star
         what="working on the second job",
     )
     assert status["queue_length"] == 1
-    assert world.jobs_in() == ["flaky.prompt.yaml"]
+    # The status says "working" a moment before the job file moves to processing/.
+    daemon.wait_for(lambda: world.jobs_in() == ["flaky.prompt.yaml"], what="steady claimed")
     assert daemon.stop() == 0
 
 
