@@ -122,13 +122,10 @@ def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
                 run.error_message or run.stderr_tail, returncode=run.returncode, detail=run.detail
             )
         raise NoSessionLog("codex finished without announcing its session.", detail=run.detail)
-    scan = scan_thread(setup.home, run.thread_id, started_at=run.started_at)
-    images = scan.images if scan else ()
-    if not images:
-        images = tuple(rollout.generated_images(setup.home, run.thread_id))
+    scan, images = _thread_images(setup.home, run.thread_id, run.started_at)
     if images:
         return Generation(
-            images=tuple(images),
+            images=images,
             thread_id=run.thread_id,
             codex_version=setup.version.text,
             started_at=run.started_at,
@@ -137,9 +134,15 @@ def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
     raise _why_no_image(run, scan)
 
 
-def scan_thread(codex_home: Path, thread_id: str, *, started_at: datetime) -> RolloutScan | None:
+def _thread_images(
+    codex_home: Path, thread_id: str, started_at: datetime
+) -> tuple[RolloutScan | None, tuple[FoundImage, ...]]:
+    """This thread's log scan (None without a log) and its images, from the log or else from
+    `generated_images/<thread>/`."""
     log = rollout.find_session_log(codex_home, thread_id, started_at=started_at.astimezone())
-    return rollout.scan_rollout(log) if log is not None else None
+    scan = rollout.scan_rollout(log) if log is not None else None
+    images = scan.images if scan else ()
+    return scan, images or tuple(rollout.generated_images(codex_home, thread_id))
 
 
 def _short_reason(reason: str) -> str:
@@ -180,14 +183,11 @@ def recover(thread_id: str, started_at: datetime, setup: CodexSetup) -> Generati
 
     None when that session produced none (or never finished): the job must run again.
     """
-    scan = scan_thread(setup.home, thread_id, started_at=started_at)
-    images = scan.images if scan else ()
-    if not images:
-        images = tuple(rollout.generated_images(setup.home, thread_id))
+    _, images = _thread_images(setup.home, thread_id, started_at)
     if not images:
         return None
     return Generation(
-        images=tuple(images),
+        images=images,
         thread_id=thread_id,
         codex_version=setup.version.text,
         started_at=started_at,

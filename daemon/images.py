@@ -46,6 +46,19 @@ def sniff_file(path: Path) -> ImageFormat | None:
         return sniff_format(f.read(16))
 
 
+def check_reference_argument(ref: Path) -> ImageFormat:
+    """A `--ref` given on the command line (`gen`, `submit`): an existing PNG, JPEG or WebP."""
+    from daemon.errors import ReferenceMissing
+
+    fmt = sniff_file(ref) if ref.is_file() else None
+    if fmt is None:
+        raise ReferenceMissing(
+            f"The reference {ref} does not exist or is not a PNG, JPEG or WebP image.",
+            hint="Check the path given to --ref.",
+        )
+    return fmt
+
+
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
     format: ImageFormat

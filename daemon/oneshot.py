@@ -10,9 +10,9 @@ from pathlib import Path
 from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import InboxError, ReferenceMissing, UsageError
+from daemon.errors import InboxError, UsageError
 from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
-from daemon.images import ImageFormat, convert, inspect, sniff_file
+from daemon.images import ImageFormat, check_reference_argument, convert, inspect
 from daemon.job import is_job_file
 from daemon.lock import InboxLock
 from daemon.pipeline import Outcome, Status, process_job
@@ -49,7 +49,7 @@ def generate_to_file(
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     for ref in refs:
-        _check_reference(ref)
+        check_reference_argument(ref)
     setup = prepare_codex(config.codex)
     request = ImageRequest(
         prompt=prompt,
@@ -82,18 +82,6 @@ def generate_to_file(
 
         raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
     return written
-
-
-def _check_reference(ref: Path) -> None:
-    if not ref.is_file():
-        raise ReferenceMissing(
-            f"The reference image {ref} does not exist.", hint="Check the path given to --ref."
-        )
-    if sniff_file(ref) is None:
-        raise ReferenceMissing(
-            f"The reference {ref} is not a PNG, JPEG or WebP image.",
-            hint="Pass a PNG, JPEG or WebP file to --ref.",
-        )
 
 
 def _output_path(out: Path | None, index: int, fmt: ImageFormat) -> Path:

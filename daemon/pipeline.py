@@ -58,8 +58,12 @@ def process_job(
     get_setup: Callable[[], CodexSetup],
     final_attempt: bool = True,
     cancel: threading.Event | None = None,
+    on_run: Callable[[float], None] = lambda _timeout: None,
 ) -> Outcome:
-    """Run the job at `path` (in the inbox root) and leave every file in its final place."""
+    """Run the job at `path` (in the inbox root) and leave every file in its final place.
+
+    `on_run` learns the job's timeout just before codex starts (the daemon's watchdog needs it).
+    """
     started = time.monotonic()
     group = [path, *sibling_references(path)]
     try:
@@ -86,6 +90,7 @@ def process_job(
         timeout_sec=request.timeout_sec,
     )
     record.save()
+    on_run(request.timeout_sec)
     try:
         generation = generate(
             request,

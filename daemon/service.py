@@ -31,7 +31,6 @@ from daemon.errors import (
     UsageLimit,
 )
 from daemon.generation import CodexSetup
-from daemon.job import parse_job
 from daemon.lock import InboxLock
 from daemon.logs import get_logger
 from daemon.notify import SystemdNotifier, watchdog_interval
@@ -226,8 +225,7 @@ class Daemon:
             self._finish(entry)  # deleted while queued: dropped
             return
         config = self.config
-        timeout = self._job_timeout(entry.path)
-        self._busy_until = self.clock() + timeout + config.shutdown_grace_sec + 60
+        self._busy_for(config.codex.timeout_sec)
         self.status.current_job = entry.path.name
         self.status.job_started_at = _now_iso()
         self._set_state("working")
@@ -237,20 +235,16 @@ class Daemon:
             get_setup=self.get_setup,
             final_attempt=entry.attempts + 1 >= config.retry.attempts,
             cancel=self.cancel,
+            on_run=self._busy_for,
         )
         self._busy_until = 0.0
         self.status.current_job = self.status.job_started_at = None
         self._after(entry, outcome)
 
-    def _job_timeout(self, path: Path) -> float:
-        """The job's own timeout_sec when it sets one: without it a job allowed to run longer
-        than codex.timeout_sec would look like a stuck loop and stop the watchdog pings."""
-        default = self.config.codex.timeout_sec
-        try:
-            job = parse_job(path, inbox=self.config.inbox)
-        except InboxError:
-            return default
-        return job.timeout_sec if job.timeout_sec is not None else default
+    def _busy_for(self, timeout_sec: float) -> None:
+        """Keep the watchdog pings going while a job may legitimately run: the job's own
+        timeout_sec can exceed codex.timeout_sec, which would otherwise look like a stuck loop."""
+        self._busy_until = self.clock() + timeout_sec + self.config.shutdown_grace_sec + 60
 
     def _after(self, entry: Queued, outcome: Outcome) -> None:
         log_outcome(outcome)

@@ -17,8 +17,8 @@ import yaml
 
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import ReferenceMissing, UsageError, class_for_layer
-from daemon.images import sniff_file
+from daemon.errors import UsageError, class_for_layer
+from daemon.images import check_reference_argument
 from daemon.job import JOB_SUFFIX, parse_job
 from daemon.status import read_status
 
@@ -27,20 +27,13 @@ def submit_job(*, prompt: str, refs: Sequence[Path], name: str | None, config: C
     """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path."""
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
-    for ref in refs:
-        if not ref.is_file() or sniff_file(ref) is None:
-            raise ReferenceMissing(
-                f"The reference {ref} is missing or not a PNG, JPEG or WebP.",
-                hint="Check the path given to --ref.",
-            )
+    formats = [check_reference_argument(ref) for ref in refs]
     text = yaml.safe_dump({"prompt": prompt}, allow_unicode=True, sort_keys=False, width=10**6)
     if yaml.safe_load(text) != {"prompt": prompt}:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
     inbox = disk.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
-    for n, ref in enumerate(refs, 1):
-        fmt = sniff_file(ref)
-        assert fmt is not None
+    for n, (ref, fmt) in enumerate(zip(refs, formats, strict=True), 1):
         disk.write_new(inbox / f"{stem}.ref-{n:02d}.{fmt.extension}", ref.read_bytes())
     job_path = inbox / f"{stem}{JOB_SUFFIX}"
     disk.write_new(job_path, text.encode("utf-8"))

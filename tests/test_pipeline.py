@@ -489,3 +489,27 @@ def test_gen_bad_flags_exit_2(world: World) -> None:
     with pytest.raises(SystemExit) as info:
         gen(world, "--prompt", "x", "--bogus")
     assert info.value.code == 2
+
+
+def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> None:
+    """process_job tells its caller the job's timeout_sec (the daemon's watchdog window)."""
+    from daemon.config import load_config
+    from daemon.oneshot import cached_setup
+    from daemon.pipeline import Status, process_job
+
+    path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
+    config = load_config(world.config)
+    seen: list[float] = []
+    outcome = process_job(path, config=config, get_setup=cached_setup(config), on_run=seen.append)
+    assert outcome.status is Status.DONE
+    assert seen == [900.0]
+
+
+def test_submit_refuses_a_missing_reference_and_writes_nothing(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`submit --ref` checks the reference first: exit 4, and no file lands in the inbox."""
+    args = ["submit", "--config", str(world.config), "--prompt", "x"]
+    assert main([*args, "--ref", str(tmp_path / "gone.png")]) == 4
+    assert "gpt-image-inbox: reference: " in capsys.readouterr().err
+    assert world.files(world.inbox) == []
