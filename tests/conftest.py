@@ -12,7 +12,7 @@ import pytest
 from tests.support.codex_home import make_codex_home
 from tests.support.mock_openai import MockOpenAI
 
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = "0.171.0"
 
 
 def _pinned_codex_path() -> Path:

@@ -753,7 +753,7 @@ def test_real_codex_turns_a_saved_job_into_an_image(
     world.write_job("real", "prompt: a small red square on white\n")
     wait_for(lambda: world.results_for("real.prompt.yaml"), deadline=180, what="real result")
     (result,) = world.results_for("real.prompt.yaml")
-    assert result["codex_version"].endswith("0.169.0")
+    assert result["codex_version"].endswith("0.171.0")
     image = world.outbox / result["images"][0]["file"]
     assert image.stat().st_size == result["images"][0]["bytes"]
     assert result["images"][0]["format"] in ("png", "jpeg", "webp")

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from daemon.doctor import Login, parse_feature, parse_login, run_doctor
-
-REAL_CODEX = Path("/root/.cache/gpt-image-inbox/codex-0.169.0/node_modules/.bin/codex")
+from tests.conftest import PINNED_CODEX as REAL_CODEX
 
 FAKE_CODEX = """#!{python}
 import os, sys
@@ -149,7 +148,7 @@ def test_logged_out(tmp_path: Path) -> None:
     config = write_config(tmp_path, [str(codex)])
     code, output = doctor(tmp_path, config, path=str(codex.parent))
     assert code == 1
-    assert line(output, "codex version") == "ok    codex version: codex-cli 0.169.0"
+    assert line(output, "codex version") == "ok    codex version: codex-cli 0.171.0"
     assert line(output, "login").startswith("FAIL  login: not logged in")
     assert "run `codex login`" in line(output, "login")
     assert line(output, "image generation").startswith("FAIL")
@@ -375,24 +374,24 @@ def chatgpt_codex_home(folder: Path) -> Path:
 
 
 def real_codex() -> Path:
-    """The pinned codex 0.169 binary, or a skip (a failure under CI) when it is not installed."""
+    """The pinned codex binary, or a skip (a failure under CI) when it is not installed."""
     if not REAL_CODEX.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{REAL_CODEX} is missing")
-        pytest.skip("the real codex 0.169 is not installed")
+        pytest.skip("the pinned real codex is not installed")
     return REAL_CODEX
 
 
 @pytest.mark.real_codex
 def test_real_codex_logged_in_with_chatgpt(tmp_path: Path) -> None:
-    """The real codex 0.169 with a ChatGPT login in a private CODEX_HOME passes the codex checks."""
+    """The pinned real codex, ChatGPT login in a private CODEX_HOME passes the codex checks."""
     codex = real_codex()
     home = chatgpt_codex_home(tmp_path / "codex-home")
     config = write_config(tmp_path, [str(codex)], home=str(home))
     path = f"{codex.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     code, output = doctor(tmp_path, config, path=path)
     assert code == 0, output
-    assert line(output, "codex version") == "ok    codex version: codex-cli 0.169.0"
+    assert line(output, "codex version") == "ok    codex version: codex-cli 0.171.0"
     assert line(output, "login").startswith("ok    login: logged in using ChatGPT")
     assert line(output, "image generation") == (
         "ok    image generation: available (image_generation: stable, on)"
@@ -401,7 +400,7 @@ def test_real_codex_logged_in_with_chatgpt(tmp_path: Path) -> None:
 
 @pytest.mark.real_codex
 def test_real_codex_logged_out(tmp_path: Path) -> None:
-    """The real codex 0.169 with an empty CODEX_HOME is reported as not logged in."""
+    """The real pinned codex with an empty CODEX_HOME is reported as not logged in."""
     codex = real_codex()
     home = tmp_path / "empty-home"
     home.mkdir()

@@ -67,7 +67,7 @@ def test_text_to_image(world: RealWorld) -> None:
     result = world.sidecar("light.result.yaml")
     assert result["prompt"] == prompt
     assert result["revised_prompt"] == prompt  # the mock model passed the request on as is
-    assert result["codex_version"] == "codex-cli 0.169.0"
+    assert result["codex_version"] == "codex-cli 0.171.0"
     sent = world.mock.user_prompts()
     assert any(f"<<<REQUEST\n{prompt}\nREQUEST>>>" in text for text in sent)
     assert [r.path for r in world.mock.image_requests()] == ["/v1/images/generations"]
