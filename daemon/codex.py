@@ -357,6 +357,17 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def process_alive(pid: int) -> bool:
+    """True while the process `pid` exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def wait_for_group(pgid: int, *, deadline: float, poll_sec: float = 0.2) -> None:
     """Wait for a codex left over from an earlier daemon to end; stop it at `deadline`
     (a monotonic time) the same way a timeout does: SIGTERM, a grace period, SIGKILL."""

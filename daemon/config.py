@@ -246,15 +246,41 @@ class _Reader:
             log_level=self.log_level(top),
             source=self.folder / self.file.name,
         )
-        if config.inbox == config.outbox:
-            self.bad(
-                "outbox",
-                f"is the same folder as the inbox ({config.inbox})",
-                "use two different folders",
-            )
+        self.folders(config.inbox, config.outbox)
         if self.problems:
             raise ConfigError(self.file, self.problems)
         return config
+
+    def folders(self, inbox: Path, outbox: Path) -> None:
+        """The two folders must be folders (or not exist yet) and must not overlap, compared
+        with every symbolic link followed: an outbox inside the inbox would be emptied into
+        the inbox by crash recovery, and the same folder twice mixes jobs with results."""
+        for key, folder in (("inbox", inbox), ("outbox", outbox)):
+            if os.path.lexists(folder) and not folder.is_dir():
+                self.bad(
+                    key, f"{folder} is not a folder", "name a folder; it is created if missing"
+                )
+        inbox_real, outbox_real = Path(os.path.realpath(inbox)), Path(os.path.realpath(outbox))
+        linked = inbox_real != inbox or outbox_real != outbox
+        how = " (through a symbolic link)" if linked else ""
+        if inbox_real == outbox_real:
+            self.bad(
+                "outbox",
+                f"{outbox} is the same folder as the inbox ({inbox}){how}",
+                "give `inbox` and `outbox` two different folders",
+            )
+        elif outbox_real.is_relative_to(inbox_real):
+            self.bad(
+                "outbox",
+                f"{outbox} is inside the inbox ({inbox}){how}",
+                "put `outbox` beside `inbox`, not inside it",
+            )
+        elif inbox_real.is_relative_to(outbox_real):
+            self.bad(
+                "inbox",
+                f"{inbox} is inside the outbox ({outbox}){how}",
+                "put `inbox` beside `outbox`, not inside it",
+            )
 
     def section(self, value: Any, name: str) -> dict[str, Any]:
         """The mapping of one section with unknown keys reported; empty when left out."""

@@ -6,21 +6,74 @@ Images are written first and the result sidecar last: its presence means "comple
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from daemon import outbox as disk
-from daemon.errors import InboxError, NoImage
+from daemon.errors import Disposition, InboxError, NoImage
 from daemon.generation import Generation
-from daemon.images import ImageFormat, ImageInfo, convert, inspect
+from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, inspect
 
 
 @dataclass(frozen=True, slots=True)
-class _Verified:
+class Verified:
+    """An image ready to write: its bytes in the wanted format, and what they decode to."""
+
     data: bytes
     info: ImageInfo
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    """The names a delivery writes, and each image's hash, saved before the first write.
+
+    After a crash the same plan is taken up again: a file already under a planned name with
+    the planned hash is this delivery's own and is kept, so nothing is written twice.
+    """
+
+    base: str
+    images: tuple[tuple[str, str], ...]  # (file name, sha256), in order
+    sidecar: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "images": [list(i) for i in self.images],
+            "sidecar": self.sidecar,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> DeliveryPlan | None:
+        try:
+            assert isinstance(data, dict)
+            images = tuple((str(name), str(sha)) for name, sha in data["images"])
+            return cls(str(data["base"]), images, str(data["sidecar"]))
+        except (AssertionError, KeyError, TypeError, ValueError):
+            return None
+
+
+def verified_images(generation: Generation, fmt: ImageFormat | None) -> list[Verified]:
+    """Each image converted when a format is asked for, and kept only if it decodes.
+
+    Raises NoImage when none does; an image declaring an absurd size is never decoded.
+    """
+    verified = []
+    for found in generation.images:
+        try:
+            if inspect(found.data) is None:
+                continue
+            data = convert(found.data, fmt) if fmt is not None else found.data
+            info = inspect(data)
+        except ImageTooLarge as error:
+            raise NoImage(f"codex's image {error}; it was not decoded.") from None
+        if info is not None:
+            verified.append(Verified(data, info))
+    if not verified:
+        raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
+    return verified
 
 
 def deliver(
@@ -32,70 +85,102 @@ def deliver(
     wanted: str,
     fmt: ImageFormat | None,
     refs: list[str],
+    plan: DeliveryPlan | None = None,
+    on_plan: Callable[[DeliveryPlan], None] = lambda _plan: None,
 ) -> tuple[Path, ...]:
-    """Write the images and then the result sidecar (last: its presence means "complete")."""
-    images = _verified_images(generation, fmt)
+    """Write the images and then the result sidecar (last: its presence means "complete").
+
+    `on_plan` must save the plan durably before the first file is written; `plan` is the one
+    an interrupted delivery of the same run saved, taken up where it stopped.
+    """
+    images = verified_images(generation, fmt)
+    hashes = [disk.sha256_of(image.data) for image in images]
     disk.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
-    suffixes = [_image_suffix(n, image.info.format) for n, image in enumerate(images)]
+    thread = generation.thread_id
+    if plan is not None and not _ours(outbox, plan, hashes, job_file, thread):
+        plan = None
     while True:
-        base = disk.choose_base(
-            outbox, wanted, [*suffixes, disk.RESULT_SUFFIX, disk.ERROR_SUFFIX], reusable=stale
-        )
+        if plan is None:
+            plan = _new_plan(outbox, wanted, images, hashes, stale)
+        on_plan(plan)
+        paths = [outbox / name for name, _ in plan.images]
+        sidecar = outbox / plan.sidecar
         try:
-            written = _write_images(outbox, base, images, suffixes)
+            written = _write_images(paths, images, hashes)
+            if not _is_result_of(sidecar, job_file, thread):
+                fields = _result_fields(
+                    generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
+                )
+                _write_or_undo(sidecar, disk.dump_yaml(fields), written)
             break
         except FileExistsError:
-            continue  # someone took the name between the check and the write: pick again
-    sidecar = outbox / f"{base}{disk.RESULT_SUFFIX}"
-    disk.write_new(
-        sidecar,
-        disk.dump_yaml(
-            _result_fields(generation, written, images, job_file=job_file, prompt=prompt, refs=refs)
-        ),
-    )
+            plan = None  # someone took a name between the choice and the write: choose again
     for path in stale:
         path.unlink(missing_ok=True)
-    return (*written, sidecar)
+    return (*paths, sidecar)
 
 
-def _verified_images(generation: Generation, fmt: ImageFormat | None) -> list[_Verified]:
-    """Each image converted when the job asks for a format, and kept only if it decodes."""
-    verified = []
-    for found in generation.images:
-        data = convert(found.data, fmt) if fmt is not None else found.data
-        info = inspect(data)
-        if info is not None:
-            verified.append(_Verified(data, info))
-    if not verified:
-        raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
-    return verified
+def _new_plan(
+    outbox: Path, wanted: str, images: list[Verified], hashes: list[str], stale: list[Path]
+) -> DeliveryPlan:
+    suffixes = [_image_suffix(n, image.info.format) for n, image in enumerate(images)]
+    base = disk.choose_base(
+        outbox, wanted, [*suffixes, disk.RESULT_SUFFIX, disk.ERROR_SUFFIX], reusable=stale
+    )
+    names = tuple((f"{base}{suffix}", sha) for suffix, sha in zip(suffixes, hashes, strict=True))
+    return DeliveryPlan(base, names, f"{base}{disk.RESULT_SUFFIX}")
+
+
+def _ours(
+    outbox: Path, plan: DeliveryPlan, hashes: list[str], job_file: str, thread_id: str
+) -> bool:
+    """Whether an interrupted delivery's plan fits these images and every file already under
+    one of its names is what it planned (else another writer has the name)."""
+    if [sha for _, sha in plan.images] != hashes:
+        return False
+    for name, sha in plan.images:
+        found = disk.file_sha256(outbox / name)
+        if found is not None and found != sha:
+            return False
+    sidecar = outbox / plan.sidecar
+    return not sidecar.exists() or _is_result_of(sidecar, job_file, thread_id)
 
 
 def _image_suffix(index: int, fmt: ImageFormat) -> str:
     return f".{fmt.extension}" if index == 0 else f".{index + 1}.{fmt.extension}"
 
 
-def _write_images(
-    outbox: Path, base: str, images: list[_Verified], suffixes: list[str]
-) -> list[Path]:
+def _write_images(paths: list[Path], images: list[Verified], hashes: list[str]) -> list[Path]:
+    """Write each image not there yet; returns what this call wrote. On FileExistsError (a
+    name taken by a file that is not ours) what this call wrote is removed again."""
     written: list[Path] = []
-    try:
-        for image, suffix in zip(images, suffixes, strict=True):
-            path = outbox / f"{base}{suffix}"
-            disk.write_new(path, image.data)
-            written.append(path)
-    except FileExistsError:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    for path, image, sha in zip(paths, images, hashes, strict=True):
+        if disk.file_sha256(path) == sha:
+            continue  # written by the interrupted delivery this plan comes from
+        _write_or_undo(path, image.data, written)
+        written.append(path)
     return written
+
+
+def _write_or_undo(path: Path, data: bytes, undo: list[Path]) -> None:
+    try:
+        disk.write_new(path, data)
+    except FileExistsError:
+        for done in undo:
+            done.unlink(missing_ok=True)
+        raise
+
+
+def _is_result_of(sidecar: Path, job_file: str, thread_id: str) -> bool:
+    data = disk.read_yaml(sidecar)
+    return data is not None and data.get("job") == job_file and data.get("thread_id") == thread_id
 
 
 def _result_fields(
     generation: Generation,
     written: list[Path],
-    images: list[_Verified],
+    images: list[Verified],
     *,
     job_file: str,
     prompt: str,
@@ -110,7 +195,7 @@ def _result_fields(
                 "width": image.info.width,
                 "height": image.info.height,
                 "bytes": len(image.data),
-                "sha256": _sha256(image.data),
+                "sha256": disk.sha256_of(image.data),
             }
             for path, image in zip(written, images, strict=True)
         ],
@@ -154,6 +239,7 @@ def write_error(
         "error": error.layer,
         "message": error.message,
         "hint": error.hint,
+        "next": _next_step(error, retrying),
         "detail": error.detail,
         "retrying": retrying,
         "retry_at": _iso(error.retry_at) if error.retry_at else None,
@@ -173,12 +259,18 @@ def write_error(
             continue
 
 
+def _next_step(error: InboxError, retrying: bool) -> str:
+    """What happens to the job now, in words that match `retrying`."""
+    if not retrying:
+        return (
+            "The job was moved to failed/ in the inbox and is not run again; save it into the "
+            "inbox again once fixed."
+        )
+    at = f" at {error.retry_at.astimezone():%H:%M}" if error.retry_at else ""
+    if error.disposition is Disposition.PAUSE:
+        return f"The job waits in the inbox; the queue resumes{at or ' once this is fixed'}."
+    return f"The job waits in the inbox and is tried again{at or ' after a pause'}."
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone().isoformat(timespec="seconds")
-
-
-def _sha256(data: bytes) -> str:
-    # Imported here: loading OpenSSL costs ~3 ms that a one-shot command pays after codex ran.
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()

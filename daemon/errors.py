@@ -2,7 +2,9 @@
 
 Each class carries what a caller needs to react without inspecting messages: the exit code
 shared with the skill's `gen.sh`, the short layer name written to error sidecars, a hint for the
-person, and a `Disposition` telling the queue whether to give up, retry, or pause.
+person, and a `Disposition` telling the queue whether to give up, retry, or pause. Hints say what
+to do, never what happens to the job next: that depends on who ran it (`gen` runs once, the
+daemon retries), so the error sidecar says it in a field of its own.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class JobError(InboxError):
 
     exit_code = 2
     layer = "job"
-    default_hint = "Edit the job file and save it again; it is picked up once more."
+    default_hint = "Fix what the message names in the job file."
 
 
 class ReferenceMissing(InboxError):
@@ -105,7 +107,7 @@ class CodexFailed(InboxError):
 
     exit_code = 5
     layer = "codex"
-    default_hint = "This is usually temporary; the job is tried again."
+    default_hint = "This is usually temporary."
     disposition = Disposition.RETRY
 
 
@@ -128,7 +130,7 @@ class NotLoggedIn(CodexFailed):
     """codex has no usable ChatGPT login (logged out, expired, API-key login, plan lacks Codex)."""
 
     layer = "login"
-    default_hint = "Run `codex login` with a ChatGPT Plus or Pro account; jobs wait until then."
+    default_hint = "Run `codex login` with a ChatGPT Plus or Pro account."
     disposition = Disposition.PAUSE
 
 
@@ -136,7 +138,7 @@ class UsageLimit(CodexFailed):
     """The ChatGPT plan's usage limit or quota is reached; `retry_at` holds codex's time, if any."""
 
     layer = "usage-limit"
-    default_hint = "Wait until the limit resets; jobs wait in the inbox and resume on their own."
+    default_hint = "Wait until the limit resets."
     disposition = Disposition.PAUSE
 
 
@@ -144,7 +146,7 @@ class NetworkDown(CodexFailed):
     """codex could not reach the server at all."""
 
     layer = "network"
-    default_hint = "Check the network connection; jobs wait in the inbox until it is back."
+    default_hint = "Check the network connection."
     disposition = Disposition.PAUSE
 
 
@@ -161,7 +163,7 @@ class NoImage(InboxError):
 
     exit_code = 7
     layer = "no-image"
-    default_hint = "Check that your ChatGPT plan includes image generation; the job is tried again."
+    default_hint = "Check that your ChatGPT plan includes image generation."
     disposition = Disposition.RETRY
 
 
@@ -178,8 +180,19 @@ class OutboxUnwritable(InboxError):
 
     exit_code = 1
     layer = "outbox"
-    default_hint = "Free disk space or fix the folder's permissions; the job is kept and retried."
+    default_hint = "Free disk space or fix the folder's permissions."
     disposition = Disposition.PAUSE
+
+
+class RecoveryFailed(InboxError):
+    """Finishing a job after a crash failed again and again; the job is given up."""
+
+    exit_code = 1
+    layer = "recovery"
+    default_hint = (
+        "The job is in failed/; move it back into the inbox to run it again. The daemon's log "
+        "has the error that stopped the recovery."
+    )
 
 
 class Cancelled(InboxError):

@@ -5,21 +5,30 @@ Knows nothing of inboxes or outboxes: `gen`, `once` and the daemon all come thro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from daemon import codex, rollout, version_cache
+from daemon import outbox as disk
 from daemon.config import CodexConfig
-from daemon.errors import InboxError, NoImage, NoSessionLog, Refused
+from daemon.errors import (
+    InboxError,
+    NoImage,
+    NoSessionLog,
+    OutboxUnwritable,
+    ReferenceMissing,
+    Refused,
+)
 from daemon.failures import classify
-from daemon.images import sniff_file
+from daemon.images import MAX_REFERENCE_BYTES, sniff_format
 from daemon.rollout import FoundImage, RolloutScan
 
 
@@ -77,8 +86,7 @@ def generate(
     cancel: threading.Event | None = None,
 ) -> Generation:
     """Run codex for `request` and return its images; raises an InboxError subclass otherwise."""
-    with tempfile.TemporaryDirectory(prefix="gpt-image-inbox-") as tmp:
-        workdir = Path(tmp)
+    with _run_folder() as workdir:
         refs = copy_references(request.refs, workdir)
         argv = codex.build_argv(
             setup.command,
@@ -88,6 +96,11 @@ def generate(
             model=request.model,
             extra_args=setup.extra_args,
         )
+
+        def started(pgid: int) -> None:
+            _note_codex_group(workdir, pgid)
+            on_start(pgid)
+
         run = codex.run_codex(
             argv,
             prompt_text=codex.wrap_prompt(request.prompt, has_refs=bool(refs)),
@@ -95,21 +108,95 @@ def generate(
             env=setup.env,
             timeout_sec=request.timeout_sec,
             on_thread_id=on_thread_id,
-            on_start=on_start,
+            on_start=started,
             cancel=cancel,
         )
     return collect(run, setup)
 
 
+# The per-run folder (codex's working root and the copies of the references) is named after
+# this process, and notes codex's process group once it runs, so that a later start can remove
+# what a killed process left without pulling the folder from under a codex still running.
+RUN_FOLDER_PREFIX = "gpt-image-inbox-"
+_CODEX_GROUP_NOTE = ".codex-pgid"
+
+
+@contextlib.contextmanager
+def _run_folder() -> Iterator[Path]:
+    try:
+        folder = tempfile.mkdtemp(prefix=f"{RUN_FOLDER_PREFIX}{os.getpid()}-")
+    except OSError as error:
+        raise OutboxUnwritable(
+            f"Cannot create a folder for codex's run in {tempfile.gettempdir()}: {error.strerror}.",
+            hint="Free disk space in the temporary folder (TMPDIR); the job is kept.",
+        ) from error
+    try:
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _note_codex_group(workdir: Path, pgid: int) -> None:
+    with contextlib.suppress(OSError):
+        (workdir / _CODEX_GROUP_NOTE).write_text(str(pgid))
+
+
+def remove_dead_run_folders(temp_root: Path | None = None) -> list[Path]:
+    """Remove the run folders of processes that are gone and whose codex is gone too."""
+    root = Path(temp_root or tempfile.gettempdir())
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    for name in names:
+        match = _RUN_FOLDER.match(name)
+        if match is None or codex.process_alive(int(match["pid"])):
+            continue
+        folder = root / name
+        try:
+            if os.lstat(folder).st_uid != os.getuid() or not folder.is_dir():
+                continue
+            pgid = (folder / _CODEX_GROUP_NOTE).read_text().strip()
+            if pgid.isdigit() and codex.group_alive(int(pgid)):
+                continue
+        except FileNotFoundError:
+            pass  # no codex was started from it
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+_RUN_FOLDER = re.compile(rf"^{re.escape(RUN_FOLDER_PREFIX)}(?P<pid>\d+)-")
+
+
 def copy_references(refs: Sequence[Path], workdir: Path) -> list[Path]:
     """Copy references into the run's folder as `ref-1.png`…: plain ASCII names, because
-    codex splits `-i` values on commas and some releases mangle other characters."""
+    codex splits `-i` values on commas and some releases mangle other characters.
+
+    Only regular files are read (a FIFO swapped in since the job was checked must not hang
+    the run); a reference gone since then is reported as missing.
+    """
     copies = []
     for n, ref in enumerate(refs, 1):
-        fmt = sniff_file(ref)
-        ext = fmt.extension if fmt else "png"
-        dest = workdir / f"ref-{n}.{ext}"
-        shutil.copyfile(ref, dest)
+        try:
+            data = disk.read_regular(ref, limit=MAX_REFERENCE_BYTES)
+        except OSError as error:
+            raise ReferenceMissing(
+                f"The reference {ref.name} can no longer be read: {error.strerror}.",
+                hint="Put the reference image back and submit the job again.",
+            ) from error
+        fmt = sniff_format(data[:16])
+        dest = workdir / f"ref-{n}.{fmt.extension if fmt else 'png'}"
+        try:
+            dest.write_bytes(data)
+        except OSError as error:
+            raise OutboxUnwritable(
+                f"Cannot copy the reference {ref.name} for codex: {error.strerror}.",
+                hint="Free disk space in the temporary folder (TMPDIR); the job is kept.",
+            ) from error
         copies.append(dest)
     return copies
 

@@ -28,6 +28,8 @@ class ImageFormat(str, enum.Enum):
 
 # Extensions a reference image may have, lower-case, without the dot.
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+# The Images API takes reference images up to 50 MB.
+MAX_REFERENCE_BYTES = 50 * 1024 * 1024
 
 
 def sniff_format(head: bytes) -> ImageFormat | None:
@@ -66,8 +68,26 @@ class ImageInfo:
     height: int
 
 
-def inspect(data: bytes) -> ImageInfo | None:
-    """Decode the header with Pillow; None when the bytes are not a complete, readable image."""
+# Far beyond any size the image tool makes (its largest is a few megapixels): an image that
+# declares more is refused before a pixel is decoded, so a crafted file cannot exhaust memory.
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+class ImageTooLarge(ValueError):
+    """The image declares more than MAX_PIXELS pixels (a decompression bomb, or a mistake)."""
+
+    def __init__(self, width: int | None, height: int | None) -> None:
+        size = f"{width}x{height} pixels" if width and height else "a huge size"
+        super().__init__(f"declares {size}, more than the {MAX_PIXELS >> 20}-megapixel limit")
+
+
+def inspect(data: bytes, *, decode: bool = False) -> ImageInfo | None:
+    """Check the image with Pillow; None when the bytes are not a complete, readable image.
+
+    Pillow's verify() checks the structure only (a JPEG's end is not looked for); `decode`
+    decodes every pixel instead, which also finds a file cut short. Raises ImageTooLarge for an
+    image declaring more than MAX_PIXELS pixels.
+    """
     fmt = sniff_format(data[:16])
     if fmt is None:
         return None
@@ -75,9 +95,18 @@ def inspect(data: bytes) -> ImageInfo | None:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.verify()
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            if width * height > MAX_PIXELS:
+                raise ImageTooLarge(width, height)
+            if decode:
+                img.load()
+            else:
+                img.verify()
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(None, None) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageTooLarge):
+            raise
         return None
     return ImageInfo(fmt, width, height)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,8 +21,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
+from daemon import outbox as disk
 from daemon.errors import JobError, ReferenceMissing
-from daemon.images import IMAGE_EXTENSIONS, ImageFormat, sniff_file
+from daemon.images import (
+    IMAGE_EXTENSIONS,
+    MAX_REFERENCE_BYTES,
+    ImageFormat,
+    ImageTooLarge,
+    inspect,
+    sniff_format,
+)
 from daemon.suggest import did_you_mean, unknown_key_message
 
 try:  # libyaml's parser is several times faster; the pure-Python one behaves the same.
@@ -136,7 +143,7 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
     References are resolved against the job file's folder and must stay inside `inbox`.
     """
     label = path.name
-    text = _read_text(path)
+    text = _read_text(path, inbox)
     node, data = _load_yaml(text, label)
     fields = _validate(node, data, text, label)
     name = job_name(path)
@@ -162,29 +169,28 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    """The file's text, refusing non-regular files, files over MAX_JOB_BYTES and non-UTF-8."""
+def _read_text(path: Path, inbox: Path) -> str:
+    """The file's text, refusing links out of the inbox, non-regular files, files over
+    MAX_JOB_BYTES and non-UTF-8."""
     label = path.name
+    if not disk.inside(path, inbox):
+        # The inbox may be a synced folder others write into: a link must not make the daemon
+        # send a file from elsewhere to codex, into a sidecar or onto the gallery page.
+        raise JobError(
+            f"{label}: is a symbolic link to a file outside the inbox, so it is not read.",
+            hint="Copy the job file into the inbox instead of linking to it.",
+        )
     try:
-        # O_NONBLOCK: a FIFO named like a job must not hang the reader; it is refused below.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        data = disk.read_regular(path, limit=MAX_JOB_BYTES)
+    except disk.NotRegularFile:
+        raise JobError(
+            f"{label}: is not a regular file.", hint="Save the prompt as an ordinary text file."
+        ) from None
     except OSError as e:
         raise JobError(
             f"{label}: cannot be read: {e.strerror}.",
             hint="Check that the file exists and that you may read it.",
         ) from e
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise JobError(
-                f"{label}: is not a regular file.", hint="Save the prompt as an ordinary text file."
-            )
-        if info.st_size > MAX_JOB_BYTES:
-            raise _too_big(label, info.st_size)
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_JOB_BYTES + 1)  # it may have grown since fstat
-    finally:
-        os.close(fd)
     if len(data) > MAX_JOB_BYTES:
         raise _too_big(label, len(data))
     return _decode(data, label)
@@ -573,25 +579,50 @@ def _check_references(refs: list[tuple[str, Path]], inbox: Path, label: str) -> 
 
 
 def _check_image(path: Path, shown: str, problems: _Problems) -> None:
-    """Adds a problem unless `path` is a readable PNG, JPEG or WebP file."""
+    """Adds a problem unless `path` is a regular file holding a whole PNG, JPEG or WebP image.
+
+    The image is decoded, not only sniffed: a truncated file would otherwise reach codex and
+    come back as a puzzling "no image".
+    """
     try:
-        if path.is_dir():
-            problems.add(
-                f"the reference {shown!r} is a folder, not an image",
-                "Name an image file under `refs`.",
-            )
-        elif sniff_file(path) is None:
-            problems.add(
-                f"the reference {shown!r} is not a PNG, JPEG or WebP image",
-                "Use a PNG, JPEG or WebP image as the reference.",
-            )
+        data = disk.read_regular(path, limit=MAX_REFERENCE_BYTES)
     except FileNotFoundError:
         problems.add(
             f"the reference {shown!r} does not exist",
             "Put the image next to the job file, or fix its name under `refs`.",
         )
+        return
+    except (disk.NotRegularFile, IsADirectoryError):
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
+        problems.add(
+            f"the reference {shown!r} is {what}, not an image", "Name an image file under `refs`."
+        )
+        return
     except OSError as e:
         problems.add(
             f"the reference {shown!r} cannot be read: {e.strerror}",
             "Check that you may read the image.",
+        )
+        return
+    if len(data) > MAX_REFERENCE_BYTES:
+        problems.add(
+            f"the reference {shown!r} is over {MAX_REFERENCE_BYTES >> 20} MiB",
+            "Use a smaller reference image.",
+        )
+        return
+    if sniff_format(data[:16]) is None:
+        problems.add(
+            f"the reference {shown!r} is not a PNG, JPEG or WebP image",
+            "Use a PNG, JPEG or WebP image as the reference.",
+        )
+        return
+    try:
+        whole = inspect(data, decode=True) is not None
+    except ImageTooLarge as error:
+        problems.add(f"the reference {shown!r} {error}", "Use a smaller reference image.")
+        return
+    if not whole:
+        problems.add(
+            f"the reference {shown!r} does not decode as an image (it may be cut short)",
+            "Save or copy the reference image again, whole, and then the job.",
         )

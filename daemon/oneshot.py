@@ -139,7 +139,7 @@ def _drain(config: Config, sleep: Callable[[float], None]) -> int:
         outcome = run_with_retries(path, config, get_setup, sleep=sleep)
         log_outcome(outcome)
         after_job(config)
-        if outcome.status is not Status.DONE and exit_code == 0:
+        if outcome.status not in (Status.DONE, Status.REMOVED) and exit_code == 0:
             exit_code = outcome.error.exit_code if outcome.error else 1
         if outcome.status is Status.PAUSED:
             break
@@ -182,6 +182,18 @@ def after_job(config: Config) -> None:
         logs.get_logger().warning("gallery not written", message=error.message)
 
 
+# What each outcome means for the person reading the log: what happened, and what comes next.
+_OUTCOME_EVENTS = {
+    Status.DONE: "job finished",
+    Status.FAILED: "job failed; it is in failed/",
+    Status.RETRY: "job failed; it is tried again",
+    Status.PAUSED: "job waits in the inbox; the queue is paused",
+    Status.CANCELLED: "job stopped; it is back in the inbox",
+    Status.REQUEUED: "job left half-done by a crash; it is back in the inbox to run again",
+    Status.REMOVED: "job file removed before it ran",
+}
+
+
 def log_outcome(outcome: Outcome) -> None:
     fields = {
         "job": outcome.job,
@@ -194,5 +206,5 @@ def log_outcome(outcome: Outcome) -> None:
         if outcome.error.retry_at:
             fields["retry_at"] = outcome.error.retry_at.isoformat()
     log = logs.get_logger()
-    level = log.info if outcome.status is Status.DONE else log.warning
-    level("job finished", **fields)
+    quiet = outcome.status in (Status.DONE, Status.REQUEUED, Status.REMOVED, Status.CANCELLED)
+    (log.info if quiet else log.warning)(_OUTCOME_EVENTS[outcome.status], **fields)

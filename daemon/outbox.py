@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,63 @@ RESULT_SUFFIX = ".result.yaml"
 ERROR_SUFFIX = ".error.yaml"
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# The usual limit of one file name, in bytes (ext4, APFS, NTFS in UTF-16 units, most FUSE).
+NAME_MAX = 255
+# Temp files carry the writer's pid, so a later start can tell a dead writer's leftover from
+# a file another live process is still writing.
+_TEMP_NAME = re.compile(r"^\..*\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$", re.DOTALL)
+
+
+def fit_stem(stem: str, tails: Iterable[str]) -> str:
+    """`stem`, shortened only if `stem + tail` would pass NAME_MAX bytes for some tail.
+
+    A shortened stem ends in `~` and 8 hex digits of the whole stem's hash, so two long names
+    that share a beginning stay apart, and the same stem always shortens the same way.
+    """
+    longest = max((len(t.encode()) for t in tails), default=0)
+    if len(stem.encode()) + longest <= NAME_MAX:
+        return stem
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+    room = NAME_MAX - longest - 9
+    cut = stem.encode()[: max(room, 1)].decode("utf-8", "ignore")
+    return f"{cut}~{digest}"
 
 
 def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    tail = f".{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    return path.with_name("." + fit_stem(path.name, ["." + tail]) + tail)
+
+
+def remove_dead_temp_files(folder: Path, *, alive: Callable[[int], bool]) -> list[Path]:
+    """Delete the temp files in `folder` whose writer is gone (a kill -9 mid-write)."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if match and not alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+                removed.append(folder / name)
+    return removed
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The hash of a regular file's bytes; None when it is missing or not a regular file."""
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+            return digest.hexdigest()
+    except OSError:
+        return None
 
 
 def _write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
@@ -115,7 +171,7 @@ def choose_base(
     """
     keep = {p.resolve() for p in reusable}
     for n in range(1, 100_000):
-        base = wanted if n == 1 else f"{wanted}-{n}"
+        base = fit_stem(wanted if n == 1 else f"{wanted}-{n}", suffixes)
         taken = (outbox / (base + s) for s in suffixes)
         if not any(p.exists() and p.resolve() not in keep for p in taken):
             return base
@@ -128,31 +184,71 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def move_group(files: Sequence[Path], dest_dir: Path, stem: str) -> list[Path]:
+def move_group(files: Sequence[Path], dest_dir: Path, stem: str) -> dict[Path, Path]:
     """Move a job file and its siblings (all named `stem` + something) into `dest_dir`.
 
     When the names are taken there (the same job name ran before), the whole group is renamed
-    `stem-2…` together so that the siblings still belong to their job file. Returns new paths.
+    `stem-2…` together so that the siblings still belong to their job file. A file that is no
+    longer there (the person deleted it while the job ran) is passed over. Returns where each
+    moved file is now, by its old path.
     """
+    present = [f for f in files if os.path.lexists(f)]
+    if not present:
+        return {}
     ensure_dir(dest_dir)
-    tails = [f.name[len(stem) :] for f in files]
+    tails = [f.name[len(stem) :] for f in present]
     for n in range(1, 100_000):
-        new_stem = stem if n == 1 else f"{stem}-{n}"
+        new_stem = fit_stem(stem if n == 1 else f"{stem}-{n}", tails)
         targets = [dest_dir / (new_stem + t) for t in tails]
-        if not any(t.exists() for t in targets):
+        if not any(os.path.lexists(t) for t in targets):
             break
-    for src, dst in zip(files, targets, strict=True):
-        with _unwritable(dst):
-            _rename_no_clobber(src, dst)
-    return targets
+    moved = {}
+    for src, dst in zip(present, targets, strict=True):
+        try:
+            with _unwritable(dst):
+                _rename_no_clobber(src, dst)
+        except OutboxUnwritable:
+            if os.path.lexists(src):
+                raise
+            continue  # gone between the check and the move
+        moved[src] = dst
+    return moved
 
 
 def _rename_no_clobber(src: Path, dst: Path) -> None:
     try:
-        os.link(src, dst)
+        # Not following symlinks: a link to a file outside the inbox must move as the link,
+        # never become a second name of that file inside a synced folder.
+        os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
             os.rename(src, dst)
             return
         raise
     src.unlink()
+
+
+class NotRegularFile(OSError):
+    """A path in the inbox that is not a plain file (a FIFO, a device, a folder)."""
+
+
+def read_regular(path: Path, *, limit: int) -> bytes:
+    """Up to `limit` + 1 bytes of `path`, refusing anything but a regular file.
+
+    Opened without blocking and checked on the open descriptor: a FIFO someone named like a
+    reference must not hang the reader, and a swap between a check and the open changes nothing.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with every symbolic link followed, is `folder` or lies within it."""
+    # realpath, not resolve(): it never raises; a symlink loop just fails the check.
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))

@@ -32,6 +32,11 @@ class Status(enum.Enum):
     PAUSED = "paused"
     """The environment is not ready (login, limit, network, disk); back in the inbox."""
     CANCELLED = "cancelled"
+    """Stopped on purpose (shutdown, Ctrl-C); back in the inbox untouched."""
+    REQUEUED = "requeued"
+    """Found half-done after a crash, with no image to take: back in the inbox to run again."""
+    REMOVED = "removed"
+    """The job file was deleted before it could run: nothing to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ def process_job(
     ref_names = _ref_names(job, config.inbox)  # as the person named them, before the move
     try:
         job, group = claim(job, config.inbox)
+    except FileNotFoundError:
+        return Outcome(path.name, Status.REMOVED, seconds=_since(started))
     except InboxError as error:
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     request = _request(job, config)
@@ -89,7 +96,11 @@ def process_job(
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
     )
-    record.save()
+    try:
+        record.save()
+    except InboxError as error:  # processing/ takes no write: put the job back and wait
+        _return_to_inbox(group, config.inbox, job_stem(group[0]))
+        return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     on_run(request.timeout_sec)
     try:
         generation = generate(
@@ -107,7 +118,9 @@ def process_job(
             wanted=job.out or job.name,
             fmt=job.format,
             refs=record.refs,
+            on_plan=lambda plan: record.set_delivery(plan.to_json()),
         )
+        disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
     except Cancelled:
         disk.move_group(group, config.inbox, job_stem(group[0]))
         record.delete()
@@ -119,7 +132,6 @@ def process_job(
     except InboxError as error:
         record.delete()
         return _settle_failure(path.name, group, error, config, final_attempt, started, job)
-    disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
     record.delete()
     return Outcome(path.name, Status.DONE, outputs, seconds=_since(started))
 
@@ -128,18 +140,20 @@ def claim(job: Job, inbox: Path) -> tuple[Job, list[Path]]:
     """Move the job file, then its siblings, into `processing/` so no watcher takes it again.
 
     The job file goes first: a crash in between leaves siblings in the root, which the next
-    start's recovery reunites with their job file.
+    start's recovery reunites with their job file. FileNotFoundError when the job file is gone.
     """
     group = [job.path, *job.siblings]
-    moved = disk.move_group(group, inbox / disk.PROCESSING, job.name)
-    where = dict(zip(group, moved, strict=True))
+    where = disk.move_group(group, inbox / disk.PROCESSING, job.name)
+    if job.path not in where:
+        raise FileNotFoundError(job.path)
+    # A sibling deleted in the meantime keeps its old path: codex's run then reports it.
     claimed = dataclasses.replace(
         job,
-        path=moved[0],
-        siblings=tuple(moved[1:]),
+        path=where[job.path],
+        siblings=tuple(where.get(s, s) for s in job.siblings),
         refs=tuple(where.get(r, r) for r in job.refs),
     )
-    return claimed, moved
+    return claimed, list(where.values())
 
 
 def _request(job: Job, config: Config) -> ImageRequest:

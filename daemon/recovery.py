@@ -6,7 +6,9 @@ for first; anything else goes back to the inbox root to run again. Nothing runs 
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -15,9 +17,9 @@ from pathlib import Path
 from daemon import codex
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.delivery import deliver
-from daemon.errors import InboxError, OutboxUnwritable
-from daemon.generation import CodexSetup, Generation, recover
+from daemon.delivery import DeliveryPlan, deliver, write_error
+from daemon.errors import InboxError, OutboxUnwritable, RecoveryFailed
+from daemon.generation import CodexSetup, Generation, recover, remove_dead_run_folders
 from daemon.images import ImageFormat
 from daemon.job import is_job_file, sibling_references
 from daemon.pipeline import Outcome, Status, job_stem
@@ -27,14 +29,30 @@ from daemon.runrecord import RunRecord
 def recover_processing(config: Config, *, get_setup: Callable[[], CodexSetup]) -> list[Outcome]:
     """After a crash: finish jobs whose codex already ran, return the others to the inbox."""
     processing = config.inbox / disk.PROCESSING
-    if not processing.is_dir():
-        return []
-    outcomes = [
-        _recover_one(path, config, get_setup)
-        for path in sorted(p for p in processing.iterdir() if is_job_file(p.name))
-    ]
-    _return_orphans(processing, config.inbox)
+    outcomes = []
+    if processing.is_dir():
+        outcomes = [
+            _recover_one(path, config, get_setup)
+            for path in sorted(p for p in processing.iterdir() if is_job_file(p.name))
+        ]
+        _return_orphans(processing, config.inbox)
+    _remove_leftovers(config)
     return outcomes
+
+
+def _remove_leftovers(config: Config) -> None:
+    """What killed processes left behind: half-written temp files, per-run folders.
+
+    Runs after the jobs above are settled, so a leftover codex has been waited for."""
+    inbox = config.inbox
+    folders = [
+        config.outbox,
+        inbox,
+        *(inbox / d for d in (disk.PROCESSING, disk.DONE, disk.FAILED)),
+    ]
+    for folder in folders:
+        disk.remove_dead_temp_files(folder, alive=codex.process_alive)
+    remove_dead_run_folders()
 
 
 def _return_orphans(processing: Path, inbox: Path) -> None:
@@ -52,29 +70,70 @@ def _return_orphans(processing: Path, inbox: Path) -> None:
             disk.move_group([orphan], inbox, orphan.name)
 
 
+# A recovery that raised this often for one job (a bug, or a session log that breaks it) gives
+# the job up instead of failing every start again.
+MAX_FAILED_RECOVERIES = 2
+
+
 def _recover_one(path: Path, config: Config, get_setup: Callable[[], CodexSetup]) -> Outcome:
     record = RunRecord.load(path)
+    if record.failed_recoveries >= MAX_FAILED_RECOVERIES:
+        return _give_up(path, record, config)
+    try:
+        return _finish(path, record, config, get_setup)
+    except Exception:
+        # Counted, then raised again: the bug still shows, but cannot stop every start.
+        record.failed_recoveries += 1
+        with contextlib.suppress(InboxError):
+            record.save()
+        raise
+
+
+def _finish(
+    path: Path, record: RunRecord, config: Config, get_setup: Callable[[], CodexSetup]
+) -> Outcome:
     group = [path, *sibling_references(path)]
     stem = job_stem(path)
     _wait_for_leftover_codex(record)
     try:
-        # A crash after the result was written but before the move leaves only the move.
-        outputs = _delivered(config.outbox, record, record.wanted or stem) or _deliver_session(
-            record, config, get_setup, record.wanted or stem
-        )
+        outputs = _delivered(config.outbox, record) or _deliver_session(record, config, get_setup)
+        if outputs:
+            disk.move_group(group, config.inbox / disk.DONE, stem)
     except OutboxUnwritable as error:
         return Outcome(record.job, Status.PAUSED, error=error)  # kept for the next try
     if not outputs:
         disk.move_group(group, config.inbox, stem)
         record.delete()
-        return Outcome(record.job, Status.CANCELLED)
-    disk.move_group(group, config.inbox / disk.DONE, stem)
+        return Outcome(record.job, Status.REQUEUED)
     record.delete()
     return Outcome(record.job, Status.DONE, outputs)
 
 
+def _give_up(path: Path, record: RunRecord, config: Config) -> Outcome:
+    """Move a job whose recovery kept failing to failed/, with an error sidecar saying so."""
+    error = RecoveryFailed(
+        f"{record.job} could not be finished after a crash: recovering it failed "
+        f"{record.failed_recoveries} times.",
+    )
+    stem = job_stem(path)
+    try:
+        sidecar = write_error(
+            config.outbox,
+            error,
+            job_file=record.job,
+            wanted=record.wanted or stem,
+            prompt=record.prompt or None,
+            retrying=False,
+        )
+        disk.move_group([path, *sibling_references(path)], config.inbox / disk.FAILED, stem)
+    except OutboxUnwritable as disk_error:
+        return Outcome(record.job, Status.PAUSED, error=disk_error)
+    record.delete()
+    return Outcome(record.job, Status.FAILED, (sidecar,), error)
+
+
 def _deliver_session(
-    record: RunRecord, config: Config, get_setup: Callable[[], CodexSetup], wanted: str
+    record: RunRecord, config: Config, get_setup: Callable[[], CodexSetup]
 ) -> tuple[Path, ...]:
     """Deliver the images of the recorded session; () when there are none to deliver."""
     generation = _recovered_generation(record, get_setup)
@@ -86,9 +145,11 @@ def _deliver_session(
             config.outbox,
             job_file=record.job,
             prompt=record.prompt,
-            wanted=wanted,
+            wanted=record.wanted or job_stem(record.job_path),
             fmt=ImageFormat(record.format) if record.format else None,
             refs=record.refs,
+            plan=DeliveryPlan.from_json(record.delivery),
+            on_plan=lambda plan: record.set_delivery(plan.to_json()),
         )
     except OutboxUnwritable:
         raise
@@ -123,15 +184,23 @@ def _recovered_generation(
         return None
 
 
-def _delivered(outbox: Path, record: RunRecord, wanted: str) -> tuple[Path, ...]:
+def _delivered(outbox: Path, record: RunRecord) -> tuple[Path, ...]:
     """The outputs of this very run when its result sidecar is already in the outbox."""
     if not record.thread_id:
         return ()
-    for name in glob.glob(str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")):
-        data = disk.read_yaml(Path(name))
+    plan = DeliveryPlan.from_json(record.delivery)
+    if plan is not None:
+        names = [plan.sidecar]
+    else:  # a record written before delivery plans were kept
+        wanted = record.wanted or job_stem(record.job_path)
+        pattern = str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")
+        names = [os.path.basename(name) for name in glob.glob(pattern)]
+    for name in names:
+        data = disk.read_yaml(outbox / name)
         if data and data.get("job") == record.job and data.get("thread_id") == record.thread_id:
             images = [
                 outbox / str(i.get("file")) for i in data.get("images") or [] if isinstance(i, dict)
             ]
-            return (*images, Path(name))
+            if all(image.is_file() for image in images):
+                return (*images, outbox / name)
     return ()

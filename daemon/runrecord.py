@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from daemon import outbox as disk
 from daemon.errors import InboxError
@@ -31,10 +32,12 @@ class RunRecord:
     pgid: int | None = None
     thread_id: str | None = None
     started_at: str | None = None
+    delivery: dict[str, Any] | None = None  # the DeliveryPlan, saved before the first write
+    failed_recoveries: int = 0
 
     @property
     def path(self) -> Path:
-        return self.job_path.with_name(f".{self.job_path.name}.run.json")
+        return record_path(self.job_path)
 
     def save(self) -> None:
         fields = {name: getattr(self, name) for name in _RECORD_FIELDS}
@@ -60,6 +63,12 @@ class RunRecord:
         except InboxError as error:
             get_logger().warning("run record not saved", job=self.job, message=error.message)
 
+    def set_delivery(self, plan: dict[str, Any]) -> None:
+        """The names the delivery is about to write. Unlike the other notes this one must be
+        on disk before the first write, or a crash would leave files no restart knows of."""
+        self.delivery = plan
+        self.save()
+
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -77,6 +86,13 @@ class RunRecord:
         return record
 
 
+def record_path(job_path: Path) -> Path:
+    """`.<job file name>.run.json` beside the job, shortened to fit a file name if need be."""
+    # The leading dot counts too: fitted as if it were part of the tail.
+    return job_path.with_name(f".{disk.fit_stem(job_path.name, ['.' + RECORD_SUFFIX])}.run.json")
+
+
+RECORD_SUFFIX = ".run.json"
 _RECORD_FIELDS = (
     "job",
     "refs",
@@ -87,4 +103,6 @@ _RECORD_FIELDS = (
     "pgid",
     "thread_id",
     "started_at",
+    "delivery",
+    "failed_recoveries",
 )

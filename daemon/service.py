@@ -59,6 +59,10 @@ PAUSE_DEFAULT_FIRST_SEC = 30.0
 # up to 500 cards); it is rebuilt at once whenever the queue runs empty.
 GALLERY_EVERY_SEC = 2.0
 PAUSE_MAX_SEC = 900.0
+# A disk-full pause ends early once a test write succeeds; the tests double in spacing along
+# with the pauses, since a disk with some room but not enough passes the test and fails the
+# job's real write again.
+PROBE_FIRST_SEC = 1.0
 
 
 @dataclass
@@ -75,6 +79,8 @@ class Pause:
     error: InboxError
     until: float
     auth_stamp: tuple[int, int] | None
+    probe_at: float  # when a full disk may next be tested for having room again
+    probe_every: float
 
 
 class Daemon:
@@ -253,6 +259,8 @@ class Daemon:
         if outcome.status in (Status.DONE, Status.FAILED):
             self._finish(entry)
             self._remember(outcome)
+        elif outcome.status is Status.REMOVED:
+            self._finish(entry)
         elif outcome.status is Status.RETRY:
             entry.attempts += 1
             entry.not_before = self.clock() + backoff(self.config, entry.attempts)
@@ -290,7 +298,9 @@ class Daemon:
         wait = min(first * 2 ** (count - 1), PAUSE_MAX_SEC)
         if error.retry_at is not None:
             wait = max(1.0, (error.retry_at - datetime.now(error.retry_at.tzinfo)).total_seconds())
-        self.pause = Pause(error, self.clock() + wait, self._auth_stamp())
+        probe_every = min(PROBE_FIRST_SEC * 2 ** (count - 1), PAUSE_MAX_SEC)
+        now = self.clock()
+        self.pause = Pause(error, now + wait, self._auth_stamp(), now + probe_every, probe_every)
         resumes = datetime.now().astimezone() + timedelta(seconds=wait)
         self.status.paused = {
             "error": error.layer,
@@ -312,7 +322,7 @@ class Daemon:
             why = "time"
         elif self._auth_stamp() != self.pause.auth_stamp:
             why = "login changed"
-        elif isinstance(self.pause.error, OutboxUnwritable) and self._disk_writable():
+        elif isinstance(self.pause.error, OutboxUnwritable) and self._probe_disk():
             why = "disk writable"
         if why is None:
             return False
@@ -322,6 +332,14 @@ class Daemon:
         self._recover()  # a job kept in processing/ by an unwritable outbox goes out first
         self._set_state("paused" if self.pause else "idle")
         return self.pause is None
+
+    def _probe_disk(self) -> bool:
+        """A test write, when the pause's spacing says one is due."""
+        assert self.pause is not None
+        if self.clock() < self.pause.probe_at:
+            return False
+        self.pause.probe_at = self.clock() + self.pause.probe_every
+        return self._disk_writable()
 
     def _disk_writable(self) -> bool:
         """Whether the outbox and the inbox's state folders take a small write again."""

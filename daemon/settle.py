@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from daemon import outbox as disk
 from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
 from daemon.images import IMAGE_EXTENSIONS
 from daemon.job import JOB_SUFFIX, MAX_JOB_BYTES
@@ -135,12 +136,15 @@ class _Look:
 
 
 def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
-    """Whether the job file parses as YAML, and the explicit relative references it names."""
+    """Whether the job file parses as YAML, and the explicit relative references it names.
+
+    A link out of the inbox is not read: it is handed over as it is, and the pipeline refuses
+    it with an error sidecar.
+    """
+    if not disk.inside(path, path.parent):
+        return True, ()
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_JOB_BYTES + 1)
-    except FileNotFoundError:
-        return False, ()
+        data = disk.read_regular(path, limit=MAX_JOB_BYTES)
     except OSError:
         return False, ()
     if not data.strip():
