@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,7 @@ MAX_PIXELS = 64 * 1024 * 1024
 class ImageTooLarge(ValueError):
     """The image declares more than MAX_PIXELS pixels (a decompression bomb, or a mistake)."""
 
-    def __init__(self, width: int | None, height: int | None) -> None:
-        size = f"{width}x{height} pixels" if width and height else "a huge size"
+    def __init__(self, size: str) -> None:
         super().__init__(f"declares {size}, more than the {MAX_PIXELS >> 20}-megapixel limit")
 
 
@@ -97,13 +97,15 @@ def inspect(data: bytes, *, decode: bool = False) -> ImageInfo | None:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             if width * height > MAX_PIXELS:
-                raise ImageTooLarge(width, height)
+                raise ImageTooLarge(f"{width}x{height} pixels")
             if decode:
                 img.load()
             else:
                 img.verify()
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(None, None) from None
+    except Image.DecompressionBombError as bomb:
+        # Pillow refuses the largest before their size is readable; its message has the count.
+        count = re.search(r"\((\d+) pixels\)", str(bomb))
+        raise ImageTooLarge(f"{count[1]} pixels" if count else "a huge size") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, ImageTooLarge):
             raise

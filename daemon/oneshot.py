@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -112,8 +113,10 @@ def pending_jobs(inbox: Path) -> list[Path]:
     """Job files in the inbox root, oldest first (arrival order)."""
     jobs = []
     for path in inbox.iterdir():
-        if is_job_file(path.name) and not path.name.startswith(".") and path.is_file():
-            jobs.append((path.stat().st_mtime_ns, path.name, path))
+        # Anything but a folder: a FIFO or a link out of the inbox is refused with a sidecar.
+        if is_job_file(path.name) and not path.name.startswith(".") and not path.is_dir():
+            with contextlib.suppress(OSError):
+                jobs.append((path.lstat().st_mtime_ns, path.name, path))
     return [p for _, _, p in sorted(jobs)]
 
 

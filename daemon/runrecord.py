@@ -67,7 +67,14 @@ class RunRecord:
         """The names the delivery is about to write. Unlike the other notes this one must be
         on disk before the first write, or a crash would leave files no restart knows of."""
         self.delivery = plan
-        self.save()
+        try:
+            self.save()
+        except InboxError:
+            if self.job_path.parent.is_dir():
+                raise
+            # processing/ itself was removed (the inbox deleted mid-run): no restart could find
+            # this job again, so the images are delivered without the note.
+            get_logger().warning("job folder removed while the job ran", job=self.job)
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)

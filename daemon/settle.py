@@ -145,6 +145,8 @@ def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
         return True, ()
     try:
         data = disk.read_regular(path, limit=MAX_JOB_BYTES)
+    except disk.NotRegularFile:
+        return True, ()  # a FIFO or a device: handed over unread, the pipeline refuses it
     except OSError:
         return False, ()
     if not data.strip():
@@ -356,7 +358,8 @@ class Settler:
                 missing = missing or name in candidate.refs
                 evicted = evicted or name in listing.evicted
                 continue
-            if name == candidate.name and stat_mod.S_ISREG(st.st_mode):
+            if name == candidate.name and not stat_mod.S_ISDIR(st.st_mode):
+                # Not only regular files: a FIFO must settle too, to be refused with a sidecar.
                 job_stat = (st.st_size, st.st_mtime_ns)
             evicted = evicted or is_icloud_placeholder(path, st)
             signature.append((name, st.st_size, st.st_mtime_ns))

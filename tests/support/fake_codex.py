@@ -5,8 +5,9 @@ The JSON file named by FAKE_CODEX_SCRIPT chooses the behaviour; every key is opt
   version ("0.169.0"), logged_in (true), thread_id, scenario (image | two_images | refuse |
   text_only | usage_limit | unauthorized | server_error | hang | hang_ignoring_sigterm |
   no_session_log | crash | bad_args | network_down | generated_dir_only), image_b64,
-  image_size, exit_code, delay_sec, usage_limit_message, record (a file that gets one JSON
-  line per call: argv, cwd, stdin, refs, pid, child_pid, codex_home).
+  image_b64_calls (only the first N calls use image_b64), image_size, exit_code, delay_sec,
+  usage_limit_message, record (a file that gets one JSON line per call: argv, cwd, stdin,
+  refs, pid, child_pid, codex_home).
 """
 
 from __future__ import annotations
@@ -116,8 +117,17 @@ def parse_exec(args: list[str]) -> dict[str, Any]:
     return opts
 
 
+def call_number(conf: dict[str, Any]) -> int:
+    """1 for the first recorded call, 2 for the second... (0 when calls are not recorded)."""
+    try:
+        return len(Path(conf["record"]).read_text().splitlines())
+    except (KeyError, OSError):
+        return 0
+
+
 def image_bytes(conf: dict[str, Any], n: int) -> bytes:
-    if "image_b64" in conf and n == 0:
+    calls = conf.get("image_b64_calls")  # only the first N calls answer with image_b64
+    if "image_b64" in conf and n == 0 and (calls is None or call_number(conf) <= calls):
         return base64.b64decode(conf["image_b64"])
     png = shapes.tiny_png(n + 1)
     size = int(conf.get("image_size", 0))

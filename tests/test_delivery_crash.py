@@ -1,0 +1,122 @@
+"""A crash at any point of a delivery, then a restart: every image once, no orphan, no rerun.
+
+The crash is a BaseException raised from the outbox's write or move (nothing in the pipeline
+catches it, as nothing survives a kill -9); the restart is a second `once`, which recovers
+what the first left in processing/. The daemon's random kill -9 test covers real signals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon import outbox as disk
+from tests.test_pipeline import World
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    return World(tmp_path, monkeypatch)
+
+
+def crash_on_call(monkeypatch: pytest.MonkeyPatch, name: str, number: int) -> None:
+    """Make the `number`-th call of disk.<name> crash the process before it does anything."""
+    real = getattr(disk, name)
+    calls = 0
+
+    def crashing(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            raise Crash(f"{name} call {number}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(disk, name, crashing)
+
+
+def assert_delivered_once(world: World) -> None:
+    assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
+    result = world.sidecar("pair.result.yaml")
+    assert [i["file"] for i in result["images"]] == ["pair.png", "pair.2.png"]
+    assert result["thread_id"] == world.calls()[0]["thread_id"]
+    assert len(world.calls()) == 1, "codex ran again for a run whose images were in its log"
+    assert world.files(world.inbox / "done") == ["pair.prompt.yaml"]
+    assert world.files(world.inbox / "processing") == []
+    assert [n for n in world.files(world.inbox) if n.endswith(".prompt.yaml")] == []
+
+
+# Writes of a two-image delivery: the first image, the second, the result sidecar.
+@pytest.mark.parametrize("write", [1, 2, 3])
+def test_a_crash_before_any_write_of_the_delivery_is_finished_by_the_restart(
+    world: World, monkeypatch: pytest.MonkeyPatch, write: int
+) -> None:
+    world.script(scenario="two_images")
+    world.job("pair", "prompt: two of them\n")
+    crash_on_call(monkeypatch, "write_new", write)
+    with pytest.raises(Crash):
+        world.once()
+    monkeypatch.undo()
+    assert world.once() == 0
+    assert_delivered_once(world)
+
+
+def test_a_crash_after_the_sidecar_before_the_move_to_done(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim is move 1, the move to done/ move 2."""
+    world.script(scenario="two_images")
+    world.job("pair", "prompt: two of them\n")
+    crash_on_call(monkeypatch, "move_group", 2)
+    with pytest.raises(Crash):
+        world.once()
+    monkeypatch.undo()
+    assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
+    assert world.once() == 0
+    assert_delivered_once(world)
+
+
+def test_a_crash_during_the_recovery_of_a_crashed_delivery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run dies after the first image, its recovery dies after the second one: the
+    third start still ends with each image once."""
+    world.script(scenario="two_images")
+    world.job("pair", "prompt: two of them\n")
+    crash_on_call(monkeypatch, "write_new", 2)
+    with pytest.raises(Crash):
+        world.once()
+    monkeypatch.undo()
+    crash_on_call(monkeypatch, "write_new", 2)  # the recovery writes image 2, then the sidecar
+    with pytest.raises(Crash):
+        world.once()
+    monkeypatch.undo()
+    assert world.once() == 0
+    assert_delivered_once(world)
+
+
+def test_a_file_of_someone_else_under_a_planned_name_is_left_alone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the plan was saved; meanwhile another writer took `pair.2.png`. The restart
+    neither adopts nor overwrites that file: it delivers under a new name."""
+    world.script(scenario="two_images")
+    world.job("pair", "prompt: two of them\n")
+    crash_on_call(monkeypatch, "write_new", 1)
+    with pytest.raises(Crash):
+        world.once()
+    monkeypatch.undo()
+    (world.outbox / "pair.2.png").write_bytes(b"another program's file")
+    assert world.once() == 0
+    assert (world.outbox / "pair.2.png").read_bytes() == b"another program's file"
+    assert world.files(world.outbox) == [
+        "pair-2.2.png",
+        "pair-2.png",
+        "pair-2.result.yaml",
+        "pair.2.png",
+    ]
+    assert len(world.calls()) == 1
