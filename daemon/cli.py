@@ -196,7 +196,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
             return stop.report("codex was stopped, no image was written")
         except InboxError:
             if stop.requested:  # e.g. the version probe, which shares our process group
-                return stop.report("before codex ran, no image was written")
+                return stop.report("no image was written")
             raise
     for path in paths:
         print(path)

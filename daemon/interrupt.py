@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -33,6 +34,17 @@ class StopRequest:
         else:
             self._first[signal.Signals(signum)].set()
             self.cancel.set()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less once a stop is asked for.
+
+        Polls rather than waiting on `cancel`: the handler sets that event in this same (main)
+        thread, and an Event.set() that interrupts an Event.wait() on the same event can
+        deadlock on the event's non-reentrant lock.
+        """
+        end = time.monotonic() + seconds
+        while not self.cancel.is_set() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
 
     @property
     def requested(self) -> bool:

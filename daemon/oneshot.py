@@ -144,7 +144,7 @@ def process_inbox(
     disk.ensure_dir(config.outbox)
     with InboxLock(config.inbox, command="once"):
         # A stop request cuts a retry's backoff short as well.
-        return _drain(config, sleep or stop.cancel.wait, stop)
+        return _drain(config, sleep or stop.sleep, stop)
 
 
 def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) -> int:

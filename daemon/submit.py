@@ -59,14 +59,13 @@ def wait_for_result(
     *,
     since: datetime,
     out: TextIO = sys.stderr,
-    sleep: Callable[[float], object] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
 ) -> list[Path]:
     """Follow the job until its result or final error sidecar appears; returns the images.
 
     `stop` set ends the wait (Cancelled, saying where the job is): the daemon keeps the job.
     """
-    pause: Callable[[float], object] = sleep or (stop.wait if stop is not None else time.sleep)
     shown = ""
     while True:
         if stop is not None and stop.is_set():
@@ -88,7 +87,7 @@ def wait_for_result(
         if line != shown and out.isatty():
             print(line, file=out)
             shown = line
-        pause(0.5)
+        sleep(0.5)
 
 
 def left_behind(job_path: Path, config: Config) -> str:

@@ -452,3 +452,19 @@ def test_real_codex_launcher_and_native_binary_die_on_ctrl_c(
             os.kill(pid, signal.SIGKILL)
     assert not any(pid_alive(pid) for pid in members)
     assert world.run_temp_folders() == []
+
+
+# --- the stop request itself --------------------------------------------------------------------
+
+
+def test_stop_request_first_signal_cancels_second_kills_and_the_first_names_the_code() -> None:
+    """SIGTERM then SIGINT: cancel on the first, kill-now on the second, exit code 143."""
+    from daemon.interrupt import StopRequest
+
+    stop = StopRequest()
+    stop.handle(signal.SIGTERM, None)
+    assert stop.cancel.is_set() and not stop.now.is_set()
+    stop.handle(signal.SIGINT, None)
+    assert stop.now.is_set()
+    assert stop.exit_code == 143
+    stop.sleep(3600)  # returns at once once a stop was asked for
