@@ -176,27 +176,50 @@ def _load_config(path: Path | None) -> Config:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    from daemon.errors import Cancelled
+    from daemon.interrupt import stop_signals
     from daemon.oneshot import generate_to_file
 
     config = _load_config(args.config)
-    paths = generate_to_file(
-        prompt=args.prompt,
-        refs=args.ref,
-        out=args.out,
-        timeout_sec=args.timeout_sec,
-        model=args.model,
-        config=config,
-    )
+    with stop_signals() as stop:
+        try:
+            paths = generate_to_file(
+                prompt=args.prompt,
+                refs=args.ref,
+                out=args.out,
+                timeout_sec=args.timeout_sec,
+                model=args.model,
+                config=config,
+                stop=stop,
+            )
+        except Cancelled:
+            return stop.report("codex was stopped, no image was written")
+        except InboxError:
+            if stop.requested:  # e.g. the version probe, which shares our process group
+                return stop.report("no image was written")
+            raise
     for path in paths:
         print(path)
+    if stop.requested:
+        return stop.report("codex had already finished, the image was written")
     return EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from daemon.oneshot import process_inbox
+    from daemon.errors import Cancelled
+    from daemon.interrupt import stop_signals
+    from daemon.oneshot import pending_jobs, process_inbox
 
     config = _load_config(args.config)
-    return process_inbox(config)
+    with stop_signals() as stop:
+        try:
+            code = process_inbox(config, stop=stop)
+        except Cancelled as stopped:
+            return stop.report(stopped.message)
+    if stop.requested:
+        left = len(pending_jobs(config.inbox))
+        return stop.report(f"no further job was started, {left} left in the inbox")
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -221,6 +244,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from datetime import datetime
 
+    from daemon.errors import Cancelled
+    from daemon.interrupt import stop_signals
     from daemon.submit import submit_job, wait_for_result
 
     config = _load_config(args.config)
@@ -229,7 +254,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         print(job_path)
         return EXIT_OK
-    for path in wait_for_result(job_path, config, since=since):
+    with stop_signals() as stop:
+        try:
+            paths = wait_for_result(job_path, config, since=since, stop=stop.cancel)
+        except Cancelled as stopped:
+            return stop.report(f"no longer waiting: {stopped.message}")
+    for path in paths:
         print(path)
     return EXIT_OK
 

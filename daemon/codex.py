@@ -42,6 +42,7 @@ MIN_SUPPORTED = (0, 111, 0)
 BOUNDED_RETRIES_SINCE = (0, 150, 0)
 
 TERM_GRACE_SEC = 5.0
+CANCELLED_MESSAGE = "The run was stopped on request."
 STDERR_TAIL_BYTES = 4096
 _NETWORK_WAIT = re.compile(r"waiting for network", re.IGNORECASE)
 
@@ -244,6 +245,8 @@ def run_codex(
     on_thread_id: Callable[[str], None] = lambda _id: None,
     on_start: Callable[[int], None] = lambda _pid: None,
     cancel: threading.Event | None = None,
+    kill_now: threading.Event | None = None,
+    term_grace_sec: float = TERM_GRACE_SEC,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> CodexRun:
     """Run codex to completion, or stop its whole process group at the timeout or on `cancel`.
@@ -251,8 +254,11 @@ def run_codex(
     `on_start` gets codex's process-group id: codex runs in a session of its own, so it
     outlives a daemon killed with -9, and the next start must wait for it rather than run the
     job again. Raises CodexMissing when it cannot start, CodexTimeout when the clock ran out, and
-    `Cancelled` when `cancel` was set.
+    `Cancelled` when `cancel` was set (before the start too: a stopped command starts nothing).
+    `kill_now` cuts the SIGTERM grace short (a second Ctrl-C).
     """
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(CANCELLED_MESSAGE)
     started_at = now()
     try:
         proc = subprocess.Popen(
@@ -288,7 +294,7 @@ def run_codex(
     threads.append(reaper)
     outcome = _wait(exited, timeout_sec, cancel, stop_early)
     if outcome != "exited":
-        _stop_group(proc.pid, exited)
+        _stop_group(proc.pid, exited, grace_sec=term_grace_sec, kill_now=kill_now)
     for t in threads:
         t.join(timeout=10)
     tail = b"".join(stderr_tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:]
@@ -298,7 +304,7 @@ def run_codex(
             detail=tail,
         )
     if outcome == "cancelled":
-        raise Cancelled("The run was stopped because the daemon is shutting down.")
+        raise Cancelled(CANCELLED_MESSAGE)
     return CodexRun(
         returncode=proc.returncode if outcome == "exited" else 1,
         thread_id=events.thread_id,
@@ -336,11 +342,23 @@ def _wait(
             return "network"
 
 
-def _stop_group(pgid: int, exited: threading.Event) -> None:
+def _stop_group(
+    pgid: int,
+    exited: threading.Event,
+    *,
+    grace_sec: float = TERM_GRACE_SEC,
+    kill_now: threading.Event | None = None,
+) -> None:
     """SIGTERM the whole group, a grace period, then SIGKILL: a SIGKILL during a token refresh
-    can corrupt auth.json, so codex always gets the chance to stop cleanly first."""
+    can corrupt auth.json, so codex always gets the chance to stop cleanly first, unless the
+    person asks again (`kill_now`)."""
     _signal_group(pgid, signal.SIGTERM)
-    exited.wait(TERM_GRACE_SEC)
+    grace_end = time.monotonic() + grace_sec
+    while not exited.is_set() and not (kill_now is not None and kill_now.is_set()):
+        remaining = grace_end - time.monotonic()
+        if remaining <= 0:
+            break
+        exited.wait(min(0.1, remaining))
     # Grandchildren may outlive the leader; the group id stays valid while any member lives.
     _signal_group(pgid, signal.SIGKILL)
     exited.wait()

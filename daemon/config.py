@@ -33,6 +33,7 @@ class CodexConfig:
     extra_args: tuple[str, ...] = ()
     home: Path | None = None  # sets CODEX_HOME for the child when given
     timeout_sec: float = 300.0
+    term_grace_sec: float = 5.0  # SIGTERM to SIGKILL when codex is stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "watch",
         "retry",
     ),
-    "codex": ("command", "extra_args", "home", "timeout_sec"),
+    "codex": ("command", "extra_args", "home", "timeout_sec", "term_grace_sec"),
     "watch": ("polling", "settle_sec", "rescan_sec"),
     "retry": ("attempts", "backoff_sec", "max_backoff_sec"),
 }
@@ -329,6 +330,9 @@ class _Reader:
             extra_args=self.argv(section, "codex.extra_args", (), allow_empty=True),
             home=self.path(section, "home", "codex.home"),
             timeout_sec=self.number(section, "timeout_sec", 300.0, "codex.timeout_sec"),
+            term_grace_sec=self.number(
+                section, "term_grace_sec", 5.0, "codex.term_grace_sec", allow_zero=True
+            ),
         )
 
     def watch(self, section: dict[str, Any]) -> WatchConfig:

@@ -40,6 +40,7 @@ class CodexSetup:
     extra_args: tuple[str, ...]
     env: Mapping[str, str]
     version: codex.CodexVersion
+    term_grace_sec: float = codex.TERM_GRACE_SEC
 
     @property
     def home(self) -> Path:
@@ -51,7 +52,7 @@ def prepare_codex(config: CodexConfig, *, environ: Mapping[str, str] = os.enviro
     env = codex.child_environment(environ, config.home)
     cache = version_cache.default_cache_file(environ)
     version = codex.probe_version(config.command, env=env, cache_file=cache)
-    return CodexSetup(config.command, config.extra_args, env, version)
+    return CodexSetup(config.command, config.extra_args, env, version, config.term_grace_sec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,12 @@ def generate(
     on_thread_id: Callable[[str], None] = lambda _id: None,
     on_start: Callable[[int], None] = lambda _pid: None,
     cancel: threading.Event | None = None,
+    kill_now: threading.Event | None = None,
 ) -> Generation:
-    """Run codex for `request` and return its images; raises an InboxError subclass otherwise."""
+    """Run codex for `request` and return its images; raises an InboxError subclass otherwise.
+
+    The run's folder goes in every case, a `Cancelled` run included.
+    """
     with _run_folder() as workdir:
         refs = copy_references(request.refs, workdir)
         argv = codex.build_argv(
@@ -110,6 +115,8 @@ def generate(
             on_thread_id=on_thread_id,
             on_start=started,
             cancel=cancel,
+            kill_now=kill_now,
+            term_grace_sec=setup.term_grace_sec,
         )
     return collect(run, setup)
 

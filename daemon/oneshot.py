@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import InboxError, UsageError
+from daemon.errors import Cancelled, InboxError, UsageError
 from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
 from daemon.images import ImageFormat, check_reference_argument, convert, inspect
+from daemon.interrupt import StopRequest
 from daemon.job import is_job_file
 from daemon.lock import InboxLock
 from daemon.pipeline import Outcome, Status, process_job
@@ -45,8 +45,12 @@ def generate_to_file(
     timeout_sec: float | None,
     model: str | None,
     config: Config,
+    stop: StopRequest | None = None,
 ) -> list[Path]:
-    """`gen`: check the arguments, run codex, write the image(s); returns the paths written."""
+    """`gen`: check the arguments, run codex, write the image(s); returns the paths written.
+
+    `stop` set stops codex (Cancelled); once codex has finished, its images are still written.
+    """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     for ref in refs:
@@ -59,7 +63,12 @@ def generate_to_file(
         timeout_sec=timeout_sec or config.codex.timeout_sec,
     )
     logs.warm_up(*END_OF_JOB_MODULES)
-    generation = generate(request, setup)
+    generation = generate(
+        request,
+        setup,
+        cancel=stop.cancel if stop else None,
+        kill_now=stop.now if stop else None,
+    )
     target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
     written = []
     for n, image in enumerate(generation.images):
@@ -120,27 +129,40 @@ def pending_jobs(inbox: Path) -> list[Path]:
     return [p for _, _, p in sorted(jobs)]
 
 
-def process_inbox(config: Config, *, sleep: Callable[[float], None] = time.sleep) -> int:
+def process_inbox(
+    config: Config,
+    *,
+    sleep: Callable[[float], object] | None = None,
+    stop: StopRequest | None = None,
+) -> int:
     """`once`: every job now in the inbox, one at a time; 0 when all succeeded.
 
     An environment failure (login, usage limit, network, disk) stops the run: the jobs not yet
-    run stay in the inbox untouched, and the exit code is that failure's.
+    run stay in the inbox untouched, and the exit code is that failure's. `stop` set takes no
+    further job and stops a running codex: that job goes back to the inbox and `Cancelled` is
+    raised naming it.
     """
+    stop = stop or StopRequest()
     disk.ensure_dir(config.inbox)
     disk.ensure_dir(config.outbox)
     with InboxLock(config.inbox, command="once"):
-        return _drain(config, sleep)
+        # A stop request cuts a retry's backoff short as well.
+        return _drain(config, sleep or stop.sleep, stop)
 
 
-def _drain(config: Config, sleep: Callable[[float], None]) -> int:
+def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) -> int:
     logs.warm_up(*END_OF_JOB_MODULES)
     get_setup = cached_setup(config)
     for outcome in recover_processing(config, get_setup=get_setup):
         log_outcome(outcome)
     exit_code = 0
     for path in pending_jobs(config.inbox):
-        outcome = run_with_retries(path, config, get_setup, sleep=sleep)
+        if stop.requested:
+            break
+        outcome = run_with_retries(path, config, get_setup, sleep=sleep, stop=stop)
         log_outcome(outcome)
+        if outcome.status is Status.CANCELLED:
+            raise Cancelled(f"codex was stopped, {outcome.job} is back in the inbox")
         after_job(config)
         if outcome.status not in (Status.DONE, Status.REMOVED) and exit_code == 0:
             exit_code = outcome.error.exit_code if outcome.error else 1
@@ -154,17 +176,25 @@ def run_with_retries(
     config: Config,
     get_setup: Callable[[], CodexSetup],
     *,
-    sleep: Callable[[float], None],
+    sleep: Callable[[float], object],
+    stop: StopRequest,
 ) -> Outcome:
     attempts = config.retry.attempts
     for attempt in range(1, attempts + 1):
         outcome = process_job(
-            path, config=config, get_setup=get_setup, final_attempt=attempt == attempts
+            path,
+            config=config,
+            get_setup=get_setup,
+            final_attempt=attempt == attempts,
+            cancel=stop.cancel,
+            kill_now=stop.now,
         )
         if outcome.status is not Status.RETRY:
             return outcome
         log_outcome(outcome)
         sleep(backoff(config, attempt))
+        if stop.requested:  # the job waits in the inbox with its retrying error sidecar
+            break
     return outcome
 
 

@@ -63,6 +63,7 @@ def process_job(
     get_setup: Callable[[], CodexSetup],
     final_attempt: bool = True,
     cancel: threading.Event | None = None,
+    kill_now: threading.Event | None = None,
     on_run: Callable[[float], None] = lambda _timeout: None,
 ) -> Outcome:
     """Run the job at `path` (in the inbox root) and leave every file in its final place.
@@ -109,6 +110,7 @@ def process_job(
             on_thread_id=record.set_thread,
             on_start=record.set_process,
             cancel=cancel,
+            kill_now=kill_now,
         )
         outputs = deliver(
             generation,

@@ -100,6 +100,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.cancel = threading.Event()
+        self.kill_now = threading.Event()  # a second stop signal: no grace for codex either
         self.queue: list[Queued] = []
         self.pause: Pause | None = None
         self.pause_streak = 0  # consecutive pauses without a job getting through: the backoff
@@ -167,6 +168,9 @@ class Daemon:
 
     def _install_signal_handlers(self) -> None:
         def stop(_signum: int, _frame: FrameType | None) -> None:
+            if self.stopping.is_set():
+                self.kill_now.set()
+                self.cancel.set()
             self.stopping.set()
 
         def reload(_signum: int, _frame: FrameType | None) -> None:
@@ -241,6 +245,7 @@ class Daemon:
             get_setup=self.get_setup,
             final_attempt=entry.attempts + 1 >= config.retry.attempts,
             cancel=self.cancel,
+            kill_now=self.kill_now,
             on_run=self._busy_for,
         )
         self._busy_until = 0.0
@@ -454,6 +459,7 @@ class Daemon:
             if self.stopping.is_set():
                 if grace_deadline is None:
                     grace_deadline = now + self.config.shutdown_grace_sec
+                    self._say_stopping()
                     if self.watcher is not None:
                         self.watcher.stop()  # wakes the loop if it waits for a job
                 if not self._busy_until:
@@ -469,6 +475,19 @@ class Daemon:
                 time.sleep(TICK_SEC)
             else:  # sleeps until the next ping is due, or a stop request
                 self.stopping.wait(min(interval or IDLE_WAIT_SEC, IDLE_WAIT_SEC))
+
+    def _say_stopping(self) -> None:
+        """At the first stop signal, say at once what the wait is for and how to cut it short."""
+        job = self.status.current_job
+        if not self._busy_until or job is None:
+            return
+        grace = self.config.shutdown_grace_sec
+        log.warning(
+            "stopping",
+            job=job,
+            grace_sec=grace,
+            message=f"waiting up to {grace:g} s for {job}, Ctrl-C again to stop it now",
+        )
 
 
 def _takes_write(folder: Path) -> bool:

@@ -7,6 +7,7 @@ rename, so the daemon never sees a job without its references.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,9 +18,9 @@ import yaml
 
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.errors import UsageError, class_for_layer
+from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
-from daemon.job import JOB_SUFFIX, parse_job
+from daemon.job import JOB_SUFFIX, parse_job, sibling_references
 from daemon.status import read_status
 
 
@@ -59,10 +60,16 @@ def wait_for_result(
     since: datetime,
     out: TextIO = sys.stderr,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> list[Path]:
-    """Follow the job until its result or final error sidecar appears; returns the images."""
+    """Follow the job until its result or final error sidecar appears; returns the images.
+
+    `stop` set ends the wait (Cancelled, saying where the job is): the daemon keeps the job.
+    """
     shown = ""
     while True:
+        if stop is not None and stop.is_set():
+            raise Cancelled(left_behind(job_path, config))
         sidecar = _find_sidecar(config.outbox, job_path.name, since)
         if sidecar is not None:
             path, data = sidecar
@@ -81,6 +88,23 @@ def wait_for_result(
             print(line, file=out)
             shown = line
         sleep(0.5)
+
+
+def left_behind(job_path: Path, config: Config) -> str:
+    """What becomes of a job whose `submit --wait` stopped waiting: the daemon owns it now."""
+    name = job_path.name
+    if job_path.exists():
+        files = " ".join(str(p) for p in [job_path, *sibling_references(job_path)])
+        return (
+            f"{name} is still queued in the inbox and the daemon will run it; "
+            f"to withdraw it, delete {files}"
+        )
+    if (config.inbox / disk.PROCESSING / name).exists():
+        return (
+            f"the daemon is running {name} and will finish it; its result will be in "
+            f"{config.outbox} (only stopping the daemon puts it back in the inbox)"
+        )
+    return f"{name} has left the queue; its result or error is in {config.outbox}"
 
 
 def _find_sidecar(
