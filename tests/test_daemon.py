@@ -534,6 +534,53 @@ def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, st
     assert daemon.stop() == 0
 
 
+@pytest.fixture
+def small_outbox(world: DaemonWorld) -> Iterator[Path]:
+    """The outbox on a real 256 KiB tmpfs (root only), unmounted at the end."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        if os.environ.get("CI"):
+            pytest.fail("a tmpfs needs root and mount(8); CI has both")
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(world.outbox)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield world.outbox
+    finally:
+        subprocess.run(["umount", "-l", str(world.outbox)], check=False)
+
+
+def test_a_disk_with_some_room_but_not_enough_pauses_with_a_growing_backoff(
+    world: DaemonWorld, start, small_outbox: Path
+) -> None:
+    """The image does not fit, a small test write does: the queue does not flip between paused
+    and resumed twice a second, and once there is room the job is delivered without codex
+    running again."""
+    world.set_script(image_size=200_000)
+    filler = small_outbox / "filler.bin"
+    filler.write_bytes(bytes(160 * 1024))  # leaves ~96 KiB: room for a probe, not the image
+    daemon = start()
+    world.write_job("big")
+    daemon.wait_for(lambda: daemon.logged("queue paused", error="outbox"), what="paused")
+    paused_at = time.monotonic()
+    time.sleep(8.0)  # a window to count resumes in, not a synchronisation
+    window = time.monotonic() - paused_at
+    resumes = len(daemon.logged("queue resumed", reason="disk writable"))
+    # Spacings of 1, 2, 4 s allow at most 3 resumes in 8 s (and fewer on a slow machine);
+    # resuming at every tick would give about 16.
+    assert resumes <= 3 + int(window > 15), resumes
+    assert world.jobs_in("processing") == ["big.prompt.yaml"]
+    filler.unlink()
+    done_once(world, "big.prompt.yaml")
+    assert len(world.calls()) == 1
+    assert daemon.stop() == 0
+
+
 # --- 9. fuzzed job files; 10. a burst ------------------------------------------------------------
 
 YAMLISH = st.lists(
