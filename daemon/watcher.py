@@ -295,7 +295,7 @@ class InboxWatcher:
         identity = (st.st_dev, st.st_ino)
         reason = self._restart_reason(identity)
         if reason:
-            if not self._last_problem:
+            if not self._last_problem and reason != "start":  # a start is logged as "watching"
                 self._log.info("watch.restarting", reason=reason)
             self._stop_observer()
             self._start_observer()
