@@ -6,6 +6,7 @@ Images are written first and the result sidecar last: its presence means "comple
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from daemon import outbox as disk
 from daemon.errors import InboxError, NoImage
 from daemon.generation import Generation
 from daemon.images import ImageFormat, ImageInfo, convert, inspect
+from daemon.thumbs import write_thumbnails
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,13 @@ def deliver(
     wanted: str,
     fmt: ImageFormat | None,
     refs: list[str],
+    prompt_source: str | None,
+    ref_files: Sequence[Path] = (),
 ) -> tuple[Path, ...]:
-    """Write the images and then the result sidecar (last: its presence means "complete")."""
+    """Write the images and then the result sidecar (last: its presence means "complete").
+
+    `ref_files` are where the references `refs` names are now: the gallery gets thumbnails.
+    """
     images = _verified_images(generation, fmt)
     disk.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
@@ -48,12 +55,12 @@ def deliver(
         except FileExistsError:
             continue  # someone took the name between the check and the write: pick again
     sidecar = outbox / f"{base}{disk.RESULT_SUFFIX}"
-    disk.write_new(
-        sidecar,
-        disk.dump_yaml(
-            _result_fields(generation, written, images, job_file=job_file, prompt=prompt, refs=refs)
-        ),
+    fields = _result_fields(
+        generation, written, images, job_file=job_file, prompt=prompt, refs=refs
     )
+    fields["prompt_source"] = prompt_source
+    fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
+    disk.write_new(sidecar, disk.dump_yaml(fields))
     for path in stale:
         path.unlink(missing_ok=True)
     return (*written, sidecar)
@@ -144,8 +151,13 @@ def write_error(
     wanted: str,
     prompt: str | None,
     retrying: bool,
+    refs: Sequence[str] = (),
+    ref_files: Sequence[Path] = (),
 ) -> Path:
-    """The error sidecar, replacing this job's own earlier one rather than piling up copies."""
+    """The error sidecar, replacing this job's own earlier one rather than piling up copies.
+
+    `refs` are the job's references as named (`ref_files`: where they are now, for thumbnails).
+    """
     disk.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
     fields = {
@@ -158,14 +170,18 @@ def write_error(
         "retrying": retrying,
         "retry_at": _iso(error.retry_at) if error.retry_at else None,
         "prompt": prompt,
+        "refs": list(refs),
         "failed_at": _iso(datetime.now().astimezone()),
     }
     if stale:
+        base = stale[0].name[: -len(disk.ERROR_SUFFIX)]
+        fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
         disk.replace_file(stale[0], disk.dump_yaml(fields))
         return stale[0]
     while True:
         base = disk.choose_base(outbox, wanted, [disk.ERROR_SUFFIX])
         path = outbox / f"{base}{disk.ERROR_SUFFIX}"
+        fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
         try:
             disk.write_new(path, disk.dump_yaml(fields))
             return path

@@ -89,11 +89,20 @@ def _deliver_session(
             wanted=wanted,
             fmt=ImageFormat(record.format) if record.format else None,
             refs=record.refs,
+            prompt_source=record.prompt_source,
+            ref_files=[_where_now(name, record, config.inbox) for name in record.refs],
         )
     except OutboxUnwritable:
         raise
     except InboxError:
         return ()  # the session's images do not decode: the job runs again
+
+
+def _where_now(ref: str, record: RunRecord, inbox: Path) -> Path:
+    """A recorded reference (named relative to the inbox): explicit ones stay where they are,
+    siblings were moved into processing/ beside the job file."""
+    beside = record.job_path.parent / Path(ref).name
+    return beside if beside.exists() else inbox / ref
 
 
 def _wait_for_leftover_codex(record: RunRecord) -> None:

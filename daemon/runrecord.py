@@ -25,6 +25,7 @@ class RunRecord:
     job: str
     refs: list[str]
     prompt: str = ""
+    prompt_source: str | None = None
     wanted: str = ""
     format: str | None = None
     timeout_sec: float | None = None
@@ -81,6 +82,7 @@ _RECORD_FIELDS = (
     "job",
     "refs",
     "prompt",
+    "prompt_source",
     "wanted",
     "format",
     "timeout_sec",

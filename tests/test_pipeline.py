@@ -115,6 +115,21 @@ def test_a_bare_string_file_is_the_prompt(world: World) -> None:
     assert "a lighthouse at dusk" in world.calls()[0]["stdin"]
 
 
+def test_prose_with_a_colon_is_the_prompt_and_the_sidecar_says_so(world: World) -> None:
+    """`Style: watercolor, …` is no job mapping: its whole text is sent, byte for byte, and the
+    result sidecar says `prompt_source: whole-file`; other jobs name their own source."""
+    prose = "Style: watercolor, a fox in the snow\nwhile you were away: a moonlit pond"
+    world.job("fox", f"{prose}\n")
+    world.job("plain", "prompt: a cat\n")
+    assert world.once() == 0
+    stdins = [call["stdin"] for call in world.calls()]
+    assert any(f"<<<REQUEST\n{prose}\nREQUEST>>>" in stdin for stdin in stdins)
+    result = world.sidecar("fox.result.yaml")
+    assert result["prompt"] == prose
+    assert result["prompt_source"] == "whole-file"
+    assert world.sidecar("plain.result.yaml")["prompt_source"] == "prompt-key"
+
+
 def test_codex_gets_the_fixed_flags_and_an_empty_working_folder(world: World) -> None:
     """argv, never a shell: the skill's flags, -C a fresh folder, prompt only on stdin."""
     world.job("flags", "prompt: x\nmodel: gpt-5.5\n")
@@ -492,17 +507,22 @@ def test_gen_bad_flags_exit_2(world: World) -> None:
 
 
 def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> None:
-    """process_job tells its caller the job's timeout_sec (the daemon's watchdog window)."""
+    """process_job tells its caller the job's timeout_sec (the watchdog window) and references."""
     from daemon.config import load_config
     from daemon.oneshot import cached_setup
     from daemon.pipeline import Status, process_job
 
     path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
     config = load_config(world.config)
-    seen: list[float] = []
-    outcome = process_job(path, config=config, get_setup=cached_setup(config), on_run=seen.append)
+    seen: list[tuple[float, list[str]]] = []
+    outcome = process_job(
+        path,
+        config=config,
+        get_setup=cached_setup(config),
+        on_run=lambda timeout, refs: seen.append((timeout, refs)),
+    )
     assert outcome.status is Status.DONE
-    assert seen == [900.0]
+    assert seen == [(900.0, [])]
 
 
 def test_submit_refuses_a_missing_reference_and_writes_nothing(
