@@ -207,15 +207,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.status import describe, read_status
+    from daemon.status import describe, not_running_notice, read_status
 
     config = _load_config(args.config)
+    running, notice = not_running_notice(config.inbox, args.config)
     data = read_status(config.outbox)
     if data is None:
         print(f"No status file in {config.outbox}: the daemon has not run with this outbox yet.")
+        if running is not True:
+            print(notice)
         return 1
-    print(describe(data))
-    return EXIT_OK
+    print(describe(data, running=running is not False))
+    if running is not True:
+        print(notice)
+    return EXIT_OK if running is not False else 1
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -229,7 +234,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         print(job_path)
         return EXIT_OK
-    for path in wait_for_result(job_path, config, since=since):
+    for path in wait_for_result(job_path, config, since=since, config_path=args.config):
         print(path)
     return EXIT_OK
 
