@@ -381,6 +381,43 @@ def test_a_missing_reference_is_code_4(world: World) -> None:
     assert world.calls() == []
 
 
+def test_a_missing_reference_keeps_the_prompt_and_the_other_references(world: World) -> None:
+    """The job parsed: its error sidecar has the prompt, every reference as named, and a
+    thumbnail in outbox/references/ for the one that exists (none for the missing one)."""
+    (world.inbox / "styles").mkdir()
+    (world.inbox / "styles" / "ink.png").write_bytes(shapes.tiny_png(1))
+    world.job("fox", "prompt: a fox in ink\nrefs: [styles/ink.png, gone.png]\n")
+    assert world.once() == 4
+    error = _error(world, "fox")
+    assert error["prompt"] == "a fox in ink"
+    assert error["refs"] == ["styles/ink.png", "gone.png"]
+    assert error["ref_thumbnails"] == ["references/fox.ref-1.jpg", None]
+    thumbnail = (world.outbox / "references" / "fox.ref-1.jpg").read_bytes()
+    assert sniff_format(thumbnail) is not None and sniff_format(thumbnail).value == "jpeg"
+
+
+def test_a_result_keeps_thumbnails_of_its_references(world: World) -> None:
+    """Sibling references get small copies in outbox/references/, named in the sidecar."""
+    world.job("pet", "prompt: repaint in watercolor\n")
+    (world.inbox / "pet.png").write_bytes(shapes.tiny_png(1))
+    assert world.once() == 0
+    result = world.sidecar("pet.result.yaml")
+    assert result["refs"] == ["pet.png"]
+    assert result["ref_thumbnails"] == ["references/pet.ref-1.jpg"]
+    assert (world.outbox / "references" / "pet.ref-1.jpg").stat().st_size > 0
+
+
+def test_a_job_file_that_does_not_parse_lists_the_images_beside_it(world: World) -> None:
+    """No prompt is known, but the images that moved to failed/ with it are named."""
+    world.job("broken", "prompt: [unclosed\n")
+    (world.inbox / "broken.png").write_bytes(shapes.tiny_png(1))
+    assert world.once() == 2
+    error = _error(world, "broken")
+    assert error["prompt"] is None
+    assert error["refs"] == ["broken.png"]
+    assert error["ref_thumbnails"] == ["references/broken.ref-1.jpg"]
+
+
 # --- crash recovery --------------------------------------------------------------------
 
 
