@@ -230,15 +230,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.status import describe, read_status
+    from daemon.status import describe, not_running_notice, read_status
 
     config = _load_config(args.config)
+    running, notice = not_running_notice(config.inbox, args.config)
     data = read_status(config.outbox)
     if data is None:
         print(f"No status file in {config.outbox}: the daemon has not run with this outbox yet.")
+        if running is not True:
+            print(notice)
         return 1
-    print(describe(data))
-    return EXIT_OK
+    print(describe(data, running=running is not False))
+    if running is not True:
+        print(notice)
+    return EXIT_OK if running is not False else 1
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -256,7 +261,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_OK
     with stop_signals() as stop:
         try:
-            paths = wait_for_result(job_path, config, since=since, stop=stop.cancel)
+            paths = wait_for_result(
+                job_path, config, since=since, config_path=args.config, stop=stop.cancel
+            )
         except Cancelled as stopped:
             return stop.report(f"no longer waiting: {stopped.message}")
     for path in paths:

@@ -6,7 +6,7 @@ Images are written first and the result sidecar last: its presence means "comple
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from daemon import outbox as disk
 from daemon.errors import Disposition, InboxError, NoImage
 from daemon.generation import Generation
 from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, inspect
+from daemon.thumbs import write_thumbnails
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +86,14 @@ def deliver(
     wanted: str,
     fmt: ImageFormat | None,
     refs: list[str],
+    prompt_source: str | None,
+    ref_files: Sequence[Path] = (),
     plan: DeliveryPlan | None = None,
     on_plan: Callable[[DeliveryPlan], None] = lambda _plan: None,
 ) -> tuple[Path, ...]:
     """Write the images and then the result sidecar (last: its presence means "complete").
 
+    `ref_files` are where the references `refs` names are now: the gallery gets thumbnails.
     `on_plan` must save the plan durably before the first file is written; `plan` is the one
     an interrupted delivery of the same run saved, taken up where it stopped.
     """
@@ -112,6 +116,8 @@ def deliver(
                 fields = _result_fields(
                     generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
                 )
+                fields["prompt_source"] = prompt_source
+                fields["ref_thumbnails"] = write_thumbnails(outbox, plan.base, ref_files)
                 _write_or_undo(sidecar, disk.dump_yaml(fields), written)
             break
         except FileExistsError:
@@ -229,8 +235,13 @@ def write_error(
     wanted: str,
     prompt: str | None,
     retrying: bool,
+    refs: Sequence[str] = (),
+    ref_files: Sequence[Path] = (),
 ) -> Path:
-    """The error sidecar, replacing this job's own earlier one rather than piling up copies."""
+    """The error sidecar, replacing this job's own earlier one rather than piling up copies.
+
+    `refs` are the job's references as named (`ref_files`: where they are now, for thumbnails).
+    """
     disk.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
     fields = {
@@ -244,14 +255,18 @@ def write_error(
         "retrying": retrying,
         "retry_at": _iso(error.retry_at) if error.retry_at else None,
         "prompt": prompt,
+        "refs": list(refs),
         "failed_at": _iso(datetime.now().astimezone()),
     }
     if stale:
+        base = stale[0].name[: -len(disk.ERROR_SUFFIX)]
+        fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
         disk.replace_file(stale[0], disk.dump_yaml(fields))
         return stale[0]
     while True:
         base = disk.choose_base(outbox, wanted, [disk.ERROR_SUFFIX])
         path = outbox / f"{base}{disk.ERROR_SUFFIX}"
+        fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
         try:
             disk.write_new(path, disk.dump_yaml(fields))
             return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -91,6 +92,11 @@ class ReferenceMissing(InboxError):
     exit_code = 4
     layer = "reference"
     default_hint = "Put the reference image next to the job file, or fix its name under `refs`."
+
+    prompt: str | None = None
+    """The prompt of the job file whose reference is missing (its error sidecar shows it)."""
+    references: tuple[Path, ...] = ()
+    """That job's references, absolute, the missing ones included."""
 
 
 class CodexMissing(InboxError):

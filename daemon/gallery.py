@@ -56,6 +56,37 @@ class Picture:
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """One reference image of a job: its name as the job gave it, and its thumbnail's file in
+    the outbox (None when there is none, e.g. the reference was missing)."""
+
+    name: str
+    thumbnail: str | None
+
+
+# Each failure layer (the `error` of an error sidecar) as a person would say it.
+LAYER_WORDS = {
+    "job": "the job file has a mistake",
+    "arguments": "bad command-line arguments",
+    "config": "the configuration has a mistake",
+    "reference": "a reference image is missing or not an image",
+    "codex-missing": "the codex command was not found",
+    "codex": "codex failed",
+    "codex-arguments": "codex refused its arguments",
+    "timeout": "it took longer than its time limit",
+    "usage-limit": "your plan's usage limit is reached",
+    "login": "codex is not logged in",
+    "network": "the network is down",
+    "session-log": "codex's session log was not found",
+    "no-image": "the answer held no image",
+    "refused": "the image was refused",
+    "outbox": "the outbox could not be written",
+    "lock": "another process holds the inbox",
+    "cancelled": "it was stopped",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Card:
     """What the gallery shows of one sidecar."""
 
@@ -74,6 +105,8 @@ class Card:
     detail: str | None = None
     retrying: bool = False
     retry_at: datetime | None = None
+    layer: str | None = None
+    refs: tuple[Reference, ...] = ()
 
 
 # ---------------------------------------------------------------- reading sidecars
@@ -119,6 +152,20 @@ def _pictures(value: object) -> tuple[Picture, ...]:
     return tuple(pictures)
 
 
+def _references(data: dict[str, Any]) -> tuple[Reference, ...]:
+    names = data.get("refs")
+    thumbs = data.get("ref_thumbnails")
+    if not isinstance(names, list):
+        return ()
+    thumbs = thumbs if isinstance(thumbs, list) else []
+    found = []
+    for n, name in enumerate(names):
+        if isinstance(name, str):
+            thumb = thumbs[n] if n < len(thumbs) else None
+            found.append(Reference(name, _text(thumb)))
+    return tuple(found)
+
+
 def _result_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -> Card | None:
     if not isinstance(data.get("images"), list):
         return None
@@ -133,6 +180,7 @@ def _result_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) ->
         pictures=_pictures(data["images"]),
         revised_prompt=_text(data.get("revised_prompt")),
         seconds=_number(data.get("seconds")),
+        refs=_references(data),
     )
 
 
@@ -154,6 +202,8 @@ def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -
         detail=_text(data.get("detail")),
         retrying=data.get("retrying") is True,
         retry_at=_timestamp(data.get("retry_at")),
+        layer=_text(data.get("error")),
+        refs=_references(data),
     )
 
 
@@ -478,6 +528,24 @@ def _render_prompt(card: Card) -> str:
     return "".join(parts)
 
 
+def _render_refs(card: Card) -> str:
+    """The job's references as small pictures from outbox/references/, each with its name."""
+    if not card.refs:
+        return ""
+    items = []
+    for ref in card.refs:
+        href = image_href(ref.thumbnail) if ref.thumbnail else None
+        picture = (
+            f'<img src="{_e(href)}" alt="{_e(ref.name)}" loading="lazy" decoding="async">'
+            if href
+            else '<span class="nothumb">no picture</span>'
+        )
+        items.append(
+            f'<li class="ref" title="{_e(ref.name)}">{picture}<span>{_e(ref.name)}</span></li>'
+        )
+    return f'<p class="label">References</p><ul class="refs">{"".join(items)}</ul>'
+
+
 def _render_meta(card: Card, tz: timezone | None) -> str:
     items = []
     when = _format_when(card.when, tz)
@@ -488,6 +556,8 @@ def _render_meta(card: Card, tz: timezone | None) -> str:
         items.append(f"took {_e(took)}")
     if card.job:
         items.append(f'<span class="job">{_e(card.job)}</span>')
+    if card.kind is CardKind.FAILURE and card.code is not None:
+        items.append(f"exit code {card.code}")
     return f'<p class="meta">{" · ".join(items)}</p>' if items else ""
 
 
@@ -499,12 +569,14 @@ def _render_result(card: Card, tz: timezone | None) -> str:
     return (
         f'<article class="card ok" id="{_e(card.sidecar)}">'
         f'<div class="pics" style="--n:{max(count, 1)}">{pictures}</div>'
-        f'<div class="body">{_render_prompt(card)}{_render_meta(card, tz)}</div></article>'
+        f'<div class="body">{_render_prompt(card)}{_render_refs(card)}'
+        f"{_render_meta(card, tz)}</div></article>"
     )
 
 
 def _render_failure(card: Card, tz: timezone | None) -> str:
-    badge = "Failed" + (f" (code {card.code})" if card.code is not None else "")
+    words = LAYER_WORDS.get(card.layer or "")
+    badge = f"Failed: {words}" if words else "Failed"
     retry = ""
     if card.retrying:
         until = _format_when(card.retry_at, tz)
@@ -516,7 +588,12 @@ def _render_failure(card: Card, tz: timezone | None) -> str:
     ]
     if card.hint:
         parts.append(f'<p class="hint"><span class="label">What to do: </span>{_e(card.hint)}</p>')
-    parts.append(_render_prompt(card))
+    parts.append(
+        _render_prompt(card)
+        if card.prompt is not None
+        else '<p class="noprompt">No prompt is known: the job file did not pass its checks.</p>'
+    )
+    parts.append(_render_refs(card))
     if card.detail:
         parts.append(f"<details><summary>Details</summary><pre>{_e(card.detail)}</pre></details>")
     parts.append(f"{_render_meta(card, tz)}</div></article>")
@@ -555,6 +632,14 @@ border:1px solid currentColor;font-size:.8rem;font-weight:600}
 .hint{margin:0 0 .6rem;overflow-wrap:anywhere}
 .missing{color:var(--muted);padding:.75rem .9rem;margin:0}
 details{margin:0 0 .5rem;font-size:.85rem}
+.noprompt{color:var(--muted);font-style:italic;margin:0 0 .5rem}
+.refs{display:flex;flex-wrap:wrap;gap:.5rem;list-style:none;margin:0 0 .5rem;padding:0}
+.ref{display:flex;flex-direction:column;align-items:center;gap:.15rem;width:5.5rem;
+font-size:.75rem;color:var(--muted);overflow-wrap:anywhere;text-align:center}
+.ref img{display:block;width:5.5rem;height:5.5rem;object-fit:cover;border-radius:6px;
+border:1px solid var(--line);background:var(--card)}
+.nothumb{display:flex;align-items:center;justify-content:center;width:5.5rem;height:5.5rem;
+border:1px dashed var(--line);border-radius:6px}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0 0;font-size:.8rem}
 a{color:var(--accent)}
 """

@@ -6,6 +6,7 @@ references are checked to be real images that stay inside the inbox.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
@@ -78,12 +79,55 @@ _HAS_TEXT = re.compile(r"\S")
 _OUT_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 _MODEL_FIRST = re.compile(r"^[A-Za-z0-9]")
 _MODEL_FORBIDDEN = re.compile(r"[^A-Za-z0-9._:@/+-]")
+
+
+def _near_miss_pattern() -> str:
+    """A regular expression for keys that are job keys or near misses of one.
+
+    A near miss is a job key in any case, or one typo away from one (a letter missing, added,
+    changed, or two swapped), or one of the words people write for a key, in lower case. The
+    same pattern is in job.schema.json (propertyNames of a whole-file prompt), so the schema
+    and the daemon agree on which files are prompts written as `Key: value` lines.
+    """
+
+    def exact(word: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    alternatives = []
+    for key in KEYS:
+        n = len(key)
+        alternatives.append(exact(key))
+        alternatives += [exact(key[:i]) + ".?" + exact(key[i + 1 :]) for i in range(n)]
+        alternatives += [exact(key[:i]) + "." + exact(key[i:]) for i in range(n + 1)]
+        alternatives += [
+            exact(key[:i]) + exact(key[i + 1]) + exact(key[i]) + exact(key[i + 2 :])
+            for i in range(n - 1)
+        ]
+    alternatives += [re.escape(alias) for alias in sorted(_ALIASES)]
+    return r"^\s*(?:" + "|".join(dict.fromkeys(alternatives)) + r")\s*$"
+
+
+NEAR_MISS_PATTERN = _near_miss_pattern()
+_NEAR_MISS = re.compile(NEAR_MISS_PATTERN)
 _FORMATS = {
     "png": ImageFormat.PNG,
     "jpeg": ImageFormat.JPEG,
     "jpg": ImageFormat.JPEG,
     "webp": ImageFormat.WEBP,
 }
+
+
+class PromptSource(enum.Enum):
+    """Where a job's prompt came from: written to the result sidecar as `prompt_source`."""
+
+    PROMPT_KEY = "prompt-key"
+    """The `prompt:` key of a job mapping."""
+
+    YAML_STRING = "yaml-string"
+    """The file is one YAML string (a bare prompt, or a quoted or block one)."""
+
+    WHOLE_FILE = "whole-file"
+    """The file reads as `Key: value` lines none of which is a job key: its whole text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +141,7 @@ class Job:
     timeout_sec: float | None
     model: str | None
     format: ImageFormat | None
+    prompt_source: PromptSource = PromptSource.PROMPT_KEY
 
 
 def is_job_file(name: str) -> bool:
@@ -149,10 +194,17 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
     name = job_name(path)
     if fields["refs"] is None:
         siblings = tuple(Path(os.path.abspath(p)) for p in sibling_references(path))
-        refs = _check_references([(p.name, p) for p in siblings], inbox, label)
+        named = [(p.name, p) for p in siblings]
     else:
         siblings = ()
-        refs = _check_references(_join_refs(fields["refs"], path), inbox, label)
+        named = _join_refs(fields["refs"], path)
+    try:
+        refs = _check_references(named, inbox, label)
+    except ReferenceMissing as missing:
+        # The job itself is fine: its error sidecar shows its prompt and references.
+        missing.prompt = fields["prompt"]
+        missing.references = tuple(p for _, p in named)
+        raise
     return Job(
         path=path,
         name=name,
@@ -163,6 +215,7 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
         timeout_sec=fields["timeout_sec"],
         model=fields["model"],
         format=fields["format"],
+        prompt_source=fields["prompt_source"],
     )
 
 
@@ -310,7 +363,9 @@ def _load_yaml(text: str, label: str) -> tuple[Node | None, Any]:
     loader = _JobLoader(text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        # Prose written as `Key: value` lines is never built into a mapping: its text is the
+        # prompt, so a key it repeats is no mistake.
+        data = None if node is None or _is_prose(node) else loader.construct_document(node)
     except _Refused as e:
         raise JobError(
             f"{label}: {_where(e, text)}: {e.problem}.",
@@ -379,13 +434,21 @@ class _Problems:
 
 
 def _validate(node: Node | None, data: Any, text: str, label: str) -> dict[str, Any]:
-    """Every key's checked value (None when absent), or JobError listing every problem."""
+    """Every key's checked value (None when absent), or JobError listing every problem.
+
+    `prompt_source` says where the prompt came from (a PromptSource).
+    """
     problems = _Problems(label)
     fields: dict[str, Any] = dict.fromkeys(KEYS)
+    fields["prompt_source"] = PromptSource.PROMPT_KEY
     if isinstance(data, str):
         fields["prompt"] = _bare_prompt(node, data, text)
+        fields["prompt_source"] = PromptSource.YAML_STRING
         if not _HAS_TEXT.search(data):
             problems.add("the file holds no prompt text", "Write what the picture should show.")
+    elif isinstance(node, MappingNode) and _is_prose(node):
+        fields["prompt"] = _whole_file_prompt(node, text)
+        fields["prompt_source"] = PromptSource.WHOLE_FILE
     elif isinstance(data, dict):
         _validate_mapping(data, fields, problems)
     elif data is None:
@@ -413,6 +476,43 @@ def _bare_prompt(node: Node | None, value: str, text: str) -> str:
     return raw.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _is_prose(node: Node) -> bool:
+    """A mapping none of whose keys, at any depth, is a job key or a near miss of one."""
+    return isinstance(node, MappingNode) and bool(node.value) and not _names_a_job_key(node)
+
+
+def _names_a_job_key(node: Node) -> bool:
+    """True when a key anywhere in the document is a job key or a near miss of one."""
+    if isinstance(node, MappingNode):
+        return any(
+            (isinstance(k, ScalarNode) and _NEAR_MISS.search(str(k.value)) is not None)
+            or _names_a_job_key(k)
+            or _names_a_job_key(v)
+            for k, v in node.value
+        )
+    if isinstance(node, SequenceNode):
+        return any(_names_a_job_key(item) for item in node.value)
+    return False
+
+
+def _whole_file_prompt(node: MappingNode, text: str) -> str:
+    """The text of a file of `Key: value` lines that is no job mapping: its prompt, as written.
+
+    Kept as the bare-prompt rule keeps a plain string: from the first key to the end of the last
+    value (comments and blank lines around it left out), only line endings made "\\n".
+    """
+    raw = text[node.start_mark.index : _end_index(node)].rstrip()
+    return raw.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _end_index(node: Node) -> int:
+    """Where a node's own text ends: a block collection's end mark lies past what follows it."""
+    if isinstance(node, CollectionNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _end_index(last[1] if isinstance(last, tuple) else last)
+    return int(node.end_mark.index)
+
+
 def _validate_mapping(data: dict[Any, Any], fields: dict[str, Any], problems: _Problems) -> None:
     guesses = set()
     for key in data:
@@ -423,7 +523,11 @@ def _validate_mapping(data: dict[Any, Any], fields: dict[str, Any], problems: _P
             fix = f"Rename `{shown}` to `{guess}`." if guess else f"Remove `{shown}`."
             problems.add(unknown_key_message(shown, KEYS, guess), fix)
     if "prompt" not in data and "prompt" not in guesses:  # a misspelt prompt is reported once
-        problems.add("the key `prompt` is missing", "Add `prompt: <what the picture shows>`.")
+        problems.add(
+            "the key `prompt` is missing",
+            "Add `prompt: <what the picture shows>`; for text of your own with `Key:` words in "
+            "it, write `prompt: |` and the text indented on the lines below.",
+        )
     for key, check in _CHECKS.items():
         if key in data:
             try:

@@ -18,7 +18,13 @@ from pathlib import Path
 from daemon import outbox as disk
 from daemon.config import Config
 from daemon.delivery import deliver, write_error
-from daemon.errors import Cancelled, Disposition, InboxError, OutboxUnwritable
+from daemon.errors import (
+    Cancelled,
+    Disposition,
+    InboxError,
+    OutboxUnwritable,
+    ReferenceMissing,
+)
 from daemon.generation import CodexSetup, ImageRequest, generate
 from daemon.job import JOB_SUFFIX, Job, parse_job, sibling_references
 from daemon.runrecord import RunRecord
@@ -64,11 +70,12 @@ def process_job(
     final_attempt: bool = True,
     cancel: threading.Event | None = None,
     kill_now: threading.Event | None = None,
-    on_run: Callable[[float], None] = lambda _timeout: None,
+    on_run: Callable[[float, list[str]], None] = lambda _timeout, _refs: None,
 ) -> Outcome:
     """Run the job at `path` (in the inbox root) and leave every file in its final place.
 
-    `on_run` learns the job's timeout just before codex starts (the daemon's watchdog needs it).
+    `on_run` learns the job's timeout (the daemon's watchdog needs it) and its references, as
+    named relative to the inbox, just before codex starts.
     """
     started = time.monotonic()
     group = [path, *sibling_references(path)]
@@ -76,11 +83,13 @@ def process_job(
         job = parse_job(path, inbox=config.inbox)
     except InboxError as error:
         return _settle_failure(path.name, group, error, config, final_attempt, started)
+    ref_names = _ref_names(job, config.inbox)  # as the person named them, before the move
     try:
         setup = get_setup()
     except InboxError as error:  # codex missing: the job itself is fine and waits
-        return _settle_failure(path.name, group, error, config, final_attempt, started, job)
-    ref_names = _ref_names(job, config.inbox)  # as the person named them, before the move
+        return _settle_failure(
+            path.name, group, error, config, final_attempt, started, job, ref_names
+        )
     try:
         job, group = claim(job, config.inbox)
     except FileNotFoundError:
@@ -93,6 +102,7 @@ def process_job(
         job=path.name,
         refs=ref_names,
         prompt=job.prompt,
+        prompt_source=job.prompt_source.value,
         wanted=job.out or job.name,
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
@@ -102,7 +112,7 @@ def process_job(
     except InboxError as error:  # processing/ takes no write: put the job back and wait
         _return_to_inbox(group, config.inbox, job_stem(group[0]))
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
-    on_run(request.timeout_sec)
+    on_run(request.timeout_sec, record.refs)
     try:
         generation = generate(
             request,
@@ -120,6 +130,8 @@ def process_job(
             wanted=job.out or job.name,
             fmt=job.format,
             refs=record.refs,
+            prompt_source=job.prompt_source.value,
+            ref_files=job.refs,
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
         )
         disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
@@ -133,7 +145,9 @@ def process_job(
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     except InboxError as error:
         record.delete()
-        return _settle_failure(path.name, group, error, config, final_attempt, started, job)
+        return _settle_failure(
+            path.name, group, error, config, final_attempt, started, job, ref_names
+        )
     record.delete()
     return Outcome(path.name, Status.DONE, outputs, seconds=_since(started))
 
@@ -186,21 +200,33 @@ def _settle_failure(
     final_attempt: bool,
     started: float,
     job: Job | None = None,
+    ref_names: list[str] | None = None,
 ) -> Outcome:
-    """Write the error sidecar, then put the job where its failure says it belongs."""
+    """Write the error sidecar, then put the job where its failure says it belongs.
+
+    Without a `job` (its file did not pass the checks) the sidecar shows what is known: the
+    prompt when only a reference was missing, and the images that travel with the job file.
+    """
     give_up = error.disposition is Disposition.FINAL or (
         error.disposition is Disposition.RETRY and final_attempt
     )
     stem = job_stem(group[0])
     wanted = (job.out or job.name) if job else stem
+    prompt, ref_files = (job.prompt, list(job.refs)) if job else (None, group[1:])
+    if isinstance(error, ReferenceMissing) and job is None:
+        prompt, ref_files = error.prompt, list(error.references)
+    if ref_names is None:
+        ref_names = [_relative(p, config.inbox) for p in ref_files]
     try:
         sidecar = write_error(
             config.outbox,
             error,
             job_file=job_file,
             wanted=wanted,
-            prompt=job.prompt if job else None,
+            prompt=prompt,
             retrying=not give_up,
+            refs=ref_names,
+            ref_files=ref_files,
         )
     except InboxError as disk_error:
         # Without a sidecar the failure would be silent: keep the job and wait for the disk.

@@ -24,6 +24,7 @@ from daemon.images import ImageFormat
 from daemon.job import is_job_file, sibling_references
 from daemon.pipeline import Outcome, Status, job_stem
 from daemon.runrecord import RunRecord
+from daemon.thumbs import FOLDER as THUMBNAILS
 
 
 def recover_processing(config: Config, *, get_setup: Callable[[], CodexSetup]) -> list[Outcome]:
@@ -47,6 +48,7 @@ def _remove_leftovers(config: Config) -> None:
     inbox = config.inbox
     folders = [
         config.outbox,
+        config.outbox / THUMBNAILS,
         inbox,
         *(inbox / d for d in (disk.PROCESSING, disk.DONE, disk.FAILED)),
     ]
@@ -150,11 +152,20 @@ def _deliver_session(
             refs=record.refs,
             plan=DeliveryPlan.from_json(record.delivery),
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
+            prompt_source=record.prompt_source,
+            ref_files=[_where_now(name, record, config.inbox) for name in record.refs],
         )
     except OutboxUnwritable:
         raise
     except InboxError:
         return ()  # the session's images do not decode: the job runs again
+
+
+def _where_now(ref: str, record: RunRecord, inbox: Path) -> Path:
+    """A recorded reference (named relative to the inbox): explicit ones stay where they are,
+    siblings were moved into processing/ beside the job file."""
+    beside = record.job_path.parent / Path(ref).name
+    return beside if beside.exists() else inbox / ref
 
 
 def _wait_for_leftover_codex(record: RunRecord) -> None:

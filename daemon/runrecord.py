@@ -26,6 +26,7 @@ class RunRecord:
     job: str
     refs: list[str]
     prompt: str = ""
+    prompt_source: str | None = None
     wanted: str = ""
     format: str | None = None
     timeout_sec: float | None = None
@@ -104,6 +105,7 @@ _RECORD_FIELDS = (
     "job",
     "refs",
     "prompt",
+    "prompt_source",
     "wanted",
     "format",
     "timeout_sec",

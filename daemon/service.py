@@ -239,6 +239,11 @@ class Daemon:
         self.status.current_job = entry.path.name
         self.status.job_started_at = _now_iso()
         self._set_state("working")
+
+        def started(timeout_sec: float, refs: list[str]) -> None:  # codex is about to run
+            log.info("job started", job=entry.path.name, refs=refs, timeout_sec=timeout_sec)
+            self._busy_for(timeout_sec)
+
         outcome = process_job(
             entry.path,
             config=config,
@@ -246,7 +251,7 @@ class Daemon:
             final_attempt=entry.attempts + 1 >= config.retry.attempts,
             cancel=self.cancel,
             kill_now=self.kill_now,
-            on_run=self._busy_for,
+            on_run=started,
         )
         self._busy_until = 0.0
         self.status.current_job = self.status.job_started_at = None

@@ -55,14 +55,22 @@ def read_status(outbox: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def describe(data: dict[str, Any], *, now: datetime | None = None) -> str:
-    """The status as a few lines for a person."""
+def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool = True) -> str:
+    """The status as a few lines for a person; `running=False`: its writer is gone."""
     now = now or datetime.now().astimezone()
     lines = [f"state: {data.get('state')} (pid {data.get('pid')}, since {data.get('since')})"]
-    if data.get("current_job"):
+    if not running:
+        lines = [
+            f"state: not running (pid {data.get('pid')} wrote this file and is gone; it last "
+            f"said {data.get('state')!s} at {data.get('updated_at')})"
+        ]
+        if data.get("current_job"):
+            lines.append(f"was working on: {data['current_job']} (it runs again, or is")
+            lines.append("  recovered from codex's session, when the daemon starts)")
+    elif data.get("current_job"):
         started = _parse(data.get("job_started_at"))
-        running = f", running for {int((now - started).total_seconds())} s" if started else ""
-        lines.append(f"working on: {data['current_job']}{running}")
+        took = f", running for {int((now - started).total_seconds())} s" if started else ""
+        lines.append(f"working on: {data['current_job']}{took}")
     lines.append(f"queued: {data.get('queue_length', 0)}")
     paused = data.get("paused")
     if paused:
@@ -78,6 +86,28 @@ def describe(data: dict[str, Any], *, now: datetime | None = None) -> str:
             lines.append(f"{label}: {entry.get('job')} at {entry.get('at')}: {extra}")
     lines.append(f"updated: {data.get('updated_at')}")
     return "\n".join(lines)
+
+
+def not_running_notice(inbox: Path, config: Path | None) -> tuple[bool | None, str]:
+    """Whether a daemon (or `once`) works on `inbox`, and, when none does, what to tell a person:
+    that it is not running and how to start it. None: it may run on another host."""
+    from daemon.lock import describe_holder, probe
+
+    found = probe(inbox)
+    if found.held:
+        return True, f"{describe_holder(found.holder)} is working on {inbox}."
+    if found.elsewhere:
+        return None, (
+            f"No daemon runs on this machine for {inbox}; it was last run on "
+            f"{found.holder.get('host')}, where this machine cannot see whether it still runs."
+        )
+    option = f" --config {config}" if config is not None else ""
+    return False, (
+        f"The daemon is not running: nothing works on {inbox}.\n"
+        f"  Start it with `gpt-image-inbox run{option}` (or, to run it at login,\n"
+        f"  `gpt-image-inbox service install{option}`),\n"
+        f"  or process the waiting jobs now and exit: `gpt-image-inbox once{option}`."
+    )
 
 
 def _parse(text: object) -> datetime | None:

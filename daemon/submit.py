@@ -21,7 +21,7 @@ from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
 from daemon.job import JOB_SUFFIX, parse_job, sibling_references
-from daemon.status import read_status
+from daemon.status import not_running_notice, read_status
 
 
 def submit_job(*, prompt: str, refs: Sequence[Path], name: str | None, config: Config) -> Path:
@@ -58,36 +58,111 @@ def wait_for_result(
     config: Config,
     *,
     since: datetime,
+    config_path: Path | None = None,
     out: TextIO = sys.stderr,
     sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     stop: threading.Event | None = None,
 ) -> list[Path]:
     """Follow the job until its result or final error sidecar appears; returns the images.
 
-    `stop` set ends the wait (Cancelled, saying where the job is): the daemon keeps the job.
+    Progress goes to `out`: one line that ticks on a terminal, plain lines otherwise. Without a
+    daemon it says so at once and keeps waiting for one to start. `stop` set ends the wait
+    (Cancelled, saying where the job is): the daemon keeps the job.
     """
-    shown = ""
-    while True:
-        if stop is not None and stop.is_set():
-            raise Cancelled(left_behind(job_path, config))
-        sidecar = _find_sidecar(config.outbox, job_path.name, since)
-        if sidecar is not None:
-            path, data = sidecar
-            if path.name.endswith(disk.RESULT_SUFFIX):
-                return [config.outbox / img["file"] for img in data.get("images") or []]
-            if not data.get("retrying"):
-                # The same error class the daemon raised: `submit --wait` exits like `gen`.
-                cls = class_for_layer(str(data.get("error")))
-                raise cls(
-                    str(data.get("message")),
-                    hint=str(data.get("hint") or ""),
-                    detail=str(data.get("detail") or ""),
-                )
-        line = _progress(job_path, config, sidecar)
-        if line != shown and out.isatty():
-            print(line, file=out)
-            shown = line
-        sleep(0.5)
+    progress = _Progress(out)
+    daemon: bool | None = True
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                raise Cancelled(left_behind(job_path, config))
+            sidecar = _find_sidecar(config.outbox, job_path.name, since)
+            if sidecar is not None:
+                path, data = sidecar
+                if path.name.endswith(disk.RESULT_SUFFIX):
+                    return [config.outbox / img["file"] for img in data.get("images") or []]
+                if not data.get("retrying"):
+                    # The same error class the daemon raised: `submit --wait` exits like `gen`.
+                    cls = class_for_layer(str(data.get("error")))
+                    raise cls(
+                        str(data.get("message")),
+                        hint=str(data.get("hint") or ""),
+                        detail=str(data.get("detail") or ""),
+                    )
+            daemon = _watch_daemon(config, config_path, daemon, progress)
+            if daemon is False:
+                progress.show("waiting for a daemon…", None)
+            else:
+                progress.show(*_progress(job_path, config, sidecar, now()))
+            sleep(0.5)
+    finally:
+        progress.close()
+
+
+def _watch_daemon(
+    config: Config, config_path: Path | None, before: bool | None, progress: _Progress
+) -> bool | None:
+    """Say when no daemon works on the inbox (once), and when one starts."""
+    running, notice = not_running_notice(config.inbox, config_path)
+    if running is not before:
+        if running is True:
+            progress.note("A daemon has started: " + notice)
+        else:
+            progress.note(
+                f"gpt-image-inbox: {notice}\n  Waiting for a daemon to take the job; Ctrl-C "
+                "stops waiting (the job stays in the inbox)."
+            )
+    return running
+
+
+class _Progress:
+    """One status line: rewritten in place on a terminal as it ticks, else a plain line for each
+    new state (and every PLAIN_EVERY_SEC while the job runs), so a log shows signs of life."""
+
+    PLAIN_EVERY_SEC = 10
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.state = ""
+        self.text = ""
+        self.open = False  # a ticking line is on the terminal, not ended yet
+        self.plain_at = -1
+
+    def show(self, state: str, elapsed: int | None) -> None:
+        text = state if elapsed is None else f"{state} {_elapsed(elapsed)}"
+        if self.tty:
+            if state != self.state:
+                self._end_line()
+            if text != self.text:
+                self.out.write(f"\r\x1b[K{text}")  # back to the line's start, clear it, write
+                self.out.flush()
+                self.open = True
+        else:
+            due = elapsed is not None and elapsed // self.PLAIN_EVERY_SEC > self.plain_at
+            if state != self.state or due:
+                self.plain_at = -1 if elapsed is None else elapsed // self.PLAIN_EVERY_SEC
+                print(text, file=self.out, flush=True)
+        self.state, self.text = state, text
+
+    def note(self, message: str) -> None:
+        self._end_line()
+        print(message, file=self.out, flush=True)
+        self.state = self.text = ""  # show the current state again below the note
+
+    def close(self) -> None:
+        self._end_line()
+
+    def _end_line(self) -> None:
+        if self.open:
+            self.out.write("\n")
+            self.out.flush()
+            self.open = False
+
+
+def _elapsed(seconds: int) -> str:
+    minutes, rest = divmod(max(seconds, 0), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def left_behind(job_path: Path, config: Config) -> str:
@@ -130,14 +205,29 @@ def _find_sidecar(
     return path, data
 
 
-def _progress(job_path: Path, config: Config, sidecar: tuple[Path, dict[str, Any]] | None) -> str:
+def _progress(
+    job_path: Path,
+    config: Config,
+    sidecar: tuple[Path, dict[str, Any]] | None,
+    now: datetime,
+) -> tuple[str, int | None]:
+    """What the job is doing, and for how many seconds when it runs."""
     if sidecar is not None:
-        return f"will retry: {sidecar[1].get('message')}"
+        return f"will retry: {sidecar[1].get('message')}", None
     status = read_status(config.outbox) or {}
     if status.get("current_job") == job_path.name:
-        return "working…"
+        started = _parse_time(status.get("job_started_at"))
+        elapsed = int((now - started).total_seconds()) if started else None
+        return f"working on {job_path.name}…", elapsed
     if status.get("state") == "paused" and status.get("paused"):
-        return f"waiting: the queue is paused ({status['paused'].get('message')})"
+        return f"waiting: the queue is paused ({status['paused'].get('message')})", None
     if job_path.exists():
-        return f"queued ({status.get('queue_length', '?')} in the queue)"
-    return "waiting for the daemon…"
+        return f"queued ({status.get('queue_length', '?')} in the queue)", None
+    return "waiting for the daemon…", None
+
+
+def _parse_time(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None

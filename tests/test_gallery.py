@@ -294,7 +294,7 @@ def test_failed_job_card_shows_message_hint_and_retry(outbox: Path) -> None:
     add_error(outbox, "refused", minutes=-1)
     result = page(outbox)
     assert [a["class"] for a in result.all("article")] == ["card failed", "card failed"]
-    assert result.texts["badge"][0].startswith("Failed (code 5)")
+    assert result.texts["badge"][0].startswith("Failed: codex failed")
     assert result.texts["retry"] == ["will retry after 2026-03-01 14:00"]
     assert result.texts["message"] == [
         "The usage limit is reached.",
@@ -498,6 +498,52 @@ def test_a_fifo_named_like_a_sidecar_does_not_hang_the_build(outbox: Path) -> No
     assert [a["id"] for a in page(outbox).all("article")] == ["good.result.yaml"]
 
 
+def test_failure_card_says_its_layer_in_words_with_prompt_and_references(outbox: Path) -> None:
+    """`error: reference` reads as words, not as `code 4`; the prompt and each reference (its
+    thumbnail from outbox/references/, or its name alone) are on the card."""
+    add_error(
+        outbox,
+        "fox",
+        code=4,
+        error="reference",
+        message="fox.prompt.yaml: the reference 'gone.png' does not exist.",
+        prompt="Style: ink, a fox",
+        refs=["styles/ink.png", "gone.png"],
+        ref_thumbnails=["references/fox.ref-1.jpg", None],
+    )
+    result = page(outbox)
+    badge = result.texts["badge"][0]
+    assert badge.startswith("Failed: a reference image is missing or not an image")
+    assert "code" not in badge
+    assert "exit code 4" in result.texts["meta"][0]
+    assert result.texts["prompt"] == ["Style: ink, a fox"]
+    assert [img["src"] for img in result.all("img")] == ["references/fox.ref-1.jpg"]
+    assert [img["alt"] for img in result.all("img")] == ["styles/ink.png"]
+    assert result.texts["ref"] == ["styles/ink.png", "no picturegone.png"]
+
+
+def test_failure_card_without_a_prompt_says_none_is_known(outbox: Path) -> None:
+    """A job file that did not parse has no prompt: the card says so instead of leaving a gap."""
+    add_error(outbox, "broken", code=2, error="job", prompt=None, refs=["broken.png"])
+    result = page(outbox)
+    assert result.texts["badge"][0].startswith("Failed: the job file has a mistake")
+    assert result.texts["noprompt"] == ["No prompt is known: the job file did not pass its checks."]
+    assert result.texts["ref"] == ["no picturebroken.png"]
+
+
+def test_result_card_shows_its_references(outbox: Path) -> None:
+    """A result shows the references it was made from, below its prompt."""
+    add_result(outbox, "pet", refs=["pet.png"], ref_thumbnails=["references/pet.ref-1.jpg"])
+    result = page(outbox)
+    assert [img["src"] for img in result.all("img")] == ["pet.png", "references/pet.ref-1.jpg"]
+
+
+def test_a_thumbnail_path_leaving_the_outbox_is_not_linked(outbox: Path) -> None:
+    """A sidecar's ref_thumbnails entry cannot point the page outside the outbox."""
+    add_error(outbox, "x", refs=["a.png"], ref_thumbnails=["../inbox/done/a.png"])
+    assert page(outbox).all("img") == []
+
+
 # ---------------------------------------------------------------- in a real browser
 
 
@@ -621,6 +667,67 @@ def test_browser_puts_images_of_one_job_side_by_side(opened: Browser) -> None:
     assert len(boxes) == 2
     (left1, top1, width1, inside1), (left2, top2, _, inside2) = boxes
     assert top1 == top2 and left2 >= left1 + width1 and inside1 and inside2
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An outbox made by the real pipeline parts: a failure for a missing reference beside an
+    existing one, and a result made from a reference, each with thumbnails written for it."""
+    from daemon.errors import ReferenceMissing
+    from daemon.thumbs import write_thumbnails
+
+    root = tmp_path_factory.mktemp("failures")
+    out, refs = root / "outbox", root / "inbox"
+    out.mkdir()
+    refs.mkdir()
+    (refs / "ink.png").write_bytes(image_bytes("PNG", (900, 600), (30, 60, 160)))
+    (refs / "pet.jpg").write_bytes(image_bytes("JPEG", (480, 640), (200, 120, 40)))
+    add_result(
+        out,
+        "pet",
+        prompt="My cat, repainted as a woodcut.",
+        minutes=2,
+        images=[("pet.png", "PNG", (400, 400))],
+        refs=["pet.jpg"],
+        ref_thumbnails=write_thumbnails(out, "pet", [refs / "pet.jpg"]),
+    )
+    error = ReferenceMissing("fox.prompt.yaml: the reference 'gone.png' does not exist.")
+    add_error(
+        out,
+        "fox",
+        minutes=1,
+        code=error.exit_code,
+        error=error.layer,
+        message=error.message,
+        hint=error.hint,
+        prompt="Style: ink, a fox in the snow",
+        refs=["styles/ink.png", "gone.png"],
+        ref_thumbnails=write_thumbnails(out, "fox", [refs / "ink.png", refs / "gone.png"]),
+    )
+    write_gallery(out)
+    return out
+
+
+@pytest.mark.browser
+def test_browser_failure_card_shows_words_prompt_and_reference_thumbnails(
+    browser: Browser, failures: Path
+) -> None:
+    """In Chromium the failed card reads `Failed: a reference image is missing…`, shows the
+    prompt, and the existing reference as a loaded thumbnail next to the missing one's name."""
+    browser.open((failures / "index.html").as_uri())
+    browser.wait_for(ALL_LOADED)
+    card = browser.evaluate("document.querySelector('.card.failed').innerText")
+    assert card.startswith("Failed: a reference image is missing or not an image")
+    assert "code 4" not in card.splitlines()[0]
+    assert "Style: ink, a fox in the snow" in card
+    assert "styles/ink.png" in card and "gone.png" in card
+    thumbs = browser.evaluate(
+        "[...document.querySelectorAll('.refs img')].map(i => [i.alt, i.naturalWidth,"
+        " i.getBoundingClientRect().width])"
+    )
+    assert [alt for alt, _, _ in thumbs] == ["pet.jpg", "styles/ink.png"]
+    assert all(natural > 0 and 0 < shown <= 100 for _, natural, shown in thumbs)
+    browser.screenshot(ARTIFACTS / "gallery-failure-refs.png")
 
 
 @pytest.mark.browser

@@ -15,6 +15,7 @@ from daemon.job import (
     JOB_SUFFIX,
     MAX_JOB_BYTES,
     Job,
+    PromptSource,
     is_job_file,
     job_name,
     load_job_schema,
@@ -231,6 +232,78 @@ class TestPromptText:
     def test_dates_stay_text(self, inbox: Path) -> None:
         """A prompt that looks like a date is text, not a date (nor a crash)."""
         assert parse(inbox, "prompt: 2024-13-45\n").prompt == "2024-13-45"
+
+
+class TestWholeFilePrompt:
+    """Prose with `Key: value` lines whose keys are no job keys is the prompt, whole."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "Style: watercolor, a fox in the snow",
+            "while you were away: a moonlit pond",
+            "Mood: quiet\nImage: a fox, looking back",
+        ],
+    )
+    def test_one_line_of_prose_with_a_colon(self, inbox: Path, text: str) -> None:
+        """The file's text is the prompt, exactly, and the job says where it came from."""
+        job = parse(inbox, text + "\n")
+        assert job.prompt == text
+        assert job.prompt_source is PromptSource.WHOLE_FILE
+
+    def test_several_lines_nested_values_and_lists_are_kept_as_written(self, inbox: Path) -> None:
+        """Continuation lines, a value that is a mapping, a list and quotes all stay verbatim;
+        comments and blank lines around the text are left out, as for a bare prompt."""
+        body = (
+            "Scene: a harbour at dawn,\r\n"
+            "   boats asleep  \r\n"
+            "Characters:\r\n"
+            "  Fox: red, curious\r\n"
+            '  Owl: "white" # an owl\r\n'
+            "Palette:\r\n"
+            "  - ochre\r\n"
+            "  - slate"
+        )
+        text = "# yaml-language-server: $schema=job.schema.json\r\n" + body + "\r\n\r\n# end\r\n"
+        job = parse(inbox, text)
+        assert job.prompt == body.replace("\r\n", "\n")
+        assert job.prompt_source is PromptSource.WHOLE_FILE
+
+    def test_a_repeated_key_is_no_mistake_in_prose(self, inbox: Path) -> None:
+        """Prose may say `Scene:` twice; only a job mapping must name each key once."""
+        assert parse(inbox, "Scene: a fox\nScene: a pond\n").prompt == "Scene: a fox\nScene: a pond"
+
+    def test_siblings_are_its_references(self, inbox: Path) -> None:
+        """A whole-file prompt takes the images beside it, like any job without `refs`."""
+        image(inbox / "cat.png")
+        assert parse(inbox, "Style: ink\n").refs == (inbox / "cat.png",)
+
+    def test_other_files_say_where_their_prompt_came_from(self, inbox: Path) -> None:
+        """`prompt:` and a file that is one YAML string have their own prompt_source."""
+        assert parse(inbox, 'prompt: "a: b"\n').prompt_source is PromptSource.PROMPT_KEY
+        assert parse(inbox, "a cat\n").prompt_source is PromptSource.YAML_STRING
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("promt: a fox\n", "unknown key 'promt' (did you mean 'prompt'?)"),
+            ("Prompt: a fox\n", "unknown key 'Prompt' (did you mean 'prompt'?)"),
+            ("Mode: night, a fox\n", "unknown key 'Mode' (did you mean 'model'?)"),
+            ("image: fox.png\n", "unknown key 'image' (did you mean 'refs'?)"),
+            ("Style: ink\nprompt: a fox\n", "unknown key 'Style'"),
+            ("job:\n  prompt: a fox\n", "the key `prompt` is missing"),
+            ("Notes:\n  - refs: [a.png]\n", "the key `prompt` is missing"),
+        ],
+    )
+    def test_a_job_key_or_a_near_miss_anywhere_keeps_the_error(
+        self, inbox: Path, text: str, expected: str
+    ) -> None:
+        """A typo of a job key, a job key at any depth or beside prose is a job mistake."""
+        assert expected in str(job_error(inbox, text))
+
+    def test_a_missing_prompt_says_how_to_send_text_with_keys(self, inbox: Path) -> None:
+        """The hint of a mapping without `prompt` shows the block form for such text."""
+        assert "`prompt: |`" in job_error(inbox, "Mode: night\n").hint
 
 
 class TestStructureErrors:

@@ -115,6 +115,21 @@ def test_a_bare_string_file_is_the_prompt(world: World) -> None:
     assert "a lighthouse at dusk" in world.calls()[0]["stdin"]
 
 
+def test_prose_with_a_colon_is_the_prompt_and_the_sidecar_says_so(world: World) -> None:
+    """`Style: watercolor, …` is no job mapping: its whole text is sent, byte for byte, and the
+    result sidecar says `prompt_source: whole-file`; other jobs name their own source."""
+    prose = "Style: watercolor, a fox in the snow\nwhile you were away: a moonlit pond"
+    world.job("fox", f"{prose}\n")
+    world.job("plain", "prompt: a cat\n")
+    assert world.once() == 0
+    stdins = [call["stdin"] for call in world.calls()]
+    assert any(f"<<<REQUEST\n{prose}\nREQUEST>>>" in stdin for stdin in stdins)
+    result = world.sidecar("fox.result.yaml")
+    assert result["prompt"] == prose
+    assert result["prompt_source"] == "whole-file"
+    assert world.sidecar("plain.result.yaml")["prompt_source"] == "prompt-key"
+
+
 def test_codex_gets_the_fixed_flags_and_an_empty_working_folder(world: World) -> None:
     """argv, never a shell: the skill's flags, -C a fresh folder, prompt only on stdin."""
     world.job("flags", "prompt: x\nmodel: gpt-5.5\n")
@@ -366,6 +381,43 @@ def test_a_missing_reference_is_code_4(world: World) -> None:
     assert world.calls() == []
 
 
+def test_a_missing_reference_keeps_the_prompt_and_the_other_references(world: World) -> None:
+    """The job parsed: its error sidecar has the prompt, every reference as named, and a
+    thumbnail in outbox/references/ for the one that exists (none for the missing one)."""
+    (world.inbox / "styles").mkdir()
+    (world.inbox / "styles" / "ink.png").write_bytes(shapes.tiny_png(1))
+    world.job("fox", "prompt: a fox in ink\nrefs: [styles/ink.png, gone.png]\n")
+    assert world.once() == 4
+    error = _error(world, "fox")
+    assert error["prompt"] == "a fox in ink"
+    assert error["refs"] == ["styles/ink.png", "gone.png"]
+    assert error["ref_thumbnails"] == ["references/fox.ref-1.jpg", None]
+    thumbnail = (world.outbox / "references" / "fox.ref-1.jpg").read_bytes()
+    assert sniff_format(thumbnail) is not None and sniff_format(thumbnail).value == "jpeg"
+
+
+def test_a_result_keeps_thumbnails_of_its_references(world: World) -> None:
+    """Sibling references get small copies in outbox/references/, named in the sidecar."""
+    world.job("pet", "prompt: repaint in watercolor\n")
+    (world.inbox / "pet.png").write_bytes(shapes.tiny_png(1))
+    assert world.once() == 0
+    result = world.sidecar("pet.result.yaml")
+    assert result["refs"] == ["pet.png"]
+    assert result["ref_thumbnails"] == ["references/pet.ref-1.jpg"]
+    assert (world.outbox / "references" / "pet.ref-1.jpg").stat().st_size > 0
+
+
+def test_a_job_file_that_does_not_parse_lists_the_images_beside_it(world: World) -> None:
+    """No prompt is known, but the images that moved to failed/ with it are named."""
+    world.job("broken", "prompt: [unclosed\n")
+    (world.inbox / "broken.png").write_bytes(shapes.tiny_png(1))
+    assert world.once() == 2
+    error = _error(world, "broken")
+    assert error["prompt"] is None
+    assert error["refs"] == ["broken.png"]
+    assert error["ref_thumbnails"] == ["references/broken.ref-1.jpg"]
+
+
 # --- crash recovery --------------------------------------------------------------------
 
 
@@ -492,17 +544,22 @@ def test_gen_bad_flags_exit_2(world: World) -> None:
 
 
 def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> None:
-    """process_job tells its caller the job's timeout_sec (the daemon's watchdog window)."""
+    """process_job tells its caller the job's timeout_sec (the watchdog window) and references."""
     from daemon.config import load_config
     from daemon.oneshot import cached_setup
     from daemon.pipeline import Status, process_job
 
     path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
     config = load_config(world.config)
-    seen: list[float] = []
-    outcome = process_job(path, config=config, get_setup=cached_setup(config), on_run=seen.append)
+    seen: list[tuple[float, list[str]]] = []
+    outcome = process_job(
+        path,
+        config=config,
+        get_setup=cached_setup(config),
+        on_run=lambda timeout, refs: seen.append((timeout, refs)),
+    )
     assert outcome.status is Status.DONE
-    assert seen == [900.0]
+    assert seen == [(900.0, [])]
 
 
 def test_submit_refuses_a_missing_reference_and_writes_nothing(

@@ -39,6 +39,10 @@ GOOD: list[Any] = [
     {"prompt": "x", "format": "jpeg"},
     {"prompt": "x", "format": "jpg"},
     {"prompt": "x", "format": "webp"},
+    {"Style": "watercolor, a fox in the snow"},
+    {"while you were away": "a moonlit pond"},
+    {"Mood": "quiet", "Image": "a fox", "Scene": None},
+    {"Characters": {"Fox": "red", "Owl": "white"}, "Palette": ["ochre", {"Sky": "slate"}]},
     {
         "prompt": "a fox",
         "refs": ["a.png"],
@@ -68,6 +72,13 @@ BAD: list[Any] = [
     {"prompt": ["a"]},
     {"prompt": {"text": "a"}},
     {"promt": "x"},
+    {"Prompt": "x"},
+    {"Mode": "night"},
+    {"timeout_secs": 60},
+    {"image": "a.png"},
+    {"job": {"prompt": "x"}},
+    {"Notes": [{"refs": ["a.png"]}]},
+    {"Style": "ink", "format": "png"},
     {"prompt": "x", "extra": 1},
     {"refs": []},
     {"prompt": "x", "refs": "a.png"},
@@ -164,3 +175,12 @@ def test_schema_documents_the_bare_string_rule() -> None:
     schema = load_job_schema()
     assert "whole file is the prompt" in schema["description"]
     assert "exactly as written" in schema["oneOf"][0]["description"]
+
+
+def test_schema_and_daemon_share_one_rule_for_job_keys() -> None:
+    """The schema's "no job key here" pattern is the one parse_job uses, character for character."""
+    from daemon.job import NEAR_MISS_PATTERN
+
+    rule = load_job_schema()["$defs"]["notAJobKey"]
+    assert rule["not"]["pattern"] == NEAR_MISS_PATTERN
+    assert "whole-file" in load_job_schema()["oneOf"][2]["description"]
