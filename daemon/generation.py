@@ -18,7 +18,7 @@ from pathlib import Path
 from daemon import codex, rollout, version_cache
 from daemon.config import CodexConfig
 from daemon.errors import InboxError, NoImage, NoSessionLog, Refused
-from daemon.failures import classify
+from daemon.failures import classify, image_limit
 from daemon.images import sniff_file
 from daemon.rollout import FoundImage, RolloutScan
 
@@ -155,6 +155,10 @@ def _short_reason(reason: str) -> str:
 
 
 def _why_no_image(run: codex.CodexRun, scan: RolloutScan | None) -> InboxError:
+    # The plan's image limit first: every later job would meet it too, so the queue waits.
+    if scan is not None and scan.limits:
+        hit = scan.limits[0]
+        return image_limit(hit.reason, resets_at=hit.resets_at)
     if scan is not None and scan.refusals:
         return Refused(
             f"The image was refused or failed: {_short_reason(scan.refusals[0])}",
