@@ -105,6 +105,7 @@ class MockOpenAI:
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._sent_resets_at: list[int] = []
         self._response_ids = itertools.count(1)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -215,15 +216,24 @@ class MockOpenAI:
     def usage_limit_body(self) -> dict[str, Any]:
         """The 429 body codex turns into "You've hit your usage limit ... try again at <time>"
         (from /v1/responses), or into a failed image item (from the images endpoints)."""
+        resets_at = int(time.time()) + self.resets_in_sec
+        with self._lock:
+            self._sent_resets_at.append(resets_at)
         return {
             "error": {
                 "type": "usage_limit_reached",
                 "message": "The usage limit has been reached",
                 "plan_type": "plus",
-                "resets_at": int(time.time()) + self.resets_in_sec,
+                "resets_at": resets_at,
                 "resets_in_seconds": self.resets_in_sec,
             }
         }
+
+    def image_limit_resets_at(self) -> int:
+        """The `resets_at` (epoch seconds) of the last usage-limit answer the mock sent."""
+        with self._lock:
+            assert self._sent_resets_at, "the mock sent no usage-limit answer"
+            return self._sent_resets_at[-1]
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
         # Like a model that follows the instruction: the tool gets the request between the markers.
