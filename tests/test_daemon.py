@@ -835,3 +835,32 @@ def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
     assert datetime.fromisoformat(sidecar["retry_at"]) == resets
     assert world.jobs_in() == ["a-first.prompt.yaml", "b-second.prompt.yaml"]
     assert world.jobs_in("failed") == []
+
+
+@pytest.mark.real_codex
+def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
+    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+) -> None:
+    """An image limit that resets in a few seconds: the queue waits for the reset, not a
+    backoff of its own, then runs the waiting job and the one queued behind it."""
+    from tests.support.codex_home import codex_env
+
+    mock_openai.scenario = "image_limit"
+    # Long enough for the test to switch the mock back before the reset, even under load.
+    mock_openai.resets_in_sec = 6
+    world.write_config(
+        codex={"command": [str(codex_bin)], "home": str(codex_home), "timeout_sec": 120}
+    )
+    world.write_job("a-first", "prompt: a fox\n")
+    world.write_job("b-second", "prompt: a hare\n")
+    daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
+    daemon.wait_for(lambda: status_is(world, state="paused"), deadline=180, what="paused")
+    assert len(mock_openai.image_requests()) == 1
+    mock_openai.scenario = "image"
+    for job in ("a-first", "b-second"):
+        done_once(world, f"{job}.prompt.yaml")
+    assert daemon.logged("queue resumed", reason="time")
+    assert len(mock_openai.image_requests()) == 3
+    assert world.errors() == {}  # the success removed the limit's sidecar
+    assert_settled(world)
+    assert daemon.stop() == 0
