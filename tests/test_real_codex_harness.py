@@ -307,6 +307,35 @@ def test_usage_limit_exits_one_with_try_again_time(run_codex, codex_home, mock_o
 
 
 @pytest.mark.real_codex
+def test_image_limit_exits_zero_with_a_typed_failed_item(
+    run_codex, codex_home, mock_openai
+) -> None:
+    """The images endpoint's 429 usage_limit_reached (x-codex-active-limit: image_gen): one
+    images request, exit 0, a failed item typed usageLimitExceeded with the mock's resets_at."""
+    mock_openai.scenario = Scenario.IMAGE_LIMIT
+
+    run = run_codex()
+
+    assert run.returncode == 0, run.stderr
+    assert run.event_types[-1] == "turn.completed"
+    assert len(mock_openai.image_requests()) == 1
+    lines = rollout_lines(rollout_path(codex_home, run.thread_id))
+    [item] = image_items(lines)
+    assert (item["status"], item["result"]) == ("failed", "")
+    assert item["failure"] == {
+        "type": "usageLimitExceeded",
+        "limitId": "image_gen",
+        "resetsAt": mock_openai.image_limit_resets_at(),
+    }
+    [output] = payloads(lines, "custom_tool_call_output")
+    reason = output["output"][-1]["text"]
+    assert "image generation failed: http 429 Too Many Requests" in reason
+    assert "usage_limit_reached" in reason and "resets_at" in reason
+    assert generated_files(codex_home, run.thread_id) == []
+    assert "error" not in task_complete(lines)
+
+
+@pytest.mark.real_codex
 @pytest.mark.parametrize(
     ("scenario", "message_start", "kind"),
     [
