@@ -148,6 +148,16 @@ class UsageLimit(CodexFailed):
     disposition = Disposition.PAUSE
 
 
+class ImageLimit(UsageLimit):
+    """The plan's image-generation limit is reached: the images endpoint answered 429
+    `usage_limit_reached` and codex ended the turn normally; `retry_at` is its reset time."""
+
+    layer = "image-limit"
+    default_hint = (
+        "Wait until the image limit resets; jobs wait in the inbox and resume on their own."
+    )
+
+
 class NetworkDown(CodexFailed):
     """codex could not reach the server at all."""
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from daemon.errors import (
     CodexFailed,
     CodexRejected,
+    ImageLimit,
     InboxError,
     NetworkDown,
     NotLoggedIn,
@@ -101,6 +102,29 @@ _SENTENCES: dict[type[CodexFailed], str] = {
     CodexRejected: "codex rejected its arguments or configuration: {reason}",
     CodexFailed: "codex failed: {reason}",
 }
+
+
+def image_limit(
+    reason: str,
+    *,
+    resets_at: datetime | None,
+    now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+) -> ImageLimit:
+    """The error for a generation the plan's image limit stopped; `reason` is codex's words."""
+    # A reset time already past (a skewed clock) would resume the queue into the same limit
+    # at once: without a usable time the pause backs off instead.
+    current = now()
+    retry_at = resets_at if resets_at is not None and resets_at > current else None
+    when = f"; it resets at {clock_text(retry_at, now=current)}" if retry_at else ""
+    return ImageLimit(
+        f"The ChatGPT plan's image limit is reached{when}.", detail=reason, retry_at=retry_at
+    )
+
+
+def clock_text(moment: datetime, *, now: datetime) -> str:
+    """A local time as a person reads it: "14:05" today, "2026-12-03 14:05" on another day."""
+    local, today = moment.astimezone(), now.astimezone().date()
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
 
 
 def parse_retry_at(message: str, *, now: datetime) -> datetime | None:

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import yaml
 
 from daemon.errors import OutboxUnwritable
+from daemon.status import pause_summary
 
 try:  # libyaml's loader is several times faster; thousands of sidecars are read per build
     _Loader: Any = yaml.CSafeLoader
@@ -105,7 +106,7 @@ class Card:
     detail: str | None = None
     retrying: bool = False
     retry_at: datetime | None = None
-    layer: str | None = None
+    layer: str | None = None  # the sidecar's `error`: "image-limit", "refused", ...
     refs: tuple[Reference, ...] = ()
 
 
@@ -628,6 +629,7 @@ margin:.25rem 0 .1rem;font-weight:600}
 .badge{color:var(--bad);font-weight:700;margin:0 0 .35rem}
 .retry{display:inline-block;margin-left:.4rem;padding:0 .45rem;border-radius:999px;
 border:1px solid currentColor;font-size:.8rem;font-weight:600}
+.paused{color:var(--bad);font-weight:600}
 .message{font-weight:600;margin:0 0 .4rem;overflow-wrap:anywhere}
 .hint{margin:0 0 .6rem;overflow-wrap:anywhere}
 .missing{color:var(--muted);padding:.75rem .9rem;margin:0}
@@ -662,8 +664,22 @@ def _render_header(total: int, shown: list[Card], now: datetime) -> str:
             f'<p class="capped">Showing the newest {len(shown)}; '
             f"{hidden} older job{'s are' if hidden != 1 else ' is'} not shown.</p>"
         )
+    paused = _pause_line(shown, now)
+    if paused:
+        lines.append(f'<p class="paused">{_e(paused)}</p>')
     lines.append(f"<p>Updated {_format_when(now, None)}.</p>")
     return f"<header><h1>Outbox</h1>{''.join(lines)}</header>"
+
+
+def _pause_line(shown: list[Card], now: datetime) -> str | None:
+    """The header's "Queue paused: image limit until 14:05." while a job waits for a limit to
+    reset: its sidecar says it is kept for a retry at a time still to come."""
+    for card in shown:
+        if card.retrying and card.layer and card.retry_at and card.retry_at > now:
+            what = pause_summary(card.layer, "", card.retry_at, now=now)
+            if what:
+                return f"Queue paused: {what}."
+    return None
 
 
 def render(cards: list[Card], *, total: int, now: datetime, tz: timezone | None = None) -> str:

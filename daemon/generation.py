@@ -27,7 +27,7 @@ from daemon.errors import (
     ReferenceMissing,
     Refused,
 )
-from daemon.failures import classify
+from daemon.failures import classify, image_limit
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
 from daemon.rollout import FoundImage, RolloutScan
 
@@ -249,6 +249,10 @@ def _short_reason(reason: str) -> str:
 
 
 def _why_no_image(run: codex.CodexRun, scan: RolloutScan | None) -> InboxError:
+    # The plan's image limit first: every later job would meet it too, so the queue waits.
+    if scan is not None and scan.limits:
+        hit = scan.limits[0]
+        return image_limit(hit.reason, resets_at=hit.resets_at)
     if scan is not None and scan.refusals:
         return Refused(
             f"The image was refused or failed: {_short_reason(scan.refusals[0])}",

@@ -39,6 +39,13 @@ _FAILED = re.compile(r"image generation failed", re.I)
 _BOILERPLATE = re.compile(r"(script (failed|completed|error:?)|wall time .*|output:)$", re.I)
 _REASON_MAX = 1000
 GENERIC_REFUSAL = "image generation failed (codex gave no reason)"
+# A failed generation's typed `failure` when the plan's limit stopped it (0.169+).
+_LIMIT_FAILURE = "usageLimitExceeded"
+# The same limit in codex's words, the API's JSON quoted inside with escaped quotes:
+# `http 429 Too Many Requests: Some("{\"error\": {\"type\": \"usage_limit_reached\", ...
+# \"resets_at\": 1796176329, ...}}")`. Releases without the typed failure say only this.
+_LIMIT_TEXT = re.compile(r"\b429\b.*?usage_limit_reached", re.S)
+_RESETS_AT_TEXT = re.compile(r'resets_at\\*"?\s*:\s*(\d+)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +57,23 @@ class FoundImage:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitHit:
+    """A generation the plan's usage limit stopped; codex still ends such a turn normally."""
+
+    limit_id: str | None  # codex's name for the limit ("image_gen"), when it gives one
+    resets_at: datetime | None  # aware local time
+    reason: str  # codex's words
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutScan:
     images: tuple[FoundImage, ...]
-    refusals: tuple[str, ...]  # codex's reason for each failed generation
+    refusals: tuple[str, ...]  # codex's reason for each failed generation, limits aside
     turn_error: str | None  # task_complete / turn error message, if the turn failed
     turn_error_kind: str | None  # codex_error_info kind ("usage_limit_exceeded", ...)
     completed: bool  # a task_complete line was seen
     cli_version: str | None
+    limits: tuple[LimitHit, ...] = ()  # failed generations that met a usage limit
 
 
 def _check_thread_id(thread_id: str) -> None:
@@ -436,6 +453,33 @@ def _failure_text(failure: object, strings: _Strings) -> str | None:
     return None
 
 
+def _limit_hit(failure: object, text: str, reason: str) -> LimitHit | None:
+    """The usage limit a failed generation met, from its typed failure or else from codex's
+    words (429, usage_limit_reached and a resets_at); None for any other failure."""
+    typed = failure if isinstance(failure, dict) and failure.get("type") == _LIMIT_FAILURE else None
+    resets_in_text = _RESETS_AT_TEXT.search(text)
+    if typed is None and not (_LIMIT_TEXT.search(text) and resets_in_text):
+        return None
+    resets = typed.get("resetsAt") if typed else None
+    if (not isinstance(resets, (int, float)) or isinstance(resets, bool)) and resets_in_text:
+        resets = int(resets_in_text[1])
+    limit_id = typed.get("limitId") if typed else None
+    return LimitHit(
+        limit_id if isinstance(limit_id, str) else None,
+        _from_epoch(resets),
+        reason,
+    )
+
+
+def _from_epoch(seconds: object) -> datetime | None:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds).astimezone()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _error_kind(info: object) -> str | None:
     if isinstance(info, str):
         return info
@@ -456,7 +500,9 @@ class _Scanner:
 
     images: list[FoundImage] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
-    pending: list[str | None] = field(default_factory=list)  # failures awaiting their reason
+    limits: list[LimitHit] = field(default_factory=list)
+    # Failures awaiting the tool output with their reason: (their own text, their `failure`).
+    pending: list[tuple[str | None, object]] = field(default_factory=list)
     seen_calls: set[str] = field(default_factory=set)
     turn_error: str | None = None
     turn_error_kind: str | None = None
@@ -523,7 +569,8 @@ class _Scanner:
         if item.get("status") == "failed":
             if call is not None:
                 self.seen_calls.add(call)
-            self.pending.append(_failure_text(item.get("failure"), strings))
+            failure = item.get("failure")
+            self.pending.append((_failure_text(failure, strings), failure))
             return
         result = item.get("result")
         if not result or not isinstance(result, str):
@@ -542,19 +589,33 @@ class _Scanner:
     def _tool_output(self, text: str) -> None:
         # 0.144+ give a failed generation's reason only in the next tool output's text.
         if self.pending:
-            reason = _pick_reason(text)
-            self.refusals += [reason or failure or GENERIC_REFUSAL for failure in self.pending]
-            self.pending.clear()
+            self._settle_pending(text, _pick_reason(text))
+
+    def _settle_pending(self, text: str, reason: str | None) -> None:
+        """File each pending failure as a usage limit or a refusal, with its reason."""
+        for own_text, failure in self.pending:
+            why = reason or own_text or GENERIC_REFUSAL
+            hit = _limit_hit(failure, text, why)
+            if hit is not None:
+                self.limits.append(hit)
+            else:
+                self.refusals.append(why)
+        self.pending.clear()
 
     def result(self) -> RolloutScan:
-        self.refusals += [failure or GENERIC_REFUSAL for failure in self.pending]
-        self.pending.clear()
+        self._settle_pending("", None)
         error, kind = self.turn_error, self.turn_error_kind
         # Without task_complete, a fatal `error` event is the only word on why the turn ended.
         if not self.completed and self.error_event is not None:
             error, kind = self.error_event
         return RolloutScan(
-            tuple(self.images), tuple(self.refusals), error, kind, self.completed, self.cli_version
+            tuple(self.images),
+            tuple(self.refusals),
+            error,
+            kind,
+            self.completed,
+            self.cli_version,
+            tuple(self.limits),
         )
 
 

@@ -38,7 +38,7 @@ from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
 from daemon.settle import is_job_file
-from daemon.status import STATUS_NAME
+from daemon.status import STATUS_NAME, pause_summary
 from daemon.status import Status as StatusFile
 from daemon.watcher import InboxWatcher
 
@@ -79,6 +79,7 @@ class Pause:
     error: InboxError
     until: float
     auth_stamp: tuple[int, int] | None
+    summary: str  # "image limit until 14:05": the STATUS= line and status.json say it
     probe_at: float  # when a full disk may next be tested for having room again
     probe_every: float
 
@@ -280,7 +281,8 @@ class Daemon:
             self._start_pause(outcome.error)
         if outcome.outputs:
             self._gallery_stale = True
-            self._refresh_gallery()
+            # A pause may last hours: the page must say so now, not when the queue resumes.
+            self._refresh_gallery(now=outcome.status is Status.PAUSED)
         self._set_state("paused" if self.pause else "idle")
 
     def _refresh_gallery(self, *, now: bool = False) -> None:
@@ -304,17 +306,26 @@ class Daemon:
     def _start_pause(self, error: InboxError) -> None:
         self.pause_streak += 1
         count = self.pause_streak
-        first = PAUSE_FIRST_SEC.get(type(error), PAUSE_DEFAULT_FIRST_SEC)
+        # By the nearest listed class: an ImageLimit backs off like any UsageLimit.
+        first = next(
+            (PAUSE_FIRST_SEC[c] for c in type(error).__mro__ if c in PAUSE_FIRST_SEC),
+            PAUSE_DEFAULT_FIRST_SEC,
+        )
         wait = min(first * 2 ** (count - 1), PAUSE_MAX_SEC)
         if error.retry_at is not None:
             wait = max(1.0, (error.retry_at - datetime.now(error.retry_at.tzinfo)).total_seconds())
         probe_every = min(PROBE_FIRST_SEC * 2 ** (count - 1), PAUSE_MAX_SEC)
-        now = self.clock()
-        self.pause = Pause(error, now + wait, self._auth_stamp(), now + probe_every, probe_every)
-        resumes = datetime.now().astimezone() + timedelta(seconds=wait)
+        now = datetime.now().astimezone()
+        resumes = now + timedelta(seconds=wait)
+        summary = pause_summary(error.layer, error.message, error.retry_at or resumes, now=now)
+        tick = self.clock()
+        self.pause = Pause(
+            error, tick + wait, self._auth_stamp(), summary, tick + probe_every, probe_every
+        )
         self.status.paused = {
             "error": error.layer,
             "message": error.message,
+            "summary": summary,
             "hint": error.hint,
             "resumes_at": resumes.isoformat(timespec="seconds"),
         }
@@ -450,7 +461,7 @@ class Daemon:
         if self.status.state == "working":
             return f"working on {self.status.current_job}"
         if self.pause is not None:
-            return f"paused: {self.pause.error.message}"
+            return f"paused: {self.pause.summary}"
         return f"{self.status.state}, {self.status.queue_length} queued"
 
     def _heartbeat(self) -> None:

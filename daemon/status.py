@@ -13,9 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.failures import clock_text
 from daemon.outbox import replace_file
 
 STATUS_NAME = "status.json"
+# Pauses that end at a known time are named by their limit: "image limit until 14:05".
+_LIMIT_NAMES = {"image-limit": "image limit", "usage-limit": "usage limit"}
 
 
 def _now() -> str:
@@ -74,7 +77,9 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
     lines.append(f"queued: {data.get('queue_length', 0)}")
     paused = data.get("paused")
     if paused:
-        lines.append(f"paused: {paused.get('message')}")
+        lines.append(f"paused: {paused.get('summary') or paused.get('message')}")
+        if paused.get("summary") and paused.get("message") != paused["summary"]:
+            lines.append(f"  reason: {paused.get('message')}")
         if paused.get("hint"):
             lines.append(f"  hint: {paused['hint']}")
         if paused.get("resumes_at"):
@@ -108,6 +113,15 @@ def not_running_notice(inbox: Path, config: Path | None) -> tuple[bool | None, s
         f"  `gpt-image-inbox service install{option}`),\n"
         f"  or process the waiting jobs now and exit: `gpt-image-inbox once{option}`."
     )
+
+
+def pause_summary(layer: str, message: str, until: datetime | None, *, now: datetime) -> str:
+    """What a pause is, in a few words: "image limit until 14:05" (with the date when it is not
+    today) for a limit with its reset time, codex's own message otherwise."""
+    name = _LIMIT_NAMES.get(layer)
+    if name is None or until is None:
+        return message
+    return f"{name} until {clock_text(until, now=now)}"
 
 
 def _parse(text: object) -> datetime | None:

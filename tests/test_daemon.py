@@ -6,6 +6,7 @@ fake_codex.py) and polls for what a user would see: images, sidecars, job files 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -810,3 +811,107 @@ def test_real_codex_turns_a_saved_job_into_an_image(
     assert result["images"][0]["format"] in ("png", "jpeg", "webp")
     assert world.jobs_in("done") == ["real.prompt.yaml"]
     assert any("a small red square on white" in p for p in mock_openai.user_prompts())
+
+
+@pytest.mark.real_codex
+def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
+    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+) -> None:
+    """Two queued jobs, the plan's image limit on the first (real codex, the images endpoint
+    answering 429): the queue pauses until the reset, the second job spends no try, and
+    status.json, `status`, the STATUS= line and the gallery say "image limit until HH:MM"."""
+    from datetime import datetime
+
+    from tests.support.codex_home import codex_env
+
+    mock_openai.scenario = "image_limit"
+    world.write_config(
+        gallery=True,
+        codex={"command": [str(codex_bin)], "home": str(codex_home), "timeout_sec": 120},
+    )
+    world.write_job("a-first", "prompt: a fox\n")
+    world.write_job("b-second", "prompt: a hare\n")
+    folder = Path(tempfile.mkdtemp(prefix="notify-"))  # a short path: sun_path is 108 bytes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(folder / "notify.sock"))
+        sock.settimeout(0.2)
+        got: list[str] = []
+
+        def received(prefix: str, *, count: int = 1) -> bool:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got.append(sock.recv(4096).decode())
+            return sum(m.startswith(prefix) for m in got) >= count
+
+        base = world.env(NOTIFY_SOCKET=str(folder / "notify.sock"), WATCHDOG_USEC="1000000")
+        daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=base))
+        status = daemon.wait_for(
+            lambda: status_is(world, state="paused"), deadline=180, what="paused"
+        )
+        resets = datetime.fromtimestamp(mock_openai.image_limit_resets_at()).astimezone()
+        until = f"image limit until {resets:%H:%M}"
+        if resets.date() != datetime.now().astimezone().date():
+            until = f"image limit until {resets:%Y-%m-%d %H:%M}"
+        wait_for(lambda: received(f"STATUS=paused: {until}"), what="STATUS= paused")
+        # The paused loop keeps ticking (and the watchdog pinged) while no job starts.
+        start_pings = got.count("WATCHDOG=1")
+        wait_for(lambda: received("WATCHDOG=1", count=start_pings + 3), what="pings")
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
+            env=world.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        page = (world.outbox / "index.html").read_text("utf-8")
+        assert daemon.stop() == 0
+    shutil.rmtree(folder, ignore_errors=True)
+
+    assert f"paused: {until}" in shown.stdout, shown.stdout + shown.stderr
+    assert f"Queue paused: {until}." in page
+    assert status["paused"]["error"] == "image-limit"
+    assert status["paused"]["summary"] == until
+    # resumes_at is written to the second: at most one second before the reset itself.
+    resumes_at = datetime.fromisoformat(status["paused"]["resumes_at"])
+    assert 0 <= (resets - resumes_at).total_seconds() <= 1
+    assert status["queue_length"] == 2
+    assert len(mock_openai.image_requests()) == 1
+    (sidecar,) = world.errors().values()
+    assert (sidecar["job"], sidecar["error"], sidecar["retrying"]) == (
+        "a-first.prompt.yaml",
+        "image-limit",
+        True,
+    )
+    assert datetime.fromisoformat(sidecar["retry_at"]) == resets
+    assert world.jobs_in() == ["a-first.prompt.yaml", "b-second.prompt.yaml"]
+    assert world.jobs_in("failed") == []
+
+
+@pytest.mark.real_codex
+def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
+    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+) -> None:
+    """An image limit that resets in a few seconds: the queue waits for the reset, not a
+    backoff of its own, then runs the waiting job and the one queued behind it."""
+    from tests.support.codex_home import codex_env
+
+    mock_openai.scenario = "image_limit"
+    # Long enough for the test to switch the mock back before the reset, even under load.
+    mock_openai.resets_in_sec = 6
+    world.write_config(
+        codex={"command": [str(codex_bin)], "home": str(codex_home), "timeout_sec": 120}
+    )
+    world.write_job("a-first", "prompt: a fox\n")
+    world.write_job("b-second", "prompt: a hare\n")
+    daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
+    daemon.wait_for(lambda: status_is(world, state="paused"), deadline=180, what="paused")
+    assert len(mock_openai.image_requests()) == 1
+    mock_openai.scenario = "image"
+    for job in ("a-first", "b-second"):
+        done_once(world, f"{job}.prompt.yaml")
+    assert daemon.logged("queue resumed", reason="time")
+    assert len(mock_openai.image_requests()) == 3
+    assert world.errors() == {}  # the success removed the limit's sidecar
+    assert_settled(world)
+    assert daemon.stop() == 0

@@ -1,11 +1,13 @@
-"""`once` and `gen` through the REAL codex CLI 0.169 against the mock OpenAI server on 127.0.0.1."""
+"""`once` and `gen` through the REAL codex CLI against the mock OpenAI server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,56 @@ def test_usage_limit_keeps_the_job_and_says_when(world: RealWorld) -> None:
     assert (error["error"], error["retrying"]) == ("usage-limit", True)
     assert error["retry_at"]
     assert (world.inbox / "later.prompt.yaml").exists()
+
+
+def test_the_image_limit_keeps_the_queue_and_says_when(world: RealWorld) -> None:
+    """The images endpoint's 429 usage_limit_reached: `once` stops at the first job with exit 5;
+    that job stays in the inbox with retrying and the reset time, the next one is untouched."""
+    world.mock.scenario = "image_limit"
+    first = world.inbox / "first.prompt.yaml"
+    first.write_text("prompt: a fox\n")
+    second = world.inbox / "second.prompt.yaml"
+    second.write_text("prompt: a hare\n")
+    os.utime(second, ns=(first.stat().st_mtime_ns + 10**9,) * 2)  # queued after the first
+    before = second.stat()
+    done = world.cli("once")
+    assert done.returncode == 5, done.stderr
+    error = world.sidecar("first.error.yaml")
+    assert (error["error"], error["code"], error["retrying"]) == ("image-limit", 5, True)
+    resets_at = world.mock.image_limit_resets_at()
+    retry_at = datetime.fromisoformat(error["retry_at"])
+    assert retry_at.utcoffset() is not None and retry_at.timestamp() == resets_at
+    assert "image limit" in error["message"]
+    assert first.exists() and not (world.inbox / "failed").exists()
+    assert (second.stat().st_mtime_ns, second.stat().st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert not (world.outbox / "second.error.yaml").exists()
+    assert len(world.mock.image_requests()) == 1  # the second job spent no try
+    page = (world.outbox / "index.html").read_text(encoding="utf-8")
+    assert f"Queue paused: image limit until {clock_text(retry_at)}." in page
+
+
+def test_gen_at_the_image_limit_exits_5_naming_it_and_the_reset(
+    world: RealWorld, tmp_path: Path
+) -> None:
+    """`gen` at the image limit exits 5 with one sentence naming the limit and its reset time."""
+    world.mock.scenario = "image_limit"
+    out = tmp_path / "o.png"
+    done = world.cli("gen", "--prompt", "a fox", "--out", str(out))
+    assert done.returncode == 5
+    resets = datetime.fromtimestamp(world.mock.image_limit_resets_at()).astimezone()
+    first_line = done.stderr.splitlines()[0]
+    assert first_line == (
+        "gpt-image-inbox: image-limit: The ChatGPT plan's image limit is reached; "
+        f"it resets at {clock_text(resets)}."
+    ), done.stderr
+    assert done.stdout == "" and not out.exists()
+
+
+def clock_text(moment: datetime) -> str:
+    """How the messages write a local time: HH:MM today, with the date on another day."""
+    local = moment.astimezone()
+    same_day = local.date() == datetime.now().astimezone().date()
+    return f"{local:%H:%M}" if same_day else f"{local:%Y-%m-%d %H:%M}"
 
 
 def test_text_only_answer_is_retried_then_fails(world: RealWorld) -> None:

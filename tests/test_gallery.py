@@ -279,6 +279,50 @@ def test_broken_sidecars_among_the_newest_do_not_take_a_place(outbox: Path) -> N
     assert result.texts["capped"] == ["Showing the newest 2; 1 older job is not shown."]
 
 
+def _local_clock(moment: datetime, now: datetime) -> str:
+    local = moment.astimezone()
+    same_day = local.date() == now.astimezone().date()
+    return f"{local:%H:%M}" if same_day else f"{local:%Y-%m-%d %H:%M}"
+
+
+@pytest.mark.parametrize("later", [timedelta(minutes=65), timedelta(days=1, hours=2)])
+def test_a_job_waiting_for_the_image_limit_says_the_queue_is_paused(
+    outbox: Path, later: timedelta
+) -> None:
+    """A retrying image-limit sidecar whose reset is still to come puts "Queue paused: image
+    limit until HH:MM." (with the date when it is not today, in local time) in the header."""
+    add_error(
+        outbox,
+        "limited",
+        code=5,
+        error="image-limit",
+        message="The ChatGPT plan's image limit is reached.",
+        retrying=True,
+        retry_at=(T0 + later).isoformat(),
+    )
+    add_error(outbox, "refused", minutes=-1)
+
+    result = page(outbox, now=lambda: T0)
+
+    expected = f"Queue paused: image limit until {_local_clock(T0 + later, T0)}."
+    assert result.texts["paused"] == [expected]
+
+
+def test_no_pause_is_shown_once_the_reset_has_passed_or_for_other_failures(outbox: Path) -> None:
+    """A limit sidecar whose reset time is past, or a final refusal, shows no pause line."""
+    add_error(
+        outbox,
+        "limited",
+        code=5,
+        error="image-limit",
+        retrying=True,
+        retry_at=(T0 - timedelta(minutes=1)).isoformat(),
+    )
+    add_error(outbox, "refused", minutes=-1, retry_at=(T0 + timedelta(hours=1)).isoformat())
+
+    assert "paused" not in page(outbox, now=lambda: T0).texts
+
+
 def test_failed_job_card_shows_message_hint_and_retry(outbox: Path) -> None:
     """A failure is its own kind of card with the sentence, the hint and whether it will retry."""
     add_error(

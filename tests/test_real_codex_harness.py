@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import CODEX_VERSION
 from tests.support.codex_home import codex_env, make_codex_home
 from tests.support.mock_openai import (
     ASSISTANT_TEXT_ONLY,
@@ -192,7 +193,7 @@ def test_image_turn_writes_image_to_session_log_and_disk(
     lines = rollout_lines(rollout_path(codex_home, run.thread_id))
     assert lines[0]["type"] == "session_meta"
     assert lines[0]["payload"]["id"] == run.thread_id
-    assert lines[0]["payload"]["cli_version"] == "0.169.0"
+    assert lines[0]["payload"]["cli_version"] == CODEX_VERSION
     [item] = image_items(lines)
     assert item["status"] == "completed"
     assert base64.b64decode(item["result"]) == mock_openai.image_bytes
@@ -304,6 +305,35 @@ def test_usage_limit_exits_one_with_try_again_time(run_codex, codex_home, mock_o
     assert " try again at " in message
     error = task_complete(rollout_lines(rollout_path(codex_home, run.thread_id)))["error"]
     assert error == {"message": message, "codex_error_info": "usage_limit_exceeded"}
+
+
+@pytest.mark.real_codex
+def test_image_limit_exits_zero_with_a_typed_failed_item(
+    run_codex, codex_home, mock_openai
+) -> None:
+    """The images endpoint's 429 usage_limit_reached (x-codex-active-limit: image_gen): one
+    images request, exit 0, a failed item typed usageLimitExceeded with the mock's resets_at."""
+    mock_openai.scenario = Scenario.IMAGE_LIMIT
+
+    run = run_codex()
+
+    assert run.returncode == 0, run.stderr
+    assert run.event_types[-1] == "turn.completed"
+    assert len(mock_openai.image_requests()) == 1
+    lines = rollout_lines(rollout_path(codex_home, run.thread_id))
+    [item] = image_items(lines)
+    assert (item["status"], item["result"]) == ("failed", "")
+    assert item["failure"] == {
+        "type": "usageLimitExceeded",
+        "limitId": "image_gen",
+        "resetsAt": mock_openai.image_limit_resets_at(),
+    }
+    [output] = payloads(lines, "custom_tool_call_output")
+    reason = output["output"][-1]["text"]
+    assert "image generation failed: http 429 Too Many Requests" in reason
+    assert "usage_limit_reached" in reason and "resets_at" in reason
+    assert generated_files(codex_home, run.thread_id) == []
+    assert "error" not in task_complete(lines)
 
 
 @pytest.mark.real_codex

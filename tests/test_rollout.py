@@ -421,7 +421,7 @@ def test_tiny_reads_split_every_line_string_and_escape_the_same_way(
     assert scan.completed and scan.cli_version == version
 
 
-# --- the real captured 0.169 logs -----------------------------------------------------------------
+# --- the real captured 0.169 and 0.171 logs ------------------------------------------------------
 
 
 def _b64_strings(path: Path, key: str) -> list[bytes]:
@@ -440,21 +440,32 @@ def _b64_strings(path: Path, key: str) -> list[bytes]:
     return found
 
 
-def test_real_image_log_yields_the_generated_png() -> None:
-    """The captured 0.169 image run yields one PNG, the same one codex echoed to the model."""
-    path = REAL / "real-0.169-image.jsonl"
+REAL_VERSIONS = ["0.169", "0.171"]
+
+
+def _real(version: str, scenario: str) -> Path:
+    """A session log captured from the real codex (tests/support/capture_rollouts.py)."""
+    return REAL / f"real-{version}-{scenario}.jsonl"
+
+
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_image_log_yields_the_generated_png(version: str) -> None:
+    """The captured image run yields one PNG, the same one codex echoed to the model."""
+    path = _real(version, "image")
 
     scan = scan_rollout(path)
 
     assert len(scan.images) == 1 and scan.images[0].format is ImageFormat.PNG
     assert scan.images[0].call_id is not None and scan.images[0].call_id.startswith("exec-")
     assert _b64_strings(path, "image_url") == [scan.images[0].data]
-    assert scan.cli_version == "0.169.0" and scan.completed and scan.turn_error is None
+    assert scan.cli_version == f"{version}.0" and scan.completed and scan.turn_error is None
+    assert scan.limits == ()
 
 
-def test_real_reference_log_never_returns_the_reference() -> None:
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_reference_log_never_returns_the_reference(version: str) -> None:
     """With an -i reference in the log, the result is the generated image, not the reference."""
-    path = REAL / "real-0.169-image-reference.jsonl"
+    path = _real(version, "image-reference")
 
     scan = scan_rollout(path)
 
@@ -463,31 +474,108 @@ def test_real_reference_log_never_returns_the_reference() -> None:
     assert reference != echo
 
 
-def test_real_refusal_log_gives_codex_reason() -> None:
-    """The captured refusal yields no image and the moderation reason from the tool output."""
-    scan = scan_rollout(REAL / "real-0.169-refuse.jsonl")
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_two_image_log_keeps_the_same_bytes_once(version: str) -> None:
+    """Two image calls whose results are the same bytes (the mock's one PNG) give one image."""
+    path = _real(version, "image-two")
+    lines = [json.loads(raw) for raw in path.read_bytes().split(b"\n") if raw.strip()]
+    items = [
+        line["payload"]["item"]
+        for line in lines
+        if line["payload"].get("type") == "item_completed"
+        and line["payload"]["item"].get("kind") == "image_gen.generation"
+    ]
+    assert [i["status"] for i in items] == ["completed", "completed"]
 
-    assert scan.images == ()
+    scan = scan_rollout(path)
+
+    assert [i.data for i in scan.images] == _b64_strings(path, "image_url")[:1]
+    assert scan.images[0].call_id == items[0]["id"]
+    assert (scan.refusals, scan.limits) == ((), ())
+
+
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_refusal_log_gives_codex_reason(version: str) -> None:
+    """The captured refusal yields no image and the moderation reason from the tool output."""
+    scan = scan_rollout(_real(version, "refuse"))
+
+    assert scan.images == () and scan.limits == ()
     assert len(scan.refusals) == 1
     assert scan.refusals[0].startswith("image generation failed: http 400")
     assert "moderation_blocked" in scan.refusals[0]
 
 
-def test_real_text_only_log_has_nothing() -> None:
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_text_only_log_has_nothing(version: str) -> None:
     """The captured text-only answer is a completed turn without images or refusals."""
-    scan = scan_rollout(REAL / "real-0.169-text_only.jsonl")
+    scan = scan_rollout(_real(version, "text_only"))
 
-    assert (scan.images, scan.refusals, scan.completed) == ((), (), True)
+    assert (scan.images, scan.refusals, scan.limits, scan.completed) == ((), (), (), True)
 
 
-def test_real_usage_limit_log_gives_message_and_kind() -> None:
+@pytest.mark.parametrize("version", REAL_VERSIONS)
+def test_real_usage_limit_log_gives_message_and_kind(version: str) -> None:
     """The captured usage limit carries codex's sentence and the usage_limit_exceeded kind."""
-    scan = scan_rollout(REAL / "real-0.169-usage_limit.jsonl")
+    scan = scan_rollout(_real(version, "usage_limit"))
 
     assert scan.turn_error is not None
     assert scan.turn_error.startswith("You\u2019ve hit your usage limit.")
     assert "try again at" in scan.turn_error
     assert scan.turn_error_kind == "usage_limit_exceeded"
+
+
+def _image_limit_failure(path: Path) -> dict[str, Any]:
+    """The typed `failure` of the captured run's one failed generation."""
+    lines = [json.loads(raw) for raw in path.read_bytes().split(b"\n") if raw.strip()]
+    return dict(_extension_item(lines)["failure"])
+
+
+def test_real_image_limit_log_is_a_limit_with_its_reset_time_not_a_refusal() -> None:
+    """The plan's image limit (images endpoint 429): a LimitHit at codex's resetsAt, no refusal."""
+    path = _real("0.171", "image_limit")
+    failure = _image_limit_failure(path)
+    assert (failure["type"], failure["limitId"]) == ("usageLimitExceeded", "image_gen")
+
+    scan = scan_rollout(path)
+
+    assert scan.images == () and scan.refusals == ()
+    assert scan.completed and scan.turn_error is None
+    [hit] = scan.limits
+    assert hit.limit_id == "image_gen"
+    assert hit.resets_at == datetime.fromtimestamp(failure["resetsAt"]).astimezone()
+    assert hit.resets_at is not None and hit.resets_at.utcoffset() is not None
+    assert hit.reason.startswith("image generation failed: http 429 Too Many Requests")
+    assert "usage_limit_reached" in hit.reason
+
+
+def test_an_image_limit_is_recognised_from_codexs_words_alone(tmp_path: Path) -> None:
+    """Without the typed failure, 429, usage_limit_reached and resets_at in codex's words do."""
+    real = _real("0.171", "image_limit")
+    resets_at = _image_limit_failure(real)["resetsAt"]
+    lines = [json.loads(raw) for raw in real.read_bytes().split(b"\n") if raw.strip()]
+    del _extension_item(lines)["failure"]
+    path = write_lines(tmp_path / "log.jsonl", lines)
+
+    scan = scan_rollout(path)
+
+    assert scan.refusals == ()
+    [hit] = scan.limits
+    assert hit.limit_id is None
+    assert hit.resets_at == datetime.fromtimestamp(resets_at).astimezone()
+
+
+def test_a_429_without_usage_limit_words_stays_a_refusal(tmp_path: Path) -> None:
+    """Another 429 (no usage_limit_reached) from the images endpoint is not taken for the limit."""
+    real = _real("0.171", "image_limit")
+    text = real.read_text(encoding="utf-8").replace("usage_limit_reached", "rate_limit_exceeded")
+    lines = [json.loads(raw) for raw in text.split("\n") if raw.strip()]
+    del _extension_item(lines)["failure"]
+    path = write_lines(tmp_path / "log.jsonl", lines)
+
+    scan = scan_rollout(path)
+
+    assert scan.limits == ()
+    assert len(scan.refusals) == 1 and "http 429" in scan.refusals[0]
 
 
 def _extension_item(lines: list[dict[str, Any]]) -> dict[str, Any]:

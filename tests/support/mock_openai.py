@@ -29,6 +29,9 @@ class Scenario(str, enum.Enum):
     IMAGE = "image"  # the model calls the image tool; the images endpoint returns a PNG
     REFUSE = "refuse"  # the images endpoint answers 400 moderation_blocked
     USAGE_LIMIT = "usage_limit"  # /v1/responses answers 429 usage_limit_reached
+    # The images endpoints answer 429 usage_limit_reached with `x-codex-active-limit: image_gen`:
+    # the plan's image limit, which codex reports inside a normally ended turn.
+    IMAGE_LIMIT = "image_limit"
     TEXT_ONLY = "text_only"  # the model answers with text and no tool call
     HANG = "hang"  # /v1/responses never sends headers until the server stops
     SERVER_ERROR = "server_error"  # /v1/responses answers 500
@@ -102,6 +105,7 @@ class MockOpenAI:
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._sent_resets_at: list[int] = []
         self._response_ids = itertools.count(1)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -210,16 +214,26 @@ class MockOpenAI:
         return 200, self._sse([self._image_call(body)])
 
     def usage_limit_body(self) -> dict[str, Any]:
-        """The 429 body codex turns into "You've hit your usage limit ... try again at <time>"."""
+        """The 429 body codex turns into "You've hit your usage limit ... try again at <time>"
+        (from /v1/responses), or into a failed image item (from the images endpoints)."""
+        resets_at = int(time.time()) + self.resets_in_sec
+        with self._lock:
+            self._sent_resets_at.append(resets_at)
         return {
             "error": {
                 "type": "usage_limit_reached",
                 "message": "The usage limit has been reached",
                 "plan_type": "plus",
-                "resets_at": int(time.time()) + self.resets_in_sec,
+                "resets_at": resets_at,
                 "resets_in_seconds": self.resets_in_sec,
             }
         }
+
+    def image_limit_resets_at(self) -> int:
+        """The `resets_at` (epoch seconds) of the last usage-limit answer the mock sent."""
+        with self._lock:
+            assert self._sent_resets_at, "the mock sent no usage-limit answer"
+            return self._sent_resets_at[-1]
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
         # Like a model that follows the instruction: the tool gets the request between the markers.
@@ -295,8 +309,16 @@ class MockOpenAI:
         token = fake_jwt()
         return 200, {"id_token": token, "access_token": token, "refresh_token": "x"}
 
+    def images_headers(self) -> dict[str, str]:
+        """Extra response headers for /v1/images/generations and /v1/images/edits."""
+        if self.scenario is Scenario.IMAGE_LIMIT:
+            return {"x-codex-active-limit": "image_gen"}
+        return {}
+
     def images_reply(self) -> tuple[int, Any]:
         """(status, JSON body) for /v1/images/generations and /v1/images/edits."""
+        if self.scenario is Scenario.IMAGE_LIMIT:
+            return 429, self.usage_limit_body()
         if self.scenario is Scenario.REFUSE:
             return 400, {
                 "error": {
@@ -483,11 +505,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner._record(request)
         return request
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -514,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/responses":
             self._responses(request)
         elif path in ("/v1/images/generations", "/v1/images/edits"):
-            self._send_json(*self.owner.images_reply())
+            self._send_json(*self.owner.images_reply(), self.owner.images_headers())
         elif path == "/oauth/token":
             self._send_json(*self.owner.token_reply())
         else:
