@@ -148,7 +148,7 @@ def test_logged_out(tmp_path: Path) -> None:
     config = write_config(tmp_path, [str(codex)])
     code, output = doctor(tmp_path, config, path=str(codex.parent))
     assert code == 1
-    assert line(output, "codex version") == "ok    codex version: codex-cli 0.171.0"
+    assert line(output, "codex version") == "ok    codex version: codex-cli 0.169.0"
     assert line(output, "login").startswith("FAIL  login: not logged in")
     assert "run `codex login`" in line(output, "login")
     assert line(output, "image generation").startswith("FAIL")
@@ -252,14 +252,15 @@ def test_missing_inbox_blocks(tmp_path: Path) -> None:
 
 
 def test_outbox_that_is_a_file_blocks(tmp_path: Path) -> None:
-    """An outbox path that names a file fails the folder check."""
+    """An outbox path that names a file is a configuration error, and doctor says so."""
     codex = fake_codex(tmp_path / "bin")
     config = write_config(tmp_path, [str(codex)])
     (tmp_path / "outbox").rmdir()
     (tmp_path / "outbox").write_text("")
     code, output = doctor(tmp_path, config, path=str(codex.parent))
     assert code == 1
-    assert "is not a folder" in line(output, "outbox")
+    assert "outbox: " in line(output, "config")
+    assert "is not a folder" in line(output, "config")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
