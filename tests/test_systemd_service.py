@@ -127,6 +127,12 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
         "GPT_IMAGE_INBOX_CACHE": str(home / ".cache" / "gpt-image-inbox"),
         "SYSTEMD_LOG_TARGET": "console",  # no journald here: the manager logs to our file
     }
+    # No session bus: systemctl, here and in the unit's ExecStopPost, talks to the manager over
+    # its private socket, so the test shows the unit needs no dbus-user-session.
+    units = home / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    for name in ("dbus.socket", "dbus.service"):
+        (units / name).symlink_to(os.devnull)
     log = home / "user-manager.log"
     own = OwnCgroup.create(f"gpt-image-inbox-test.{os.getpid()}")
     with log.open("wb") as out:
