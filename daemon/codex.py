@@ -386,11 +386,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def wait_for_group(pgid: int, *, deadline: float, poll_sec: float = 0.2) -> None:
+def wait_for_group(
+    pgid: int,
+    *,
+    deadline: float,
+    stop: threading.Event | None = None,
+    poll_sec: float = 0.2,
+) -> None:
     """Wait for a codex left over from an earlier daemon to end; stop it at `deadline`
-    (a monotonic time) the same way a timeout does: SIGTERM, a grace period, SIGKILL."""
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(poll_sec)
+    (a monotonic time), or as soon as `stop` is set, the same way a timeout does: SIGTERM,
+    a grace period, SIGKILL."""
+    stop = stop or threading.Event()
+    while group_alive(pgid) and time.monotonic() < deadline and not stop.is_set():
+        stop.wait(poll_sec)
     if group_alive(pgid):
         _signal_group(pgid, signal.SIGTERM)
         grace_end = time.monotonic() + TERM_GRACE_SEC

@@ -284,6 +284,7 @@ def test_rendered_plist_has_the_launchd_keys(tmp_path: Path) -> None:
     ]
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["AbandonProcessGroup"] is True  # a crash leaves codex to the next daemon
     assert plist["ExitTimeOut"] == 75
     assert plist["StandardOutPath"] == plist["StandardErrorPath"]
     assert plist["StandardOutPath"].endswith("Library/Logs/gpt-image-inbox/gpt-image-inbox.log")
