@@ -153,7 +153,7 @@ def process_inbox(
 def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) -> int:
     logs.warm_up(*END_OF_JOB_MODULES)
     get_setup = cached_setup(config)
-    for outcome in recover_processing(config, get_setup=get_setup):
+    for outcome in recover_processing(config, get_setup=get_setup, stop=stop.cancel):
         log_outcome(outcome)
     exit_code = 0
     for path in pending_jobs(config.inbox):
