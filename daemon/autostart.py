@@ -686,21 +686,8 @@ def installed_path(
     environ: Mapping[str, str] | None = None,
 ) -> str | None:
     """The PATH inside the installed unit or plist; None when not installed or it sets none."""
-    host = _host(platform, home, environ, subprocess.run, lambda _: None, os.getuid)
-    if host is None:
-        return None
-    path = service_file(host.system, host.home, host.environ)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if host.system is System.LAUNCHD:
-        try:
-            value = plistlib.loads(data).get("EnvironmentVariables", {}).get("PATH")
-        except (plistlib.InvalidFileException, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) else None
-    return _unit_path(data.decode("utf-8", errors="replace"))
+    found = installed_environment(platform=platform, home=home, environ=environ)
+    return (found or {}).get("PATH")
 
 
 def installed_environment(
@@ -740,22 +727,6 @@ def _unit_environment(text: str) -> dict[str, str]:
             name, eq, value = word.partition("=")
             if eq:
                 found[name] = value.replace("%%", "%")
-    return found
-
-
-def _unit_path(text: str) -> str | None:
-    """PATH from `Environment=` lines (quoted or not; the last assignment wins, as in systemd)."""
-    found = None
-    for line in text.splitlines():
-        if not line.startswith("Environment="):
-            continue
-        try:
-            words = shlex.split(line[len("Environment=") :])
-        except ValueError:
-            continue
-        for word in words:
-            if word.startswith("PATH="):
-                found = word[len("PATH=") :].replace("%%", "%")
     return found
 
 
