@@ -356,10 +356,12 @@ class _Reader:
         return command
 
     def hooks(self, section: dict[str, Any]) -> HooksConfig:
+        on_done = self.program(self.hook_argv(section, "on_done"))
+        on_failed = self.program(self.hook_argv(section, "on_failed"))
         notify = self.notify(section)
         return HooksConfig(
-            on_done=self.program(self.hook_argv(section, "on_done")),
-            on_failed=self.program(self.hook_argv(section, "on_failed")),
+            on_done=on_done,
+            on_failed=on_failed,
             notify=notify,
             notifier=self.notifier() if notify == "desktop" else None,
             timeout_sec=self.number(section, "timeout_sec", 30.0, "hooks.timeout_sec"),
