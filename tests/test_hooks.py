@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,3 +304,76 @@ def test_desktop_notification_without_notify_send_is_a_config_error(
     )
     assert done.returncode == 2
     assert "hooks.notify: desktop notifications need notify-send" in done.stderr
+
+
+def test_stopping_the_daemon_stops_a_running_hook_and_its_children(
+    hooked: Hooked, daemon: DaemonProcess
+) -> None:
+    """SIGTERM while a hook runs (its limit far away) stops the hook's whole group once
+    shutdown_grace_sec runs out: the daemon exits 0 and no hook process is left running."""
+    world = hooked.world
+    world.write_config(shutdown_grace_sec=1, hooks={"on_done": hooked.argv(), "timeout_sec": 300})
+    daemon.start()
+    world.write_job("hang")
+    [pids] = daemon.wait_for(hooked.pids, what="hanging hook started")
+    assert daemon.stop() == 0
+    for pid in (pids["pid"], pids["child"]):
+        wait_for(lambda pid=pid: not pid_alive(pid), what=f"hook process {pid} killed")
+    [stopped] = hook_log(daemon, "hook stopped", job="hang.prompt.yaml")
+    assert stopped["reason"] == "the daemon is stopping"
+    assert world.jobs_in("done") == ["hang.prompt.yaml"]
+
+
+def test_the_readmes_phone_copy_script_copies_the_images(hooked: Hooked, tmp_path: Path) -> None:
+    """The README's to-phone script, run as on_done, copies each image of a job into
+    ~/Phone/Pictures."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    [script] = [b for b in blocks if "GPT_IMAGE_INBOX_IMAGES" in b]
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    to_phone = home / "bin" / "to-phone"
+    to_phone.write_text(script, encoding="utf-8")
+    to_phone.chmod(0o755)
+    world = hooked.world
+    world.write_config(hooks={"on_done": [str(to_phone)]})
+    world.set_script(scenario="two_images")
+    world.write_job("pair")
+    done = hooked.once(world.env(HOME=str(home)))
+    assert done.returncode == 0, done.stderr
+    [result] = world.results().values()
+    names = [i["file"] for i in result["images"]]
+    assert len(names) == 2
+    phone = home / "Phone" / "Pictures"
+    assert sorted(p.name for p in phone.iterdir()) == sorted(names)
+    for name in names:
+        assert (phone / name).read_bytes() == (world.outbox / name).read_bytes()
+
+
+class _Log:
+    """Records what run_hook logs."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.events.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append(("warning", event, fields))
+
+
+def test_a_hooks_output_in_the_log_is_bounded_to_its_end() -> None:
+    """A hook that prints 200 KB leaves only its last 4 KB in the log, marked truncated."""
+    from daemon.hooks import OUTPUT_TAIL_BYTES, run_hook
+
+    log = _Log()
+    code = "import sys; sys.stdout.write('x' * 200_000 + 'THE END\\n')"
+    run = run_hook([sys.executable, "-c", code], dict(os.environ), 60, log=log)
+    assert run.returncode == 0
+    [(level, _, fields)] = [e for e in log.events if e[1] == "hook output"]
+    assert level == "info"
+    assert fields["output"].endswith("THE END")
+    assert len(fields["output"]) <= OUTPUT_TAIL_BYTES
+    assert fields["truncated"] is True
+    assert fields["stream"] == "stdout"
