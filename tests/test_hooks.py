@@ -231,6 +231,10 @@ def test_once_runs_the_hooks_too(hooked: Hooked) -> None:
     world.write_job("broken", BAD_JOB)
     done = hooked.once()
     assert done.returncode == 2, done.stderr
+    assert (world.jobs_in("done"), world.jobs_in("failed")) == (
+        ["fox.prompt.yaml"],
+        ["broken.prompt.yaml"],
+    )
     calls = hooked.calls()
     assert {job: c["GPT_IMAGE_INBOX_STATUS"] for job, c in calls.items()} == {
         "fox.prompt.yaml": "done",
@@ -260,6 +264,7 @@ def test_desktop_notification_gets_the_job_its_status_and_the_message(
     env = world.env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     done = hooked.once(env)
     assert done.returncode == 2, done.stderr
+    assert world.jobs_in("failed") == ["broken.prompt.yaml"]
     calls = read_lines(record)
     [error] = world.errors().values()
     [result] = world.results().values()
@@ -377,3 +382,32 @@ def test_a_hooks_output_in_the_log_is_bounded_to_its_end() -> None:
     assert len(fields["output"]) <= OUTPUT_TAIL_BYTES
     assert fields["truncated"] is True
     assert fields["stream"] == "stdout"
+
+
+def test_a_job_finished_by_crash_recovery_runs_its_hook(hooked: Hooked) -> None:
+    """A job a crash left in processing/ after its delivery (the result written, the file not yet
+    in done/) is finished by the next start's recovery, and its on_done hook runs then."""
+    world = hooked.world
+    world.write_job("twice")
+    assert hooked.once().returncode == 0
+    [result] = world.results().values()
+    processing = world.inbox / "processing"
+    processing.mkdir(exist_ok=True)
+    os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
+    record = {
+        "job": "twice.prompt.yaml",
+        "refs": [],
+        "prompt": "a red fox\n",
+        "wanted": "twice",
+        "format": None,
+        "thread_id": result["thread_id"],
+        "started_at": result["started_at"],
+    }
+    (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
+    world.write_config(hooks={"on_done": hooked.argv()})
+    done = hooked.once()
+    assert done.returncode == 0, done.stderr
+    call = hooked.calls()["twice.prompt.yaml"]
+    assert (call["GPT_IMAGE_INBOX_STATUS"], call["state"]) == ("done", ["done"])
+    assert call["GPT_IMAGE_INBOX_SIDECAR"] == str(world.outbox / "twice.result.yaml")
+    assert len(world.calls()) == 1  # codex ran once, for the first run only
