@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -155,6 +157,7 @@ def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) 
     get_setup = cached_setup(config)
     for outcome in recover_processing(config, get_setup=get_setup, stop=stop.cancel):
         log_outcome(outcome)
+        run_hooks(outcome, config, stop=stop.cancel)
     exit_code = 0
     for path in pending_jobs(config.inbox):
         if stop.requested:
@@ -163,6 +166,7 @@ def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) 
         log_outcome(outcome)
         if outcome.status is Status.CANCELLED:
             raise Cancelled(f"codex was stopped, {outcome.job} is back in the inbox")
+        run_hooks(outcome, config, stop=stop.cancel)
         after_job(config)
         if outcome.status not in (Status.DONE, Status.REMOVED) and exit_code == 0:
             exit_code = outcome.error.exit_code if outcome.error else 1
@@ -213,6 +217,23 @@ def after_job(config: Config) -> None:
         write_gallery(config.outbox)
     except InboxError as error:  # the page is a view: a full disk must not stop the jobs
         logs.get_logger().warning("gallery not written", message=error.message)
+
+
+def run_hooks(
+    outcome: Outcome,
+    config: Config,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    stop: threading.Event | None = None,
+) -> None:
+    """The configured hooks of a job that ended (done, or failed for good), one after the
+    other and bounded by hooks.timeout_sec each; a hook's own failure is only logged."""
+    hooks = config.hooks
+    if not (hooks.on_done or hooks.on_failed or hooks.notifier):
+        return
+    from daemon.hooks import run_job_hooks
+
+    run_job_hooks(outcome, hooks, environ=environ, log=logs.get_logger(), stop=stop)
 
 
 # What each outcome means for the person reading the log: what happened, and what comes next.

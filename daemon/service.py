@@ -34,7 +34,7 @@ from daemon.generation import CodexSetup
 from daemon.lock import InboxLock
 from daemon.logs import get_logger
 from daemon.notify import SystemdNotifier, watchdog_interval
-from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
+from daemon.oneshot import after_job, backoff, cached_setup, log_outcome, run_hooks
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
 from daemon.settle import is_job_file
@@ -175,6 +175,7 @@ class Daemon:
             self.status.current_job = None
         for outcome in outcomes:
             log_outcome(outcome)
+            self._run_hooks(outcome)
             if outcome.status is Status.PAUSED and outcome.error is not None:
                 self._start_pause(outcome.error)
 
@@ -291,6 +292,7 @@ class Daemon:
 
     def _after(self, entry: Queued, outcome: Outcome) -> None:
         log_outcome(outcome)
+        self._run_hooks(outcome)
         if outcome.status is not Status.PAUSED:
             self.pause_streak = 0
         if outcome.status in (Status.DONE, Status.FAILED):
@@ -310,6 +312,16 @@ class Daemon:
             # A pause may last hours: the page must say so now, not when the queue resumes.
             self._refresh_gallery(now=outcome.status is Status.PAUSED)
         self._set_state("paused" if self.pause else "idle")
+
+    def _run_hooks(self, outcome: Outcome) -> None:
+        """Hooks run here, in the loop, once the job's files are in place: never alongside
+        codex, in job order. The watchdog counts the loop busy for the hook's time limit, and
+        a stop whose grace runs out (or a second stop signal) kills the hook as it does codex."""
+        self._busy_for(self.config.hooks.timeout_sec)
+        try:
+            run_hooks(outcome, self.config, environ=self.environ, stop=self.cancel)
+        finally:
+            self._busy_until = 0.0
 
     def _refresh_gallery(self, *, now: bool = False) -> None:
         """Rebuild the gallery if a job changed the outbox: at once when nothing else is due,
