@@ -77,7 +77,7 @@ def parse_aspect(text: str) -> Aspect:
 def aspect_instruction(aspect: Aspect) -> str:
     """The sentence asking for the shape. The tool has no size setting (it sends "auto"), so
     the only way to reach the image model is a line of the agent's own after the request."""
-    line = f"Aspect ratio {aspect.ratio} ({aspect.shape})."
+    line = f"Aspect ratio {aspect.ratio}, {aspect.shape}."
     return (
         f"The picture should be {aspect.shape}, {aspect.ratio} (width:height). The tool has no "
         f'size setting, so give it the request followed by this one line of your own: "{line}"'
