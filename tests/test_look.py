@@ -304,3 +304,14 @@ def test_submit_without_the_flags_writes_only_the_prompt(
     assert main(["submit", "--config", str(world.config), "--prompt", "a fox"]) == 0
     job_path = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job_path.read_text()) == {"prompt": "a fox"}
+
+
+def test_the_run_record_keeps_what_the_job_asked(tmp_path: Path) -> None:
+    """A crash recovery's sidecar can still say `transparent` and `aspect`: the run record
+    saved before codex starts keeps them."""
+    from daemon.runrecord import RunRecord
+
+    job_path = tmp_path / "fox.prompt.yaml"
+    RunRecord(job_path, job=job_path.name, refs=[], transparent=True, aspect="16:9").save()
+    loaded = RunRecord.load(job_path)
+    assert (loaded.transparent, loaded.aspect) == (True, "16:9")
