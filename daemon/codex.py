@@ -24,15 +24,17 @@ from daemon import version_cache
 from daemon.errors import Cancelled, CodexMissing, CodexTimeout
 
 # The user's request goes between the markers byte for byte; the words around it only ask the
-# agent to use its image tool and nothing else (no SVG, HTML or code drawings).
+# agent to use its image tool and nothing else (no SVG, HTML or code drawings). A job's options
+# (transparency, aspect, ...) are lines of their own between this text and the marker: they are
+# never written into the request itself.
 INSTRUCTION_HEAD = (
     "Generate an image with your image generation tool for the request between the markers "
     "below. Give the tool the request exactly as written: do not translate, shorten, extend or "
     "improve it.{refs} Call the image tool once per image the request asks for. Do not draw with "
     "SVG, HTML, code or text, do not write files, and do not answer with anything else.\n"
-    "<<<REQUEST\n"
 )
 INSTRUCTION_REFS = " The attached images are the reference images of the request."
+REQUEST_START = "<<<REQUEST\n"
 INSTRUCTION_TAIL = "\nREQUEST>>>\n"
 
 # codex-cli releases this tool knows how to read.
@@ -77,10 +79,15 @@ class CodexRun:
         return "\n".join(parts)[-STDERR_TAIL_BYTES:]
 
 
-def wrap_prompt(prompt: str, *, has_refs: bool) -> str:
-    """The text codex receives on stdin: the fixed instruction around the untouched prompt."""
+def wrap_prompt(prompt: str, *, has_refs: bool, options: Sequence[str] = ()) -> str:
+    """The text codex receives on stdin: the fixed instruction around the untouched prompt.
+
+    Each of `options` is one instruction sentence, on a line of its own before the request's
+    start marker, in the order given.
+    """
     head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "")
-    return head + prompt + INSTRUCTION_TAIL
+    lines = "".join(f"{option}\n" for option in options)
+    return head + lines + REQUEST_START + prompt + INSTRUCTION_TAIL
 
 
 def build_argv(

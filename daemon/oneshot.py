@@ -48,6 +48,8 @@ def generate_to_file(
     model: str | None,
     config: Config,
     stop: StopRequest | None = None,
+    transparent: bool = False,
+    aspect: str | None = None,
 ) -> list[Path]:
     """`gen`: check the arguments, run codex, write the image(s); returns the paths written.
 
@@ -55,6 +57,12 @@ def generate_to_file(
     """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
+    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
+    if transparent and target is ImageFormat.JPEG:
+        raise UsageError(
+            f"--transparent cannot be kept in {out}: JPEG has no alpha channel.",
+            hint="Give --out a .png or .webp name, or leave out --transparent.",
+        )
     for ref in refs:
         check_reference_argument(ref)
     setup = prepare_codex(config.codex)
@@ -63,6 +71,8 @@ def generate_to_file(
         refs=tuple(r.resolve() for r in refs),
         model=model,
         timeout_sec=timeout_sec or config.codex.timeout_sec,
+        transparent=transparent,
+        aspect=aspect,
     )
     logs.warm_up(*END_OF_JOB_MODULES)
     generation = generate(
@@ -71,7 +81,6 @@ def generate_to_file(
         cancel=stop.cancel if stop else None,
         kill_now=stop.now if stop else None,
     )
-    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
     written = []
     for n, image in enumerate(generation.images):
         data = convert(image.data, target) if target else image.data

@@ -106,6 +106,8 @@ def process_job(
         wanted=job.out or job.name,
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
+        transparent=job.transparent,
+        aspect=job.aspect,
     )
     try:
         record.save()
@@ -133,6 +135,8 @@ def process_job(
             prompt_source=job.prompt_source.value,
             ref_files=job.refs,
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
+            transparent=job.transparent,
+            aspect=job.aspect,
         )
         disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
     except Cancelled:
@@ -174,7 +178,14 @@ def claim(job: Job, inbox: Path) -> tuple[Job, list[Path]]:
 
 def _request(job: Job, config: Config) -> ImageRequest:
     timeout = job.timeout_sec if job.timeout_sec is not None else config.codex.timeout_sec
-    return ImageRequest(prompt=job.prompt, refs=job.refs, model=job.model, timeout_sec=timeout)
+    return ImageRequest(
+        prompt=job.prompt,
+        refs=job.refs,
+        model=job.model,
+        timeout_sec=timeout,
+        transparent=job.transparent,
+        aspect=job.aspect,
+    )
 
 
 def _ref_names(job: Job, inbox: Path) -> list[str]:

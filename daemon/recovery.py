@@ -178,6 +178,8 @@ def _deliver_session(
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
             prompt_source=record.prompt_source,
             ref_files=[_where_now(name, record, config.inbox) for name in record.refs],
+            transparent=record.transparent is True,
+            aspect=record.aspect if isinstance(record.aspect, str) else None,
         )
     except OutboxUnwritable:
         raise

@@ -35,6 +35,8 @@ class RunRecord:
     started_at: str | None = None
     delivery: dict[str, Any] | None = None  # the DeliveryPlan, saved before the first write
     failed_recoveries: int = 0
+    transparent: bool = False  # as the job asked: the sidecar of a recovered delivery says it too
+    aspect: str | None = None
 
     @property
     def path(self) -> Path:
@@ -114,4 +116,6 @@ _RECORD_FIELDS = (
     "started_at",
     "delivery",
     "failed_recoveries",
+    "transparent",
+    "aspect",
 )

@@ -24,13 +24,29 @@ from daemon.job import JOB_SUFFIX, parse_job, sibling_references
 from daemon.status import not_running_notice, read_status
 
 
-def submit_job(*, prompt: str, refs: Sequence[Path], name: str | None, config: Config) -> Path:
-    """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path."""
+def submit_job(
+    *,
+    prompt: str,
+    refs: Sequence[Path],
+    name: str | None,
+    config: Config,
+    transparent: bool = False,
+    aspect: str | None = None,
+) -> Path:
+    """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path.
+
+    `transparent` and `aspect` become the job's keys of those names, written only when set.
+    """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     formats = [check_reference_argument(ref) for ref in refs]
-    text = yaml.safe_dump({"prompt": prompt}, allow_unicode=True, sort_keys=False, width=10**6)
-    if yaml.safe_load(text) != {"prompt": prompt}:  # the prompt must arrive exactly as given
+    job: dict[str, object] = {"prompt": prompt}
+    if transparent:
+        job["transparent"] = True
+    if aspect is not None:
+        job["aspect"] = aspect
+    text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)
+    if yaml.safe_load(text) != job:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
     inbox = disk.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
