@@ -303,9 +303,13 @@ class Daemon:
             self._gallery_stale = True
         if not self._gallery_stale:
             return
+        live = live_state(shows)
+        # A page that does not reload itself (idle) must not miss the start of work, nor a
+        # reloading one the end of it: either change is built at once.
+        flips = self._gallery_shows is None or live.busy != live_state(self._gallery_shows).busy
         due = self.clock() - self._gallery_built_at >= GALLERY_EVERY_SEC
-        if now or due or self._next_due() is None:
-            after_job(self.config, live=live_state(shows))
+        if now or flips or due or self._next_due() is None:
+            after_job(self.config, live=live)
             self._gallery_stale = False
             self._gallery_shows = shows
             self._gallery_built_at = self.clock()
