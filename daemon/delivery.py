@@ -220,6 +220,8 @@ def _result_fields(
         "started_at": _iso(generation.started_at),
         "finished_at": _iso(generation.finished_at),
         "seconds": round((generation.finished_at - generation.started_at).total_seconds(), 3),
+        # The plan's limits as this run's session log recorded them (no credentials read).
+        "rate_limits": [limit.to_json() for limit in generation.rate_limits],
     }
 
 

@@ -1,6 +1,8 @@
 """The outbox gallery: one static `index.html` built from the result and error sidecars alone.
 
 No script runs in the page (its Content-Security-Policy forbids it); every piece of text is escaped.
+While the daemon has work (a job running, jobs queued, a pause) the page reloads itself with a
+meta refresh; the page built once it is idle has none.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from urllib.parse import quote
 import yaml
 
 from daemon.errors import OutboxUnwritable
+from daemon.failures import clock_text
+from daemon.quota import RateLimit, from_json_list
 from daemon.status import pause_summary
 
 try:  # libyaml's loader is several times faster; thousands of sidecars are read per build
@@ -40,6 +44,8 @@ CSP = (
     "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'; "
     "base-uri 'none'; form-action 'none'"
 )
+# How often a page built while the daemon has work reloads itself, in seconds.
+REFRESH_SEC = 5
 
 
 class CardKind(enum.Enum):
@@ -108,6 +114,43 @@ class Card:
     retry_at: datetime | None = None
     layer: str | None = None  # the sidecar's `error`: "image-limit", "refused", ...
     refs: tuple[Reference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What the daemon was doing when it built the page (from its status file's fields)."""
+
+    state: str  # idle | working | paused | stopped
+    current_job: str | None = None
+    job_started_at: datetime | None = None
+    queue_length: int = 0
+    pause_summary: str | None = None  # "image limit until 14:05"
+    pause_reason: str | None = None  # codex's message
+    resumes_at: datetime | None = None
+    rate_limits: tuple[RateLimit, ...] = ()
+
+    @property
+    def busy(self) -> bool:
+        """Whether there is work the page should follow: it then reloads itself."""
+        if self.state == "stopped":
+            return False
+        return self.state in ("working", "paused") or self.queue_length > 0
+
+
+def live_state(status: dict[str, Any]) -> LiveState:
+    """The page's view of a status file's fields (as `Status.fields()` or status.json hold)."""
+    paused = status.get("paused") if isinstance(status.get("paused"), dict) else None
+    queued = status.get("queue_length")
+    return LiveState(
+        state=_text(status.get("state")) or "idle",
+        current_job=_text(status.get("current_job")),
+        job_started_at=_timestamp(status.get("job_started_at")),
+        queue_length=queued if isinstance(queued, int) and not isinstance(queued, bool) else 0,
+        pause_summary=_text(paused.get("summary")) if paused else None,
+        pause_reason=_text(paused.get("message")) if paused else None,
+        resumes_at=_timestamp(paused.get("resumes_at")) if paused else None,
+        rate_limits=from_json_list(status.get("rate_limits")),
+    )
 
 
 # ---------------------------------------------------------------- reading sidecars
@@ -522,9 +565,10 @@ def _render_prompt(card: Card) -> str:
     if card.prompt is not None:
         parts.append(f'<p class="prompt">{_e(card.prompt)}</p>')
     if card.revised_prompt and card.revised_prompt != card.prompt:
+        # Folded: codex's rewrite can be long, and the person's own prompt leads the card.
         parts.append(
-            '<p class="label">Revised prompt</p>'
-            f'<p class="prompt revised">{_e(card.revised_prompt)}</p>'
+            '<details class="fold"><summary class="label">Revised prompt</summary>'
+            f'<p class="prompt revised">{_e(card.revised_prompt)}</p></details>'
         )
     return "".join(parts)
 
@@ -630,6 +674,9 @@ margin:.25rem 0 .1rem;font-weight:600}
 .retry{display:inline-block;margin-left:.4rem;padding:0 .45rem;border-radius:999px;
 border:1px solid currentColor;font-size:.8rem;font-weight:600}
 .paused{color:var(--bad);font-weight:600}
+.live{color:var(--fg);font-weight:600}
+.quota{color:var(--fg)}
+.fold summary{cursor:pointer;display:list-item}
 .message{font-weight:600;margin:0 0 .4rem;overflow-wrap:anywhere}
 .hint{margin:0 0 .6rem;overflow-wrap:anywhere}
 .missing{color:var(--muted);padding:.75rem .9rem;margin:0}
@@ -647,7 +694,9 @@ a{color:var(--accent)}
 """
 
 
-def _render_header(total: int, shown: list[Card], now: datetime) -> str:
+def _render_header(
+    total: int, shown: list[Card], now: datetime, live: LiveState | None = None
+) -> str:
     failed = sum(1 for c in shown if c.kind is CardKind.FAILURE)
     images = sum(len(c.pictures) for c in shown)
     summary = (
@@ -664,10 +713,17 @@ def _render_header(total: int, shown: list[Card], now: datetime) -> str:
             f'<p class="capped">Showing the newest {len(shown)}; '
             f"{hidden} older job{'s are' if hidden != 1 else ' is'} not shown.</p>"
         )
-    paused = _pause_line(shown, now)
+    # The daemon's own word on a pause, when it builds the page, before the sidecars'.
+    paused = None if live is not None and live.pause_summary else _pause_line(shown, now)
     if paused:
         lines.append(f'<p class="paused">{_e(paused)}</p>')
-    lines.append(f"<p>Updated {_format_when(now, None)}.</p>")
+    lines.extend(_live_lines(live, now) if live is not None else [])
+    reloads = (
+        f"; this page reloads every {REFRESH_SEC} s while there is work"
+        if (live is not None and live.busy)
+        else ""
+    )
+    lines.append(f"<p>Updated {_format_when(now, None)}{reloads}.</p>")
     return f"<header><h1>Outbox</h1>{''.join(lines)}</header>"
 
 
@@ -682,20 +738,57 @@ def _pause_line(shown: list[Card], now: datetime) -> str | None:
     return None
 
 
-def render(cards: list[Card], *, total: int, now: datetime, tz: timezone | None = None) -> str:
-    """The whole page for the given cards (already ordered and capped)."""
+def _live_lines(live: LiveState, now: datetime) -> list[str]:
+    """The header's lines on what the daemon is doing, and the plan's limits."""
+    lines = []
+    if live.state == "working" and live.current_job:
+        text = f"Working on {live.current_job}"
+        if live.job_started_at is not None:
+            started = live.job_started_at.astimezone()
+            took = _format_seconds(max(0.0, (now - live.job_started_at).total_seconds()))
+            text += f" since {started:%H:%M:%S} ({took} when this page was built)"
+        lines.append(f'<p class="live working">{_e(text)}.</p>')
+    if live.pause_summary:
+        text = f"Queue paused: {live.pause_summary}"
+        resumes = clock_text(live.resumes_at, now=now) if live.resumes_at else None
+        if resumes and resumes not in live.pause_summary:  # "image limit until 17:46" says it
+            text += f", resumes {resumes}"
+        lines.append(f'<p class="paused">{_e(text)}.</p>')
+        if live.pause_reason and live.pause_reason != live.pause_summary:
+            lines.append(f'<p class="reason">Reason: {_e(live.pause_reason)}</p>')
+    if live.queue_length:
+        plural = "s" if live.queue_length != 1 else ""
+        lines.append(f'<p class="live queue">{live.queue_length} job{plural} queued.</p>')
+    for limit in live.rate_limits:
+        lines.append(f'<p class="quota">{_e(limit.name)}: {_e(limit.usage(now=now))}</p>')
+    return lines
+
+
+def render(
+    cards: list[Card],
+    *,
+    total: int,
+    now: datetime,
+    tz: timezone | None = None,
+    live: LiveState | None = None,
+) -> str:
+    """The whole page for the given cards (already ordered and capped); `live` is the daemon's
+    state when it builds the page: while it has work, the page reloads itself."""
     body = "".join(
         _render_result(c, tz) if c.kind is CardKind.RESULT else _render_failure(c, tz)
         for c in cards
     )
+    busy = live is not None and live.busy
+    refresh = f'<meta http-equiv="refresh" content="{REFRESH_SEC}">' if busy else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+        f"{refresh}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="color-scheme" content="light dark">'
         f"<title>Outbox</title><style>{_CSS}</style></head>"
-        f"<body>{_render_header(total, cards, now)}<main>{body}</main></body></html>\n"
+        f"<body>{_render_header(total, cards, now, live)}<main>{body}</main></body></html>\n"
     )
 
 
@@ -710,6 +803,7 @@ def build_gallery(
     now: Callable[[], datetime] = _now,
     tz: timezone | None = None,
     cache: CardCache | None = SHARED_CACHE,
+    live: LiveState | None = None,
 ) -> str:
     """The gallery page for `outbox`, built from its sidecars alone.
 
@@ -720,7 +814,7 @@ def build_gallery(
     the next build in this process (None: read everything); it never changes the page.
     """
     cards, total = read_cards(outbox, limit=limit, cache=cache)
-    return render(cards, total=total, now=now(), tz=tz)
+    return render(cards, total=total, now=now(), tz=tz, live=live)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -744,12 +838,13 @@ def write_gallery(
     now: Callable[[], datetime] = _now,
     tz: timezone | None = None,
     cache: CardCache | None = SHARED_CACHE,
+    live: LiveState | None = None,
 ) -> Path:
     """Build the gallery and put it at `outbox/index.html` atomically; returns that path.
 
     Raises OutboxUnwritable when the outbox cannot be written.
     """
-    page = build_gallery(outbox, limit=limit, now=now, tz=tz, cache=cache)
+    page = build_gallery(outbox, limit=limit, now=now, tz=tz, cache=cache, live=live)
     path = outbox / INDEX_NAME
     try:
         # "replace": a lone surrogate from a YAML escape must not stop the whole page.

@@ -29,6 +29,7 @@ from daemon.errors import (
 )
 from daemon.failures import classify, image_limit
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
+from daemon.quota import RateLimit
 from daemon.rollout import FoundImage, RolloutScan
 
 
@@ -79,6 +80,7 @@ class Generation:
     codex_version: str
     started_at: datetime
     finished_at: datetime
+    rate_limits: tuple[RateLimit, ...] = ()  # the newest snapshot of each limit in the log
 
     @property
     def revised_prompt(self) -> str | None:
@@ -93,10 +95,12 @@ def generate(
     on_start: Callable[[int], None] = lambda _pid: None,
     cancel: threading.Event | None = None,
     kill_now: threading.Event | None = None,
+    on_rate_limits: Callable[[tuple[RateLimit, ...]], None] = lambda _limits: None,
 ) -> Generation:
     """Run codex for `request` and return its images; raises an InboxError subclass otherwise.
 
-    The run's folder goes in every case, a `Cancelled` run included.
+    The run's folder goes in every case, a `Cancelled` run included. `on_rate_limits` learns
+    the plan's rate limits the run's log records, a failed run's too.
     """
     with _run_folder() as workdir:
         refs = copy_references(request.refs, workdir)
@@ -127,7 +131,7 @@ def generate(
             kill_now=kill_now,
             term_grace_sec=setup.term_grace_sec,
         )
-    return collect(run, setup)
+    return collect(run, setup, on_rate_limits=on_rate_limits)
 
 
 # The per-run folder (codex's working root and the copies of the references) is named after
@@ -217,7 +221,12 @@ def copy_references(refs: Sequence[Path], workdir: Path) -> list[Path]:
     return copies
 
 
-def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
+def collect(
+    run: codex.CodexRun,
+    setup: CodexSetup,
+    *,
+    on_rate_limits: Callable[[tuple[RateLimit, ...]], None] = lambda _limits: None,
+) -> Generation:
     """Read this run's session log (and only it) and decide between images and a failure."""
     if run.thread_id is None:
         if run.returncode != 0:
@@ -226,6 +235,9 @@ def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
             )
         raise NoSessionLog("codex finished without announcing its session.", detail=run.detail)
     scan, images = _thread_images(setup.home, run.thread_id, run.started_at)
+    rate_limits = scan.rate_limits if scan is not None else ()
+    if rate_limits:
+        on_rate_limits(rate_limits)
     if images:
         return Generation(
             images=images,
@@ -233,6 +245,7 @@ def collect(run: codex.CodexRun, setup: CodexSetup) -> Generation:
             codex_version=setup.version.text,
             started_at=run.started_at,
             finished_at=run.finished_at,
+            rate_limits=rate_limits,
         )
     raise _why_no_image(run, scan)
 
@@ -290,7 +303,7 @@ def recover(thread_id: str, started_at: datetime, setup: CodexSetup) -> Generati
 
     None when that session produced none (or never finished): the job must run again.
     """
-    _, images = _thread_images(setup.home, thread_id, started_at)
+    scan, images = _thread_images(setup.home, thread_id, started_at)
     if not images:
         return None
     return Generation(
@@ -299,4 +312,5 @@ def recover(thread_id: str, started_at: datetime, setup: CodexSetup) -> Generati
         codex_version=setup.version.text,
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
+        rate_limits=scan.rate_limits if scan is not None else (),
     )

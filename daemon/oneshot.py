@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import logs
 from daemon import outbox as disk
@@ -20,6 +21,9 @@ from daemon.job import is_job_file
 from daemon.lock import InboxLock
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
+
+if TYPE_CHECKING:
+    from daemon.gallery import LiveState
 
 # Needed only once codex has finished: imported in the background while it runs.
 END_OF_JOB_MODULES = (
@@ -216,14 +220,16 @@ def backoff(config: Config, attempt: int) -> float:
     return float(min(config.retry.backoff_sec * 2 ** (attempt - 1), config.retry.max_backoff_sec))
 
 
-def after_job(config: Config) -> None:
-    """Work shared by every finished job; the gallery is rebuilt here when enabled."""
+def after_job(config: Config, *, live: LiveState | None = None) -> None:
+    """Work shared by every finished job; the gallery is rebuilt here when enabled.
+
+    `live` is the daemon's state, for a page that follows it while there is work."""
     if not config.gallery:
         return
     from daemon.gallery import write_gallery
 
     try:
-        write_gallery(config.outbox)
+        write_gallery(config.outbox, live=live)
     except InboxError as error:  # the page is a view: a full disk must not stop the jobs
         logs.get_logger().warning("gallery not written", message=error.message)
 

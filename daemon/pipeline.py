@@ -27,6 +27,7 @@ from daemon.errors import (
 )
 from daemon.generation import CodexSetup, ImageRequest, generate
 from daemon.job import JOB_SUFFIX, Job, parse_job, sibling_references
+from daemon.quota import RateLimit
 from daemon.runrecord import RunRecord
 
 
@@ -71,11 +72,13 @@ def process_job(
     cancel: threading.Event | None = None,
     kill_now: threading.Event | None = None,
     on_run: Callable[[float, list[str]], None] = lambda _timeout, _refs: None,
+    on_rate_limits: Callable[[tuple[RateLimit, ...]], None] = lambda _limits: None,
 ) -> Outcome:
     """Run the job at `path` (in the inbox root) and leave every file in its final place.
 
     `on_run` learns the job's timeout (the daemon's watchdog needs it) and its references, as
-    named relative to the inbox, just before codex starts.
+    named relative to the inbox, just before codex starts; `on_rate_limits` the plan's rate
+    limits the run's session log records, whether the job succeeds or not.
     """
     started = time.monotonic()
     group = [path, *sibling_references(path)]
@@ -123,6 +126,7 @@ def process_job(
             on_start=record.set_process,
             cancel=cancel,
             kill_now=kill_now,
+            on_rate_limits=on_rate_limits,
         )
         outputs = deliver(
             generation,

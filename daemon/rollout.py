@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from daemon.images import ImageFormat, sniff_format
+from daemon.quota import RateLimit
 
 _THREAD_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{7,79}")
 _CHUNK = 1 << 20
@@ -74,6 +75,7 @@ class RolloutScan:
     completed: bool  # a task_complete line was seen
     cli_version: str | None
     limits: tuple[LimitHit, ...] = ()  # failed generations that met a usage limit
+    rate_limits: tuple[RateLimit, ...] = ()  # the newest snapshot of each limit the log names
 
 
 def _check_thread_id(thread_id: str) -> None:
@@ -480,6 +482,51 @@ def _from_epoch(seconds: object) -> datetime | None:
         return None
 
 
+def _log_time(line: dict[str, Any]) -> datetime | None:
+    stamp = line.get("timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _window(value: object) -> tuple[float, int | None, datetime | None] | None:
+    """(used percent, window minutes, resets at) of a `primary`/`secondary` window."""
+    if not isinstance(value, dict):
+        return None
+    used = value.get("used_percent")
+    if not isinstance(used, (int, float)) or isinstance(used, bool):
+        return None
+    minutes = value.get("window_minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool):
+        minutes = None
+    return float(used), minutes, _from_epoch(value.get("resets_at"))
+
+
+def _rate_limit(value: object, seen_at: datetime | None) -> RateLimit | None:
+    """A token_count's `rate_limits`, by the window nearest its cap; None without a window
+    (codex writes null windows when the server sent no rate-limit headers)."""
+    if not isinstance(value, dict):
+        return None
+    windows = [w for w in (_window(value.get("primary")), _window(value.get("secondary"))) if w]
+    if not windows:
+        return None
+    used, minutes, resets = max(windows, key=lambda w: w[0])  # max keeps the first of a tie
+    limit_id = value.get("limit_id")
+    plan = value.get("plan_type")
+    return RateLimit(
+        limit_id if isinstance(limit_id, str) and limit_id else "codex",
+        used,
+        minutes,
+        resets,
+        plan if isinstance(plan, str) else None,
+        seen_at,
+    )
+
+
 def _error_kind(info: object) -> str | None:
     if isinstance(info, str):
         return info
@@ -491,7 +538,10 @@ def _error_kind(info: object) -> str | None:
 # The payload types _Scanner acts on; lines of any other type are skipped unparsed.
 _ITEMS = frozenset({b"image_generation_call"})
 _TOOL_OUTPUTS = frozenset({b"function_call_output", b"custom_tool_call_output"})
-_EVENTS = frozenset({b"image_generation_end", b"item_completed", b"task_complete", b"error"})
+# token_count lines are small (token totals and rate limits): cheap to parse.
+_EVENTS = frozenset(
+    {b"image_generation_end", b"item_completed", b"task_complete", b"error", b"token_count"}
+)
 
 
 @dataclass(slots=True)
@@ -509,6 +559,8 @@ class _Scanner:
     error_event: tuple[str | None, str | None] | None = None
     completed: bool = False
     cli_version: str | None = None
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    seen_at: datetime | None = None  # the current line's time
 
     def wanted(self, kind: bytes | None, ptype: bytes | None) -> bool:
         """Whether a line of this kind and payload type can change the scan; None is unknown."""
@@ -527,6 +579,7 @@ class _Scanner:
         if not isinstance(payload, dict):
             return
         kind, ptype = line.get("type"), payload.get("type")
+        self.seen_at = _log_time(line)
         if kind == "session_meta" and isinstance(payload.get("cli_version"), str):
             self.cli_version = payload["cli_version"]
         elif kind == "response_item":
@@ -559,6 +612,10 @@ class _Scanner:
         elif ptype == "error":
             message = strings.text(payload.get("message"))
             self.error_event = (message, _error_kind(payload.get("codex_error_info")))
+        elif ptype == "token_count":
+            snapshot = _rate_limit(payload.get("rate_limits"), self.seen_at)
+            if snapshot is not None:
+                self.rate_limits[snapshot.limit_id] = snapshot
 
     def _generation(
         self, item: dict[str, Any], call_id: object, revised: object, strings: _Strings
@@ -571,6 +628,7 @@ class _Scanner:
                 self.seen_calls.add(call)
             failure = item.get("failure")
             self.pending.append((_failure_text(failure, strings), failure))
+            self._note_limit_failure(failure)
             return
         result = item.get("result")
         if not result or not isinstance(result, str):
@@ -585,6 +643,17 @@ class _Scanner:
         if call is not None:
             self.seen_calls.add(call)
         self.images.append(FoundImage(data, fmt, call, strings.text(revised)))
+
+    def _note_limit_failure(self, failure: object) -> None:
+        """A typed limit failure (0.169+) as a snapshot: that limit is used up until its reset."""
+        if not isinstance(failure, dict) or failure.get("type") != _LIMIT_FAILURE:
+            return
+        limit_id = failure.get("limitId")
+        if isinstance(limit_id, str) and limit_id:
+            resets = _from_epoch(failure.get("resetsAt"))
+            self.rate_limits[limit_id] = RateLimit(
+                limit_id, 100.0, None, resets, None, self.seen_at
+            )
 
     def _tool_output(self, text: str) -> None:
         # 0.144+ give a failed generation's reason only in the next tool output's text.
@@ -616,6 +685,7 @@ class _Scanner:
             self.completed,
             self.cli_version,
             tuple(self.limits),
+            tuple(self.rate_limits.values()),
         )
 
 

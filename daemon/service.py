@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import codex
+from daemon import codex, quota
 from daemon import outbox as disk
 from daemon.config import load_config
 from daemon.errors import (
@@ -30,6 +30,7 @@ from daemon.errors import (
     OutboxUnwritable,
     UsageLimit,
 )
+from daemon.gallery import live_state
 from daemon.generation import CodexSetup
 from daemon.lock import InboxLock
 from daemon.logs import get_logger
@@ -113,6 +114,7 @@ class Daemon:
         self._last_tick = clock()
         self._gallery_stale = False
         self._gallery_built_at = -GALLERY_EVERY_SEC
+        self._gallery_shows: dict[str, Any] | None = None  # the live state the page shows
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Daemon:
             self._reload()
         self._take_handed_over()
         if self.pause is not None and not self._pause_over():
+            self._refresh_gallery()  # a queue that changed while paused
             self.stopping.wait(TICK_SEC)
             return
         entry = self._next_due()
@@ -280,6 +283,7 @@ class Daemon:
             cancel=self.cancel,
             kill_now=self.kill_now,
             on_run=started,
+            on_rate_limits=self._note_rate_limits,
         )
         self._busy_until = 0.0
         self.status.current_job = self.status.job_started_at = None
@@ -309,8 +313,7 @@ class Daemon:
             self._start_pause(outcome.error)
         if outcome.outputs:
             self._gallery_stale = True
-            # A pause may last hours: the page must say so now, not when the queue resumes.
-            self._refresh_gallery(now=outcome.status is Status.PAUSED)
+        # A pause may last hours: _set_state puts it on the page at once.
         self._set_state("paused" if self.pause else "idle")
 
     def _run_hooks(self, outcome: Outcome) -> None:
@@ -323,16 +326,37 @@ class Daemon:
         finally:
             self._busy_until = 0.0
 
+    def _note_rate_limits(self, limits: tuple[quota.RateLimit, ...]) -> None:
+        """Keep the newest snapshot of each limit a run's session log recorded."""
+        known = quota.from_json_list(self.status.rate_limits)
+        self.status.rate_limits = [s.to_json() for s in quota.merge(known, limits)]
+
     def _refresh_gallery(self, *, now: bool = False) -> None:
-        """Rebuild the gallery if a job changed the outbox: at once when nothing else is due,
-        otherwise at most every GALLERY_EVERY_SEC, so a burst is not slowed by its page."""
+        """Rebuild the gallery if a job changed the outbox or the daemon's state changed: at
+        once when nothing else is due, otherwise at most every GALLERY_EVERY_SEC, so a burst
+        is not slowed by its page. The page follows the state (running job, queue, pause,
+        limits) and reloads itself while there is work; the page of an idle daemon does not."""
+        shows = self._live_fields()
+        if shows != self._gallery_shows:
+            self._gallery_stale = True
         if not self._gallery_stale:
             return
+        live = live_state(shows)
+        # A page that does not reload itself (idle) must not miss the start of work, nor a
+        # reloading one the end of it: either change is built at once.
+        flips = self._gallery_shows is None or live.busy != live_state(self._gallery_shows).busy
         due = self.clock() - self._gallery_built_at >= GALLERY_EVERY_SEC
-        if now or due or self._next_due() is None:
-            after_job(self.config)
+        if now or flips or due or self._next_due() is None:
+            after_job(self.config, live=live)
             self._gallery_stale = False
+            self._gallery_shows = shows
             self._gallery_built_at = self.clock()
+
+    def _live_fields(self) -> dict[str, Any]:
+        """The status fields the page shows, the times aside (they change every build)."""
+        fields = self.status.fields()
+        keys = ("state", "current_job", "job_started_at", "queue_length", "paused", "rate_limits")
+        return {key: fields[key] for key in keys}
 
     def _finish(self, entry: Queued) -> None:
         assert self.watcher is not None
@@ -493,17 +517,25 @@ class Daemon:
         self.status.state = state
         if self.watcher is not None:
             self._publish()
+            # A pause, and the stop, go on the page at once; the rest as throttled.
+            self._refresh_gallery(now=state in ("paused", "stopped"))
         self.notifier.status(self._status_line())
 
     def _status_line(self) -> str:
         if self.status.state == "working":
-            return f"working on {self.status.current_job}"
-        if self.status.state == "recovering":
+            line = f"working on {self.status.current_job}"
+        elif self.status.state == "recovering":
             job = self.status.current_job
-            return f"recovering {job}: waiting for the codex an earlier run left"
-        if self.pause is not None:
-            return f"paused: {self.pause.summary}"
-        return f"{self.status.state}, {self.status.queue_length} queued"
+            line = f"recovering {job}: waiting for the codex an earlier run left"
+        elif self.pause is not None:
+            line = f"paused: {self.pause.summary}"
+        else:
+            line = f"{self.status.state}, {self.status.queue_length} queued"
+        limits = quota.from_json_list(self.status.rate_limits)
+        if limits:
+            now = datetime.now().astimezone()
+            line += ", " + ", ".join(s.describe(now=now) for s in limits)
+        return line
 
     def _heartbeat(self) -> None:
         """Pings the service manager while the loop is alive, and stops a running job when the

@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.failures import clock_text
 from daemon.outbox import replace_file
+from daemon.quota import describe_all, from_json_list
 
 STATUS_NAME = "status.json"
 # Pauses that end at a known time are named by their limit: "image limit until 14:05".
@@ -39,12 +40,19 @@ class Status:
     paused: dict[str, Any] | None = None
     last_success: dict[str, Any] | None = None
     last_failure: dict[str, Any] | None = None
+    # The newest snapshot of each of the plan's limits, from the session logs of any job.
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)
     updated_at: str = field(default_factory=_now)
+
+    def fields(self) -> dict[str, Any]:
+        """What status.json holds."""
+        fields = asdict(self)
+        fields.pop("path")
+        return fields
 
     def save(self) -> None:
         self.updated_at = _now()
-        fields = asdict(self)
-        fields.pop("path")
+        fields = self.fields()
         replace_file(
             self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode(), durable=False
         )
@@ -84,6 +92,9 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
             lines.append(f"  hint: {paused['hint']}")
         if paused.get("resumes_at"):
             lines.append(f"  resumes at: {paused['resumes_at']}")
+    limits = from_json_list(data.get("rate_limits"))
+    if limits:
+        lines.append(f"quota: {describe_all(limits, now=now)}")
     for key, label in (("last_success", "last success"), ("last_failure", "last failure")):
         entry = data.get(key)
         if entry:

@@ -876,6 +876,11 @@ def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
     resumes_at = datetime.fromisoformat(status["paused"]["resumes_at"])
     assert 0 <= (resets - resumes_at).total_seconds() <= 1
     assert status["queue_length"] == 2
+    # The failed run's log names the image limit: status.json keeps it as a used-up snapshot.
+    (image_limit,) = [s for s in status["rate_limits"] if s["limit_id"] == "image_gen"]
+    assert image_limit["used_percent"] == 100.0
+    assert datetime.fromisoformat(image_limit["resets_at"]) == resets
+    assert f"quota: image limit 100 % used, resets {resets:%H:%M}" in shown.stdout
     assert len(mock_openai.image_requests()) == 1
     (sidecar,) = world.errors().values()
     assert (sidecar["job"], sidecar["error"], sidecar["retrying"]) == (
@@ -914,4 +919,115 @@ def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
     assert len(mock_openai.image_requests()) == 3
     assert world.errors() == {}  # the success removed the limit's sidecar
     assert_settled(world)
+    assert daemon.stop() == 0
+
+
+# --- 14. quota and the live gallery --------------------------------------------------------------
+
+
+@pytest.mark.real_codex
+def test_real_codex_rate_limits_reach_sidecar_status_status_line_and_gallery(
+    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+) -> None:
+    """The server's rate-limit headers, as the real codex logs them, show in the result
+    sidecar, status.json, `status`, the STATUS= line and the gallery header."""
+    from datetime import datetime
+
+    from tests.support.codex_home import codex_env
+    from tests.support.mock_openai import RateLimits
+
+    mock_openai.rate_limits = RateLimits(image_family_on_responses=True, resets_in_sec=7200)
+    world.write_config(
+        gallery=True,
+        codex={"command": [str(codex_bin)], "home": str(codex_home), "timeout_sec": 120},
+    )
+    folder = Path(tempfile.mkdtemp(prefix="notify-"))  # a short path: sun_path is 108 bytes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(folder / "notify.sock"))
+        sock.settimeout(0.2)
+        got: list[str] = []
+
+        def received(part: str) -> bool:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got.append(sock.recv(4096).decode())
+            return any(part in m for m in got)
+
+        base = world.env(NOTIFY_SOCKET=str(folder / "notify.sock"))
+        daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=base))
+        world.write_job("quota", "prompt: a red square\n")
+        (result,) = done_once(world, "quota.prompt.yaml") and world.results_for("quota.prompt.yaml")
+        wait_for(lambda: received("STATUS=idle, 0 queued, image limit 80 % used"), what="STATUS=")
+        status = daemon.wait_for(lambda: status_is(world, state="idle"), what="idle")
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
+            env=world.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        page = (world.outbox / "index.html").read_text("utf-8")
+        assert daemon.stop() == 0
+    shutil.rmtree(folder, ignore_errors=True)
+
+    (snapshot,) = result["rate_limits"]
+    assert (snapshot["limit_id"], snapshot["used_percent"], snapshot["window_minutes"]) == (
+        "image_gen",
+        80.0,
+        1440,
+    )
+    resets = datetime.fromisoformat(snapshot["resets_at"])
+    assert 7000 < (resets - datetime.now().astimezone()).total_seconds() <= 7200
+    assert status["rate_limits"] == result["rate_limits"]
+    clock = f"{resets.astimezone():%H:%M}"
+    if resets.astimezone().date() != datetime.now().astimezone().date():
+        clock = f"{resets.astimezone():%Y-%m-%d %H:%M}"
+    assert f"quota: image limit 80 % used, resets {clock}" in shown.stdout, shown.stdout
+    assert f"STATUS=idle, 0 queued, image limit 80 % used, resets {clock}" in got
+    assert f'<p class="quota">image limit: 80 % used, resets {clock}</p>' in page
+    assert 'http-equiv="refresh"' not in page  # idle: the page stopped following the daemon
+
+
+def test_gallery_follows_a_running_job_and_stops_refreshing_once_idle(
+    world: DaemonWorld, start
+) -> None:
+    """While a job runs the page names it and reloads itself; once the queue is empty the page
+    is rebuilt one last time, without the refresh."""
+    world.write_config(gallery=True)
+    world.set_script(delay_sec=3)
+    daemon = start()
+    index = world.outbox / "index.html"
+    world.write_job("slow")
+
+    def page_says(text: str) -> str | None:
+        page = index.read_text("utf-8") if index.exists() else ""
+        return page if text in page else None
+
+    working = daemon.wait_for(
+        lambda: page_says("Working on slow.prompt.yaml since"), what="working"
+    )
+    assert '<meta http-equiv="refresh" content="5">' in working
+    done_once(world, "slow.prompt.yaml")
+    idle = daemon.wait_for(lambda: page_says("slow.png"), what="the finished page")
+    assert "Working on" not in idle and 'http-equiv="refresh"' not in idle
+    assert daemon.stop() == 0
+
+
+def test_gallery_shows_a_pause_and_refreshes_while_paused(world: DaemonWorld, start) -> None:
+    """A pause is on the page at once, with its reason, and the page reloads itself."""
+    world.write_config(gallery=True)
+    world.set_script(scenario="usage_limit")
+    daemon = start()
+    index = world.outbox / "index.html"
+    world.write_job("limited")
+    daemon.wait_for(lambda: status_is(world, state="paused"), what="paused")
+    page = daemon.wait_for(
+        lambda: (t := index.read_text("utf-8")) and "Queue paused: usage limit until" in t and t,
+        what="the paused page",
+    )
+    assert '<meta http-equiv="refresh" content="5">' in page
+    header = page[page.index("<header>") : page.index("</header>")]
+    assert "Reason: codex reports that the ChatGPT usage limit is reached: You\u2019ve" in header
+    assert "1 job queued." in page
     assert daemon.stop() == 0

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from daemon.errors import OutboxUnwritable
-from daemon.gallery import CardCache, build_gallery, write_gallery
+from daemon.gallery import CardCache, LiveState, build_gallery, live_state, write_gallery
+from daemon.quota import RateLimit
 from tests.support.browser import Browser, require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -672,7 +673,11 @@ def test_browser_shows_prompts_as_written(opened: Browser) -> None:
     prompts = opened.evaluate("[...document.querySelectorAll('.prompt')].map(p => p.innerText)")
     assert INJECTION in prompts
     assert "A sunset over the sea,\n  in watercolour." in prompts
-    assert "A watercolour sunset over a calm sea." in prompts
+    # codex's revised prompt is folded: hidden until its <details> is opened.
+    assert "A watercolour sunset over a calm sea." not in prompts
+    opened.evaluate("document.querySelectorAll('details.fold').forEach(d => d.open = true)")
+    revised = opened.evaluate("document.querySelector('.prompt.revised').innerText")
+    assert revised == "A watercolour sunset over a calm sea."
 
 
 @pytest.mark.browser
@@ -794,3 +799,162 @@ def test_browser_screenshots_light_dark_and_phone(browser: Browser, gallery: Pat
         "getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length"
     )
     assert phone_columns == 1
+
+
+# ---------------------------------------------------------------- the live page
+
+IMAGE_LIMIT = RateLimit("image_gen", 80.0, 1440, T0 + timedelta(hours=5, minutes=46), None, T0)
+WORKING = LiveState(
+    "working",
+    current_job="fox.prompt.yaml",
+    job_started_at=T0 - timedelta(seconds=42),
+    queue_length=2,
+    rate_limits=(IMAGE_LIMIT,),
+)
+PAUSED = LiveState(
+    "paused",
+    queue_length=1,
+    pause_summary="image limit until 17:46",
+    pause_reason="You've hit your image limit.",
+    resumes_at=T0 + timedelta(hours=5, minutes=46),
+    rate_limits=(
+        RateLimit("image_gen", 100.0, None, T0 + timedelta(hours=5, minutes=46), None, T0),
+    ),
+)
+IDLE = LiveState("idle", rate_limits=(IMAGE_LIMIT,))
+REFRESH = '<meta http-equiv="refresh" content="5">'
+
+
+def live_page(outbox: Path, live: LiveState | None) -> str:
+    return build_gallery(outbox, now=lambda: T0, cache=None, live=live)
+
+
+def test_a_working_or_paused_page_refreshes_itself_and_an_idle_one_does_not(outbox: Path) -> None:
+    """While a job runs, jobs wait or the queue is paused the page reloads every 5 s; the
+    page built once the daemon is idle, or stopped, or outside the daemon, has no refresh."""
+    add_result(outbox, "cat")
+    assert REFRESH in live_page(outbox, WORKING)
+    assert REFRESH in live_page(outbox, PAUSED)
+    assert REFRESH in live_page(outbox, LiveState("idle", queue_length=1))  # a retry waits
+    for live in (IDLE, LiveState("stopped", queue_length=3), None):
+        assert 'http-equiv="refresh"' not in live_page(outbox, live)
+
+
+def test_working_page_says_which_job_runs_since_when_and_the_queue(outbox: Path) -> None:
+    """The header names the running job, when it started, how long it had run when the page
+    was built, and how many jobs wait."""
+    header = page_header(live_page(outbox, WORKING))
+    started = (T0 - timedelta(seconds=42)).astimezone().strftime("%H:%M:%S")
+    assert f"Working on fox.prompt.yaml since {started} (42 s when this page was built)." in header
+    assert "2 jobs queued." in header
+    assert "reloads every 5 s" in header
+
+
+def test_paused_page_says_why_and_until_when(outbox: Path) -> None:
+    """A pause shows its summary, the time it resumes and codex's reason."""
+    header = page_header(live_page(outbox, PAUSED))
+    assert "Queue paused: image limit until 17:46." in header
+    assert "Reason: You&#x27;ve hit your image limit." in header
+    assert "1 job queued." in header
+    network = LiveState(
+        "paused", pause_summary="waiting for network", resumes_at=T0 + timedelta(seconds=40)
+    )
+    resumes = _local_clock(T0 + timedelta(seconds=40), T0)
+    assert f"Queue paused: waiting for network, resumes {resumes}." in live_page(outbox, network)
+
+
+def test_header_shows_the_quota_snapshot(outbox: Path) -> None:
+    """The newest snapshot of each limit is in the header: `image limit: 80 % used, resets …`."""
+    resets = _local_clock(T0 + timedelta(hours=5, minutes=46), T0)
+    header = page_header(live_page(outbox, IDLE))
+    assert f'<p class="quota">image limit: 80 % used, resets {resets}</p>' in header
+    assert "Working on" not in header and "queued" not in header
+
+
+def test_live_state_is_read_from_status_fields_and_escaped(outbox: Path) -> None:
+    """The daemon's status fields become the header; a job name is text, never markup."""
+    live = live_state(
+        {
+            "state": "working",
+            "current_job": "<b>x</b>.prompt.yaml",
+            "job_started_at": T0.isoformat(),
+            "queue_length": 0,
+            "paused": None,
+            "rate_limits": [IMAGE_LIMIT.to_json(), {"limit_id": 3}],
+        }
+    )
+    assert live.rate_limits == (IMAGE_LIMIT,)
+    header = page_header(live_page(outbox, live))
+    assert "&lt;b&gt;x&lt;/b&gt;.prompt.yaml" in header and "<b>" not in header
+
+
+def test_revised_prompt_is_folded_under_the_users_prompt(outbox: Path) -> None:
+    """codex's revised prompt sits in a closed <details> after the person's own prompt."""
+    add_result(outbox, "dog", prompt="a dog", revised_prompt="A photo of a dog, 35mm. " * 40)
+    html_text = live_page(outbox, None)
+    own = html_text.index('<p class="prompt">a dog</p>')
+    fold = html_text.index('<details class="fold"><summary class="label">Revised prompt')
+    assert own < fold
+    assert '<details class="fold" open' not in html_text
+
+
+def page_header(html_text: str) -> str:
+    return html_text[html_text.index("<header>") : html_text.index("</header>")]
+
+
+@pytest.fixture(scope="module")
+def live_outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live") / "outbox"
+    out.mkdir()
+    add_result(
+        out,
+        "sunset",
+        prompt="A sunset over the sea.",
+        minutes=1,
+        images=[("sunset.png", "PNG", (640, 400))],
+        revised_prompt="A watercolour sunset over a calm sea, " * 30,
+    )
+    add_result(out, "pair", prompt="Two cats.", minutes=2, images=[("pair.png", "PNG", (300, 300))])
+    return out
+
+
+@pytest.mark.browser
+def test_browser_live_pages_idle_working_and_paused(browser: Browser, live_outbox: Path) -> None:
+    """In Chromium the working and paused pages show their state and the quota; the revised
+    prompt is folded; screenshots of each are kept."""
+    index = live_outbox / "index.html"
+    for name, live in {"idle": IDLE, "working": WORKING, "paused": PAUSED}.items():
+        write_gallery(live_outbox, now=lambda: T0, cache=None, live=live)
+        browser.open(index.as_uri())
+        browser.wait_for(ALL_LOADED)
+        header = browser.evaluate("document.querySelector('header').innerText")
+        assert "image limit:" in header
+        assert ("Working on fox.prompt.yaml" in header) is (name == "working")
+        assert ("Queue paused: image limit until 17:46" in header) is (name == "paused")
+        refresh = browser.evaluate("!!document.querySelector('meta[http-equiv=refresh]')")
+        assert refresh is (name != "idle")
+        folded = browser.evaluate("!document.querySelector('.prompt.revised').checkVisibility()")
+        assert folded
+        browser.screenshot(ARTIFACTS / f"gallery-live-{name}.png")
+    browser.open(index.as_uri(), width=390, height=844)
+    browser.screenshot(ARTIFACTS / "gallery-live-paused-phone.png")
+
+
+@pytest.mark.browser
+def test_browser_meta_refresh_reloads_the_page_under_the_csp(
+    browser: Browser, live_outbox: Path
+) -> None:
+    """The CSP lets http-equiv refresh work: a working page picks up the idle page written
+    after it was opened, and that page has no refresh left."""
+    index = live_outbox / "index.html"
+    write_gallery(live_outbox, now=lambda: T0, cache=None, live=WORKING)
+    browser.open(index.as_uri())
+    assert "Working on" in browser.evaluate("document.querySelector('header').innerText")
+    opened_at = time.monotonic()
+    write_gallery(live_outbox, now=lambda: T0, cache=None, live=IDLE)
+    browser.wait_for(
+        "document.readyState === 'complete' && !!document.querySelector('header')"
+        " && !document.querySelector('header').innerText.includes('Working on')"
+    )
+    assert 3.0 < time.monotonic() - opened_at < 30
+    assert not browser.evaluate("!!document.querySelector('meta[http-equiv=refresh]')")

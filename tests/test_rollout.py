@@ -732,3 +732,135 @@ def test_a_uuid7_id_with_an_impossible_time_is_looked_for_in_the_date_folders(
     path = write_rollout(session_log_path(tmp_path, thread_id, started), Run(thread_id=thread_id))
 
     assert find_session_log(tmp_path, thread_id, started_at=started) == path
+
+
+# --- the plan's rate limits (token_count events) --------------------------------------------------
+
+
+def token_count(stamp: str, rate_limits: object) -> dict[str, Any]:
+    """An event_msg token_count line as 0.171 writes it (token totals trimmed)."""
+    return {
+        "timestamp": stamp,
+        "type": "event_msg",
+        "payload": {"type": "token_count", "info": None, "rate_limits": rate_limits},
+    }
+
+
+def limits(limit_id: object = "codex", **fields: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "limit_id": limit_id,
+        "limit_name": None,
+        "primary": {"used_percent": 42.0, "window_minutes": 300, "resets_at": 1796179300},
+        "secondary": {"used_percent": 12.0, "window_minutes": 10080, "resets_at": 1796780500},
+        "credits": None,
+        "plan_type": "plus",
+        "rate_limit_reached_type": None,
+    }
+    base.update(fields)
+    return base
+
+
+def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
+    """A real 0.171 log of a run whose server sent x-codex-primary/secondary headers holds the
+    primary window: 42 % of 300 minutes, with an aware reset time from the header's epoch."""
+    scan = rollout.scan_rollout(REAL / "real-0.171-rate_limits.jsonl")
+    assert len(scan.images) == 1
+    (snapshot,) = scan.rate_limits
+    assert (snapshot.limit_id, snapshot.used_percent, snapshot.window_minutes) == (
+        "codex",
+        42.0,
+        300,
+    )
+    assert snapshot.resets_at is not None and snapshot.resets_at.tzinfo is not None
+    assert snapshot.seen_at is not None and snapshot.resets_at > snapshot.seen_at
+    assert snapshot.plan_type is None  # 0.171 writes null: the mock sends no plan header
+
+
+def test_real_0171_image_limit_log_names_the_image_limit_and_the_chat_limit() -> None:
+    """At the image limit the typed failure (`limitId: image_gen`, `resetsAt`) is a snapshot
+    of that limit, used up; the chat limit's token_count stays beside it."""
+    scan = rollout.scan_rollout(REAL / "real-0.171-image_limit-rate_limits.jsonl")
+    by_id = {s.limit_id: s for s in scan.rate_limits}
+    assert set(by_id) == {"image_gen", "codex"}
+    image = by_id["image_gen"]
+    assert image.used_percent == 100.0 and image.window_minutes is None
+    assert image.resets_at == scan.limits[0].resets_at
+    assert by_id["codex"].used_percent == 42.0
+
+
+def test_real_logs_without_rate_limit_headers_hold_no_snapshot() -> None:
+    """Without the headers codex writes `primary: null, secondary: null`: nothing to show."""
+    assert rollout.scan_rollout(REAL / "real-0.171-image.jsonl").rate_limits == ()
+
+
+def test_null_windows_give_no_snapshot(tmp_path: Path) -> None:
+    """A token_count whose windows are null, or whose rate_limits is null, is no snapshot."""
+    path = write_lines(
+        tmp_path / "log.jsonl",
+        [
+            token_count("2026-12-02T10:00:00Z", limits(primary=None, secondary=None)),
+            token_count("2026-12-02T10:00:01Z", None),
+            token_count("2026-12-02T10:00:02Z", "not a mapping"),
+        ],
+    )
+    assert rollout.scan_rollout(path).rate_limits == ()
+
+
+def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
+    """No limit_id reads as codex's own limit; a window without minutes or reset time keeps
+    its percentage; a window without a percentage is no window."""
+    path = write_lines(
+        tmp_path / "log.jsonl",
+        [
+            token_count(
+                "2026-12-02T10:00:00Z",
+                {"primary": {"used_percent": 7}, "secondary": {"window_minutes": 60}},
+            ),
+            token_count("2026-12-02T10:00:01Z", limits("image_gen", primary={"resets_at": 5})),
+        ],
+    )
+    codex_limit, image_limit = rollout.scan_rollout(path).rate_limits
+    assert codex_limit.limit_id == "codex"
+    assert (codex_limit.used_percent, codex_limit.window_minutes) == (7.0, None)
+    assert codex_limit.resets_at is None and codex_limit.plan_type is None
+    assert codex_limit.seen_at == datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
+    # The image limit's primary has no percentage: its secondary window is the one kept.
+    assert (image_limit.used_percent, image_limit.window_minutes) == (12.0, 10080)
+    assert image_limit.plan_type == "plus"
+
+
+def test_several_snapshots_keep_the_newest_of_each_limit(tmp_path: Path) -> None:
+    """Later token_count lines replace earlier ones of the same limit; other limits stay."""
+    first = limits(primary={"used_percent": 10.0, "window_minutes": 300, "resets_at": 1})
+    image = limits(
+        "image_gen", primary={"used_percent": 80, "window_minutes": 1440}, secondary=None
+    )
+    newest = limits(primary={"used_percent": 55.5, "window_minutes": 300, "resets_at": 1796179300})
+    path = write_lines(
+        tmp_path / "log.jsonl",
+        [
+            token_count("2026-12-02T10:00:00Z", first),
+            token_count("2026-12-02T10:00:01Z", image),
+            token_count("2026-12-02T10:00:02Z", newest),
+        ],
+    )
+    by_id = {s.limit_id: s for s in rollout.scan_rollout(path).rate_limits}
+    assert by_id["codex"].used_percent == 55.5
+    assert by_id["codex"].resets_at == datetime.fromtimestamp(1796179300, timezone.utc)
+    assert by_id["image_gen"].used_percent == 80.0
+
+
+def test_the_window_nearest_its_cap_is_the_one_kept(tmp_path: Path) -> None:
+    """When the weekly window is fuller than the 5-hour one, the weekly one is shown."""
+    weekly_full = limits(secondary={"used_percent": 95, "window_minutes": 10080, "resets_at": 9})
+    path = write_lines(tmp_path / "log.jsonl", [token_count("2026-12-02T10:00:00Z", weekly_full)])
+    (snapshot,) = rollout.scan_rollout(path).rate_limits
+    assert (snapshot.used_percent, snapshot.window_minutes) == (95.0, 10080)
+
+
+def test_token_count_lines_are_read_and_big_lines_still_skipped() -> None:
+    """The scanner wants token_count events, and still steps over what cannot matter."""
+    scanner = rollout._Scanner()
+    assert scanner.wanted(b"event_msg", b"token_count")
+    assert not scanner.wanted(b"event_msg", b"agent_message")
+    assert not scanner.wanted(b"turn_context", None)

@@ -1,6 +1,6 @@
 """Capture real session logs of each mock scenario as fixtures for tests/test_rollout.py.
 
-    python -m tests.support.capture_rollouts CODEX_BIN [OUT_DIR]
+    python -m tests.support.capture_rollouts CODEX_BIN [OUT_DIR [NAME...]]
 
 Runs the given real codex CLI offline against MockOpenAI once per scenario and copies each
 run's session log, unchanged, to OUT_DIR/real-<major.minor>-<name>.jsonl. The images are tiny PNGs,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.codex_home import codex_env, make_codex_home
-from tests.support.mock_openai import MockOpenAI, Scenario, make_png
+from tests.support.mock_openai import MockOpenAI, RateLimits, Scenario, make_png
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "rollouts"
 PROMPT = "A red square on white.\n"
@@ -31,6 +31,7 @@ class Capture:
     prompt: str = PROMPT
     with_reference: bool = False
     images_per_call: int = 1
+    rate_limits: RateLimits | None = None
 
 
 CAPTURES = (
@@ -41,6 +42,9 @@ CAPTURES = (
     Capture("text_only", Scenario.TEXT_ONLY),
     Capture("usage_limit", Scenario.USAGE_LIMIT),
     Capture("image_limit", Scenario.IMAGE_LIMIT),
+    # The mock sends rate-limit headers: codex records them in token_count events.
+    Capture("rate_limits", Scenario.IMAGE, rate_limits=RateLimits()),
+    Capture("image_limit-rate_limits", Scenario.IMAGE_LIMIT, rate_limits=RateLimits()),
 )
 
 
@@ -48,7 +52,9 @@ def capture(codex_bin: Path, spec: Capture, out_dir: Path) -> Path:
     """Run one scenario and copy its session log into out_dir; returns the copy's path."""
     with (
         tempfile.TemporaryDirectory() as tmp,
-        MockOpenAI(spec.scenario, images_per_call=spec.images_per_call) as mock,
+        MockOpenAI(
+            spec.scenario, images_per_call=spec.images_per_call, rate_limits=spec.rate_limits
+        ) as mock,
     ):
         root = Path(tmp)
         home = make_codex_home(root / "codex-home", port=mock.port)
@@ -81,8 +87,10 @@ def capture(codex_bin: Path, spec: Capture, out_dir: Path) -> Path:
 def main(argv: list[str]) -> int:
     codex_bin = Path(argv[0])
     out_dir = Path(argv[1]) if len(argv) > 1 else FIXTURES
+    names = set(argv[2:])  # capture only these, when named
     for spec in CAPTURES:
-        capture(codex_bin, spec, out_dir)
+        if not names or spec.name in names:
+            capture(codex_bin, spec, out_dir)
     return 0
 
 

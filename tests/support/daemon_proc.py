@@ -154,7 +154,8 @@ class DaemonWorld:
             text = self.record_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # The last piece is a line the fake codex may still be writing: only whole lines count.
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
     def sidecars(self, suffix: str) -> dict[str, dict[str, Any]]:
         """Sidecar file name -> content, for `.result.yaml` or `.error.yaml`."""

@@ -90,6 +90,64 @@ def make_transparent_png(size: tuple[int, int] = (64, 64)) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The plan's usage as the mock reports it in response headers, one window per family."""
+
+    primary_used_percent: float = 42.0
+    primary_window_minutes: int = 300
+    secondary_used_percent: float = 12.0
+    secondary_window_minutes: int = 10080
+    image_used_percent: float = 80.0
+    image_window_minutes: int = 1440
+    resets_in_sec: int = 3600
+    # Also send the image family on /v1/responses. codex 0.171 records rate limits only from
+    # /v1/responses headers (never from the images endpoints'), one family per token_count:
+    # with this set, the image family's.
+    image_family_on_responses: bool = False
+
+    def responses_headers(self, now: float) -> dict[str, str]:
+        """The headers /v1/responses answers carry."""
+        headers = self.codex_headers(now)
+        if self.image_family_on_responses:
+            headers.update(self.image_headers(now))
+        return headers
+
+    def codex_headers(self, now: float) -> dict[str, str]:
+        """The chat limits' headers."""
+        return {
+            **_window_headers(
+                "x-codex-primary",
+                self.primary_used_percent,
+                self.primary_window_minutes,
+                now + self.resets_in_sec,
+            ),
+            **_window_headers(
+                "x-codex-secondary",
+                self.secondary_used_percent,
+                self.secondary_window_minutes,
+                now + 7 * 24 * 3600,
+            ),
+        }
+
+    def image_headers(self, now: float) -> dict[str, str]:
+        """The image limit's headers, as the images endpoints' answers carry them."""
+        return _window_headers(
+            "x-image-gen-primary",
+            self.image_used_percent,
+            self.image_window_minutes,
+            now + self.resets_in_sec,
+        )
+
+
+def _window_headers(prefix: str, used: float, window: int, resets_at: float) -> dict[str, str]:
+    return {
+        f"{prefix}-used-percent": f"{used:g}",
+        f"{prefix}-window-minutes": str(window),
+        f"{prefix}-reset-at": str(int(resets_at)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One HTTP request the mock received."""
 
@@ -111,6 +169,7 @@ class MockOpenAI:
         image_size: tuple[int, int] = (64, 64),
         resets_in_sec: int = 3600,
         images_per_call: int = 1,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.scenario = Scenario(scenario)
         self.images_per_call = images_per_call
@@ -118,6 +177,8 @@ class MockOpenAI:
         # What the images endpoint returns when codex asks for `background: "transparent"`.
         self.transparent_image_bytes = make_transparent_png(image_size)
         self.resets_in_sec = resets_in_sec
+        # The plan's rate limits as real servers report them in response headers; None sends none.
+        self.rate_limits = rate_limits
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._sent_resets_at: list[int] = []
@@ -335,9 +396,18 @@ class MockOpenAI:
 
     def images_headers(self) -> dict[str, str]:
         """Extra response headers for /v1/images/generations and /v1/images/edits."""
+        headers = {}
+        if self.rate_limits is not None:
+            headers.update(self.rate_limits.image_headers(time.time()))
         if self.scenario is Scenario.IMAGE_LIMIT:
-            return {"x-codex-active-limit": "image_gen"}
-        return {}
+            headers["x-codex-active-limit"] = "image_gen"
+        return headers
+
+    def responses_headers(self) -> dict[str, str]:
+        """Extra response headers for /v1/responses (its SSE stream and its errors alike)."""
+        if self.rate_limits is None:
+            return {}
+        return self.rate_limits.responses_headers(time.time())
 
     def images_reply(self, body: Any = None) -> tuple[int, Any]:
         """(status, JSON body) for /v1/images/generations and /v1/images/edits; an image with
@@ -558,10 +628,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_sse(self, events: list[dict[str, Any]]) -> None:
+    def _send_sse(self, events: list[dict[str, Any]], headers: dict[str, str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         for event in events:
             self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
@@ -598,7 +670,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(401, MISSING_AUTH_BODY)
             return
         status, payload = self.owner.responses_reply(request.json)
+        headers = self.owner.responses_headers()
         if status == 200:
-            self._send_sse(payload)
+            self._send_sse(payload, headers)
         else:
-            self._send_json(status, payload)
+            self._send_json(status, payload, headers)
