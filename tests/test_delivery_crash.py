@@ -7,6 +7,8 @@ what the first left in processing/. The daemon's random kill -9 test covers real
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return World(tmp_path, monkeypatch)
 
 
-def crash_on_call(monkeypatch: pytest.MonkeyPatch, name: str, number: int) -> None:
-    """Make the `number`-th call of disk.<name> crash the process before it does anything."""
+@contextlib.contextmanager
+def crash_on_call(name: str, number: int) -> Iterator[None]:
+    """Make the `number`-th call of disk.<name> crash the process before it does anything;
+    the real function is back once the block ends (the crash is expected inside it)."""
     real = getattr(disk, name)
     calls = 0
 
@@ -36,7 +40,10 @@ def crash_on_call(monkeypatch: pytest.MonkeyPatch, name: str, number: int) -> No
             raise Crash(f"{name} call {number}")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(disk, name, crashing)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(disk, name, crashing)
+        with pytest.raises(Crash):
+            yield
 
 
 def assert_delivered_once(world: World) -> None:
@@ -53,63 +60,53 @@ def assert_delivered_once(world: World) -> None:
 # Writes of a two-image delivery: the first image, the second, the result sidecar.
 @pytest.mark.parametrize("write", [1, 2, 3])
 def test_a_crash_before_any_write_of_the_delivery_is_finished_by_the_restart(
-    world: World, monkeypatch: pytest.MonkeyPatch, write: int
+    world: World, write: int
 ) -> None:
     world.script(scenario="two_images")
     world.job("pair", "prompt: two of them\n")
-    crash_on_call(monkeypatch, "write_new", write)
-    with pytest.raises(Crash):
+    with crash_on_call("write_new", write):
         world.once()
-    monkeypatch.undo()
     assert world.once() == 0
     assert_delivered_once(world)
 
 
 def test_a_crash_after_the_sidecar_before_the_move_to_done(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     """The claim is move 1, the move to done/ move 2."""
     world.script(scenario="two_images")
     world.job("pair", "prompt: two of them\n")
-    crash_on_call(monkeypatch, "move_group", 2)
-    with pytest.raises(Crash):
+    with crash_on_call("move_group", 2):
         world.once()
-    monkeypatch.undo()
     assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
     assert world.once() == 0
     assert_delivered_once(world)
 
 
 def test_a_crash_during_the_recovery_of_a_crashed_delivery(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     """The first run dies after the first image, its recovery dies after the second one: the
     third start still ends with each image once."""
     world.script(scenario="two_images")
     world.job("pair", "prompt: two of them\n")
-    crash_on_call(monkeypatch, "write_new", 2)
-    with pytest.raises(Crash):
+    with crash_on_call("write_new", 2):
         world.once()
-    monkeypatch.undo()
-    crash_on_call(monkeypatch, "write_new", 2)  # the recovery writes image 2, then the sidecar
-    with pytest.raises(Crash):
+    with crash_on_call("write_new", 2):  # the recovery writes image 2, then the sidecar
         world.once()
-    monkeypatch.undo()
     assert world.once() == 0
     assert_delivered_once(world)
 
 
 def test_a_file_of_someone_else_under_a_planned_name_is_left_alone(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     """A crash after the plan was saved; meanwhile another writer took `pair.2.png`. The restart
     neither adopts nor overwrites that file: it delivers under a new name."""
     world.script(scenario="two_images")
     world.job("pair", "prompt: two of them\n")
-    crash_on_call(monkeypatch, "write_new", 1)
-    with pytest.raises(Crash):
+    with crash_on_call("write_new", 1):
         world.once()
-    monkeypatch.undo()
     (world.outbox / "pair.2.png").write_bytes(b"another program's file")
     assert world.once() == 0
     assert (world.outbox / "pair.2.png").read_bytes() == b"another program's file"
