@@ -57,11 +57,12 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_JOB_BYTES = 1024 * 1024
 JOB_SUFFIX = ".prompt.yaml"
-KEYS = ("prompt", "refs", "out", "timeout_sec", "model", "format")
+KEYS = ("prompt", "refs", "out", "timeout_sec", "model", "format", "variants")
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 200  # leaves room for "-12.result.yaml" under the usual 255-byte name limit
 MAX_TIMEOUT_SEC = 86_400.0
 MAX_DEPTH = 16  # a job file nests two levels; anything deeper is not a job file
+MAX_VARIANTS = 8
 
 # Words people write for a key, mapped to the key they mean.
 _ALIASES = {
@@ -142,6 +143,7 @@ class Job:
     model: str | None
     format: ImageFormat | None
     prompt_source: PromptSource = PromptSource.PROMPT_KEY
+    variants: int = 1  # how many images the job must yield, over as many codex runs as it takes
 
 
 def is_job_file(name: str) -> bool:
@@ -216,6 +218,7 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
         model=fields["model"],
         format=fields["format"],
         prompt_source=fields["prompt_source"],
+        variants=fields["variants"] or 1,
     )
 
 
@@ -644,6 +647,17 @@ def _check_format(value: Any) -> ImageFormat:
     return _FORMATS[value]
 
 
+def _check_variants(value: Any) -> int:
+    fix = f"Write how many images to make, from 1 to {MAX_VARIANTS}, e.g. `variants: 3`."
+    # JSON Schema's "integer" takes 3.0 too; the daemon agrees with it.
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise _Bad(f"must be a whole number, not {_kind(value)}", fix)
+    if not 1 <= value <= MAX_VARIANTS:
+        raise _Bad(f"must be from 1 to {MAX_VARIANTS}, not {value:g}", fix)
+    return int(value)
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "prompt": _check_prompt,
     "refs": _check_refs,
@@ -651,6 +665,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "timeout_sec": _check_timeout,
     "model": _check_model,
     "format": _check_format,
+    "variants": _check_variants,
 }
 
 

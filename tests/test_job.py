@@ -577,4 +577,5 @@ def test_schema_is_shipped() -> None:
         "timeout_sec",
         "model",
         "format",
+        "variants",
     }

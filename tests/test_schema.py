@@ -39,6 +39,10 @@ GOOD: list[Any] = [
     {"prompt": "x", "format": "jpeg"},
     {"prompt": "x", "format": "jpg"},
     {"prompt": "x", "format": "webp"},
+    {"prompt": "x", "variants": 1},
+    {"prompt": "x", "variants": 3},
+    {"prompt": "x", "variants": 8},
+    {"prompt": "x", "variants": 2.0},
     {"Style": "watercolor, a fox in the snow"},
     {"while you were away": "a moonlit pond"},
     {"Mood": "quiet", "Image": "a fox", "Scene": None},
@@ -116,6 +120,15 @@ BAD: list[Any] = [
     {"prompt": "x", "format": "PNG"},
     {"prompt": "x", "format": None},
     {"prompt": "x", "format": 1},
+    {"prompt": "x", "variants": 0},
+    {"prompt": "x", "variants": 9},
+    {"prompt": "x", "variants": -1},
+    {"prompt": "x", "variants": 2.5},
+    {"prompt": "x", "variants": "3"},
+    {"prompt": "x", "variants": True},
+    {"prompt": "x", "variants": None},
+    {"prompt": "x", "variants": [2]},
+    {"variant": 2, "prompt": "x"},
 ]
 
 
