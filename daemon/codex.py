@@ -30,6 +30,7 @@ INSTRUCTION_HEAD = (
     "below. Give the tool the request exactly as written: do not translate, shorten, extend or "
     "improve it.{refs} Call the image tool once per image the request asks for. Do not draw with "
     "SVG, HTML, code or text, do not write files, and do not answer with anything else.\n"
+    "{options}"
     "<<<REQUEST\n"
 )
 INSTRUCTION_REFS = " The attached images are the reference images of the request."
@@ -77,10 +78,25 @@ class CodexRun:
         return "\n".join(parts)[-STDERR_TAIL_BYTES:]
 
 
-def wrap_prompt(prompt: str, *, has_refs: bool) -> str:
-    """The text codex receives on stdin: the fixed instruction around the untouched prompt."""
-    head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "")
+def wrap_prompt(prompt: str, *, has_refs: bool, options: Sequence[str] = ()) -> str:
+    """The text codex receives on stdin: the fixed instruction around the untouched prompt.
+
+    Each option is one instruction sentence on a line of its own before the request: the
+    job's settings travel beside the prompt, never as edits of it.
+    """
+    lines = "".join(f"{option}\n" for option in options)
+    head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "", options=lines)
     return head + prompt + INSTRUCTION_TAIL
+
+
+def count_option(count: int) -> str:
+    """The instruction line saying how many images this run is to make."""
+    if count == 1:
+        return "Make 1 image for this request: call the image tool once."
+    return (
+        f"Make {count} separate images for this request: call the image tool {count} times, "
+        "once per image."
+    )
 
 
 def build_argv(

@@ -8,7 +8,7 @@ of running the job again: a crash never spends the user's quota twice.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,11 @@ class RunRecord:
     started_at: str | None = None
     delivery: dict[str, Any] | None = None  # the DeliveryPlan, saved before the first write
     failed_recoveries: int = 0
+    variants: int = 1
+    # Finished runs of this claim ({thread_id, started_at}), so that a crash between two runs
+    # of a job of several variants neither loses their images nor runs codex for them again.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    progress: str | None = None  # the incomplete result sidecar of earlier claims, continued
 
     @property
     def path(self) -> Path:
@@ -77,6 +82,11 @@ class RunRecord:
             # this job again, so the images are delivered without the note.
             get_logger().warning("job folder removed while the job ran", job=self.job)
 
+    def add_run(self, thread_id: str) -> None:
+        """A run finished: its images count from now on, also after a crash."""
+        self.runs.append({"thread_id": thread_id, "started_at": self.started_at})
+        self._save_during_run()
+
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -114,4 +124,7 @@ _RECORD_FIELDS = (
     "started_at",
     "delivery",
     "failed_recoveries",
+    "variants",
+    "runs",
+    "progress",
 )
