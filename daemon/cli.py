@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock limit for codex (default codex.timeout_sec, 300)",
     )
     gen.add_argument("--model", default=None, help="codex model (passed as -m)")
+    _add_variants(gen, "images to make; --out x.png gives x.png, x-2.png, ...")
     _add_config(gen)
 
     once = commands.add_parser("once", help="process every job now in the inbox, then exit")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the job to its result, print the image path(s), exit like gen",
     )
+    _add_variants(submit, "images the job makes (its `variants` key)")
     _add_config(submit)
 
     gallery = commands.add_parser("gallery", help="rebuild outbox/index.html from the sidecars")
@@ -122,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of job files")
     return parser
+
+
+def _add_variants(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--variants", type=_variants, default=1, metavar="N", help=f"{what} (1 to 8, default 1)"
+    )
+
+
+def _variants(text: str) -> int:
+    from daemon.job import MAX_VARIANTS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VARIANTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_VARIANTS}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:
@@ -191,6 +207,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
                 model=args.model,
                 config=config,
                 stop=stop,
+                variants=args.variants,
             )
         except Cancelled:
             return stop.report("codex was stopped, no image was written")
@@ -255,7 +272,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     since = datetime.now().astimezone().replace(microsecond=0)
-    job_path = submit_job(prompt=args.prompt, refs=args.ref, name=args.name, config=config)
+    job_path = submit_job(
+        prompt=args.prompt, refs=args.ref, name=args.name, config=config, variants=args.variants
+    )
     if not args.wait:
         print(job_path)
         return EXIT_OK

@@ -24,13 +24,23 @@ from daemon.job import JOB_SUFFIX, parse_job, sibling_references
 from daemon.status import not_running_notice, read_status
 
 
-def submit_job(*, prompt: str, refs: Sequence[Path], name: str | None, config: Config) -> Path:
+def submit_job(
+    *,
+    prompt: str,
+    refs: Sequence[Path],
+    name: str | None,
+    config: Config,
+    variants: int = 1,
+) -> Path:
     """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path."""
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     formats = [check_reference_argument(ref) for ref in refs]
-    text = yaml.safe_dump({"prompt": prompt}, allow_unicode=True, sort_keys=False, width=10**6)
-    if yaml.safe_load(text) != {"prompt": prompt}:  # the prompt must arrive exactly as given
+    job: dict[str, Any] = {"prompt": prompt}
+    if variants != 1:
+        job["variants"] = variants
+    text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)
+    if yaml.safe_load(text) != job:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
     inbox = disk.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
@@ -190,8 +200,8 @@ def _find_sidecar(
     for suffix in (disk.RESULT_SUFFIX, disk.ERROR_SUFFIX):
         for path in outbox.glob(f"*{suffix}"):
             data = disk.read_yaml(path)
-            if data is None or data.get("job") != job_file:
-                continue
+            if data is None or data.get("job") != job_file or data.get("complete") is False:
+                continue  # an incomplete result: the job still makes the images missing
             stamp = data.get("finished_at") or data.get("failed_at")
             try:
                 when = datetime.fromisoformat(str(stamp))
