@@ -63,6 +63,8 @@ MISSING_AUTH_BODY = {
         "code": None,
     }
 }
+# The instruction line saying how many images a run is to make, as a model would read it.
+_COUNT_LINE = re.compile(r"^Make (\d+) (?:separate )?images? for this request", re.MULTILINE)
 _IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
 _TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
@@ -98,10 +100,16 @@ class MockOpenAI:
         image_size: tuple[int, int] = (64, 64),
         resets_in_sec: int = 3600,
         images_per_call: int = 1,
+        image_limit_after: int | None = None,
     ) -> None:
         self.scenario = Scenario(scenario)
         self.images_per_call = images_per_call
+        # With a number, the images endpoints answer that many requests, then the image limit.
+        self.image_limit_after = image_limit_after
+        self._images_served = 0
         self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
+        self.image_size = image_size
+        self._own_image = image_bytes is not None
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -237,11 +245,12 @@ class MockOpenAI:
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
         # Like a model that follows the instruction: the tool gets the request between the markers.
-        prompt = request_between_markers(user_prompt(body) or "an image")
+        text = user_prompt(body) or "an image"
+        prompt = request_between_markers(text)
         refs = referenced_paths(body)
         kind = offered_tool(body)
         if kind is ToolKind.CODE_MODE:
-            return code_mode_call(prompt, refs, self.images_per_call)
+            return code_mode_call(prompt, refs, asked_count(text) or self.images_per_call)
         if kind is ToolKind.NAMESPACE:
             args: dict[str, Any] = {"prompt": prompt}
             if refs:
@@ -309,15 +318,30 @@ class MockOpenAI:
         token = fake_jwt()
         return 200, {"id_token": token, "access_token": token, "refresh_token": "x"}
 
+    def served_image(self, n: int) -> bytes:
+        """The image of the images endpoint's `n`-th answer (from 0): `image_bytes` first, then,
+        like a real model, a different picture each time (unless the test chose the bytes)."""
+        if n == 0 or self._own_image:
+            return self.image_bytes
+        return make_png(self.image_size, color=(200, 30, (30 + 40 * n) % 256))
+
+    def _at_image_limit(self) -> bool:
+        if self.scenario is Scenario.IMAGE_LIMIT:
+            return True
+        with self._lock:
+            return self.image_limit_after is not None and (
+                self._images_served >= self.image_limit_after
+            )
+
     def images_headers(self) -> dict[str, str]:
         """Extra response headers for /v1/images/generations and /v1/images/edits."""
-        if self.scenario is Scenario.IMAGE_LIMIT:
+        if self._at_image_limit():
             return {"x-codex-active-limit": "image_gen"}
         return {}
 
     def images_reply(self) -> tuple[int, Any]:
         """(status, JSON body) for /v1/images/generations and /v1/images/edits."""
-        if self.scenario is Scenario.IMAGE_LIMIT:
+        if self._at_image_limit():
             return 429, self.usage_limit_body()
         if self.scenario is Scenario.REFUSE:
             return 400, {
@@ -328,11 +352,14 @@ class MockOpenAI:
                     "code": "moderation_blocked",
                 }
             }
+        with self._lock:
+            served = self._images_served
+            self._images_served += 1
         return 200, {
             "created": int(time.time()),
             "data": [
                 {
-                    "b64_json": base64.b64encode(self.image_bytes).decode("ascii"),
+                    "b64_json": base64.b64encode(self.served_image(served)).decode("ascii"),
                     "revised_prompt": REVISED_PROMPT,
                 }
             ],
@@ -382,6 +409,13 @@ def offered_tool(body: dict[str, Any]) -> ToolKind:
     if any(t.get("type") == "image_generation" for _, t in tools):
         return ToolKind.HOSTED
     return ToolKind.NONE
+
+
+def asked_count(text: str) -> int | None:
+    """How many images the instruction before the request asks for; None when it does not say."""
+    head, _, _ = text.partition("<<<REQUEST\n")
+    match = _COUNT_LINE.search(head)
+    return int(match[1]) if match else None
 
 
 def request_between_markers(text: str) -> str:
@@ -538,7 +572,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/responses":
             self._responses(request)
         elif path in ("/v1/images/generations", "/v1/images/edits"):
-            self._send_json(*self.owner.images_reply(), self.owner.images_headers())
+            headers = self.owner.images_headers()  # before the reply, which counts the image
+            self._send_json(*self.owner.images_reply(), headers)
         elif path == "/oauth/token":
             self._send_json(*self.owner.token_reply())
         else:
