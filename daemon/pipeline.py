@@ -170,14 +170,14 @@ def _unfinished(error: InboxError, sidecar: Path, variants: int) -> InboxError:
     Their incomplete result sidecar is what the job continues from when it runs again, so
     those images are never made twice.
     """
+    if isinstance(error, Cancelled):
+        return error  # a stopped job goes back to the inbox without an error sidecar
     data = disk.read_yaml(sidecar) or {}
     made = len(data.get("images") or [])
     note = (
         f" {made} of {variants} images were made and are listed in {sidecar.name}; "
         f"{variants - made} missing."
     )
-    if isinstance(error, Cancelled):
-        return error
     return type(error)(
         error.message + note, hint=error.hint, detail=error.detail, retry_at=error.retry_at
     )

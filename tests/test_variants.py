@@ -268,3 +268,55 @@ def test_submit_variants_writes_the_key(world: World, capsys: pytest.CaptureFixt
     assert code == 0
     job = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job.read_text()) == {"prompt": PROMPT, "variants": 3}
+
+
+def test_submit_wait_does_not_take_an_incomplete_result_for_the_end(world: World) -> None:
+    """An incomplete result sidecar of the job is progress, not its result: the wait goes on,
+    and ends with the complete one."""
+    import io
+    import threading
+    from datetime import datetime
+
+    from daemon.config import load_config
+    from daemon.submit import wait_for_result
+
+    world.script(images_by_call=[1, 2], image_limit_calls=[1])
+    since = datetime.now().astimezone().replace(microsecond=0)
+    job = variants_job(world, 3)
+    assert world.once() == 5
+    config = load_config(world.config)
+    stop = threading.Event()
+    sleeps = []
+
+    def sleep(_seconds: float) -> None:
+        sleeps.append(_seconds)
+        if len(sleeps) == 1:  # the wait saw only the incomplete result: the job runs on
+            world.script(images_by_call=[1, 2])
+            assert world.once() == 0
+        else:
+            stop.set()
+
+    found = wait_for_result(job, config, since=since, out=io.StringIO(), sleep=sleep, stop=stop)
+    assert [p.name for p in found] == ["fox.png", "fox.2.png", "fox.3.png"]
+    assert len(sleeps) == 1
+
+
+def test_a_crash_in_the_delivery_after_two_runs_delivers_both_from_their_logs(
+    world: World,
+) -> None:
+    """Both runs finished, the first image write died: the restart takes every image of both
+    runs from their session logs under the planned names, and runs codex no more."""
+    from tests.test_delivery_crash import crash_on_call
+
+    world.script(images_by_call=[1, 2])
+    variants_job(world, 3)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Crash):
+        crash_on_call(patch, "write_new", 1)
+        world.once()
+    assert world.once() == 0
+    calls = world.calls()
+    assert len(calls) == 2
+    assert world.files(world.outbox) == ["fox.2.png", "fox.3.png", "fox.png", "fox.result.yaml"]
+    result = world.sidecar("fox.result.yaml")
+    assert [r["thread_id"] for r in result["runs"]] == [c["thread_id"] for c in calls]
+    assert result["complete"] is True
