@@ -320,3 +320,30 @@ def test_a_crash_in_the_delivery_after_two_runs_delivers_both_from_their_logs(
     result = world.sidecar("fox.result.yaml")
     assert [r["thread_id"] for r in result["runs"]] == [c["thread_id"] for c in calls]
     assert result["complete"] is True
+
+
+def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gen --variants 3` meeting the image limit after one image: that image is written, the
+    message names it and the limit, exit 5 as for the image limit."""
+    world.script(images_by_call=[1], image_limit_calls=[1])
+    out = tmp_path / "x.png"
+    code = main(
+        [
+            "gen",
+            "--prompt",
+            "a fox",
+            "--variants",
+            "3",
+            "--out",
+            str(out),
+            "--config",
+            str(world.config),
+        ]
+    )
+    assert code == 5
+    assert out.is_file() and not (tmp_path / "x-2.png").exists()
+    err = capsys.readouterr().err
+    assert "image-limit" in err and f"1 of 3 images were written: {out}." in err
+    assert len(world.calls()) == 1
