@@ -76,6 +76,7 @@ class Settings:
     path: str  # PATH the service gets
     stop_timeout_sec: int
     log_file: Path  # launchd only; systemd logs to the journal
+    codex_home: str | None = None  # the installing shell's CODEX_HOME, carried into the service
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,11 @@ def render_unit(settings: Settings) -> str:
         exec_start=_exec_line(settings.program),
         timeout_stop_sec=str(settings.stop_timeout_sec),
         environment_path=systemd_quote(f"PATH={settings.path}"),
+        environment_codex_home=(
+            "Environment=" + systemd_quote(f"CODEX_HOME={settings.codex_home}")
+            if settings.codex_home
+            else "# (CODEX_HOME was not set: codex uses ~/.codex)"
+        ),
     )
 
 
@@ -226,7 +232,10 @@ def render_plist(settings: Settings) -> bytes:
         "log_file": str(settings.log_file),
     }
     template = plistlib.loads(template_text(PLIST_TEMPLATE).encode())
-    return plistlib.dumps(_fill(template, values), sort_keys=False)
+    filled = _fill(template, values)
+    if settings.codex_home:  # a key only when set: an empty CODEX_HOME makes codex exit 1
+        filled["EnvironmentVariables"]["CODEX_HOME"] = settings.codex_home
+    return plistlib.dumps(filled, sort_keys=False)
 
 
 def _fill(node: Any, values: Mapping[str, Any]) -> Any:
@@ -357,7 +366,17 @@ def _settings(
         path=service_path(tools, host.system),
         stop_timeout_sec=math.ceil(config.shutdown_grace_sec) + STOP_MARGIN_SEC,
         log_file=log_file(host.home),
+        codex_home=service_codex_home(config, host.environ),
     )
+
+
+def service_codex_home(config: Config, environ: Mapping[str, str]) -> str | None:
+    """The CODEX_HOME the service needs: the shell's, unless the config names codex.home
+    (then the daemon sets it for codex itself)."""
+    value = environ.get("CODEX_HOME")
+    if config.codex.home is not None or not value:
+        return None
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _report_tools(tools: Tools, config: Config, host: Host) -> None:
@@ -370,6 +389,9 @@ def _report_tools(tools: Tools, config: Config, host: Host) -> None:
         )
         return
     host.out(f"codex: {tools.codex}")
+    home = service_codex_home(config, host.environ)
+    if home is not None:
+        host.out(f"CODEX_HOME: {home} (as in this shell; the service uses the same login)")
     if tools.codex_needs_node and tools.node is None:
         host.out(
             f"WARNING: {tools.codex} is started by node, which is not on your PATH now;\n"
@@ -664,26 +686,36 @@ def installed_path(
     environ: Mapping[str, str] | None = None,
 ) -> str | None:
     """The PATH inside the installed unit or plist; None when not installed or it sets none."""
+    found = installed_environment(platform=platform, home=home, environ=environ)
+    return (found or {}).get("PATH")
+
+
+def installed_environment(
+    *,
+    platform: str = sys.platform,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str] | None:
+    """The variables the installed unit or plist sets; None when no service is installed."""
     host = _host(platform, home, environ, subprocess.run, lambda _: None, os.getuid)
     if host is None:
         return None
-    path = service_file(host.system, host.home, host.environ)
     try:
-        data = path.read_bytes()
+        data = service_file(host.system, host.home, host.environ).read_bytes()
     except OSError:
         return None
     if host.system is System.LAUNCHD:
         try:
-            value = plistlib.loads(data).get("EnvironmentVariables", {}).get("PATH")
+            values = plistlib.loads(data).get("EnvironmentVariables", {})
         except (plistlib.InvalidFileException, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) else None
-    return _unit_path(data.decode("utf-8", errors="replace"))
+            return {}
+        return {k: v for k, v in values.items() if isinstance(v, str)}
+    return _unit_environment(data.decode("utf-8", errors="replace"))
 
 
-def _unit_path(text: str) -> str | None:
-    """PATH from `Environment=` lines (quoted or not; the last assignment wins, as in systemd)."""
-    found = None
+def _unit_environment(text: str) -> dict[str, str]:
+    """`Environment=` assignments (quoted or not; the last one wins, as in systemd)."""
+    found: dict[str, str] = {}
     for line in text.splitlines():
         if not line.startswith("Environment="):
             continue
@@ -692,8 +724,9 @@ def _unit_path(text: str) -> str | None:
         except ValueError:
             continue
         for word in words:
-            if word.startswith("PATH="):
-                found = word[len("PATH=") :].replace("%%", "%")
+            name, eq, value = word.partition("=")
+            if eq:
+                found[name] = value.replace("%%", "%")
     return found
 
 

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock limit for codex (default codex.timeout_sec, 300)",
     )
     gen.add_argument("--model", default=None, help="codex model (passed as -m)")
+    _add_look_flags(gen)
     _add_variants(gen, "images to make; --out x.png gives x.png, x-2.png, ...")
     _add_config(gen)
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the job to its result, print the image path(s), exit like gen",
     )
+    _add_look_flags(submit)
     _add_variants(submit, "images the job makes (its `variants` key)")
     _add_config(submit)
 
@@ -124,6 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of job files")
     return parser
+
+
+def _add_look_flags(parser: argparse.ArgumentParser) -> None:
+    """`--transparent` and `--aspect`, the job keys `transparent` and `aspect`."""
+    parser.add_argument(
+        "--transparent",
+        action="store_true",
+        help="ask for a transparent background (kept in PNG and WebP; not with a .jpg --out)",
+    )
+    parser.add_argument(
+        "--aspect",
+        type=_aspect,
+        default=None,
+        metavar="SHAPE",
+        help="square, portrait, landscape or W:H from 1:4 to 4:1 (asked of the model: the "
+        "image tool's size is always auto)",
+    )
+
+
+def _aspect(text: str) -> str:
+    from daemon.look import BadAspect, parse_aspect
+
+    try:
+        return parse_aspect(text).asked
+    except BadAspect as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
 
 
 def _add_variants(parser: argparse.ArgumentParser, what: str) -> None:
@@ -207,6 +235,8 @@ def cmd_gen(args: argparse.Namespace) -> int:
                 model=args.model,
                 config=config,
                 stop=stop,
+                transparent=args.transparent,
+                aspect=args.aspect,
                 variants=args.variants,
             )
         except Cancelled:
@@ -273,7 +303,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     since = datetime.now().astimezone().replace(microsecond=0)
     job_path = submit_job(
-        prompt=args.prompt, refs=args.ref, name=args.name, config=config, variants=args.variants
+        prompt=args.prompt,
+        refs=args.ref,
+        name=args.name,
+        config=config,
+        transparent=args.transparent,
+        aspect=args.aspect,
+        variants=args.variants,
     )
     if not args.wait:
         print(job_path)

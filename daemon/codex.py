@@ -24,16 +24,17 @@ from daemon import version_cache
 from daemon.errors import Cancelled, CodexMissing, CodexTimeout
 
 # The user's request goes between the markers byte for byte; the words around it only ask the
-# agent to use its image tool and nothing else (no SVG, HTML or code drawings).
+# agent to use its image tool and nothing else (no SVG, HTML or code drawings). A job's options
+# (transparency, aspect, ...) are lines of their own between this text and the marker: they are
+# never written into the request itself.
 INSTRUCTION_HEAD = (
     "Generate an image with your image generation tool for the request between the markers "
     "below. Give the tool the request exactly as written: do not translate, shorten, extend or "
     "improve it.{refs} Call the image tool once per image the request asks for. Do not draw with "
     "SVG, HTML, code or text, do not write files, and do not answer with anything else.\n"
-    "{options}"
-    "<<<REQUEST\n"
 )
 INSTRUCTION_REFS = " The attached images are the reference images of the request."
+REQUEST_START = "<<<REQUEST\n"
 INSTRUCTION_TAIL = "\nREQUEST>>>\n"
 
 # codex-cli releases this tool knows how to read.
@@ -81,12 +82,12 @@ class CodexRun:
 def wrap_prompt(prompt: str, *, has_refs: bool, options: Sequence[str] = ()) -> str:
     """The text codex receives on stdin: the fixed instruction around the untouched prompt.
 
-    Each option is one instruction sentence on a line of its own before the request: the
-    job's settings travel beside the prompt, never as edits of it.
+    Each of `options` is one instruction sentence, on a line of its own before the request's
+    start marker, in the order given.
     """
+    head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "")
     lines = "".join(f"{option}\n" for option in options)
-    head = INSTRUCTION_HEAD.format(refs=INSTRUCTION_REFS if has_refs else "", options=lines)
-    return head + prompt + INSTRUCTION_TAIL
+    return head + lines + REQUEST_START + prompt + INSTRUCTION_TAIL
 
 
 def count_option(count: int) -> str:
@@ -402,11 +403,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def wait_for_group(pgid: int, *, deadline: float, poll_sec: float = 0.2) -> None:
+def wait_for_group(
+    pgid: int,
+    *,
+    deadline: float,
+    stop: threading.Event | None = None,
+    poll_sec: float = 0.2,
+) -> None:
     """Wait for a codex left over from an earlier daemon to end; stop it at `deadline`
-    (a monotonic time) the same way a timeout does: SIGTERM, a grace period, SIGKILL."""
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(poll_sec)
+    (a monotonic time), or as soon as `stop` is set, the same way a timeout does: SIGTERM,
+    a grace period, SIGKILL."""
+    stop = stop or threading.Event()
+    while group_alive(pgid) and time.monotonic() < deadline and not stop.is_set():
+        stop.wait(poll_sec)
     if group_alive(pgid):
         _signal_group(pgid, signal.SIGTERM)
         grace_end = time.monotonic() + TERM_GRACE_SEC

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,12 +52,22 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HooksConfig:
+    on_done: tuple[str, ...] = ()  # run after a job is done, its images and sidecar in place
+    on_failed: tuple[str, ...] = ()  # run after a job failed for good (not on retries, pauses)
+    notify: str | None = None  # "desktop": a desktop notification too
+    notifier: Path | None = None  # notify-send or osascript, found on PATH for `desktop`
+    timeout_sec: float = 30.0  # then the hook's process group is killed
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     inbox: Path
     outbox: Path
     codex: CodexConfig
     watch: WatchConfig
     retry: RetryConfig
+    hooks: HooksConfig = HooksConfig()
     shutdown_grace_sec: float = 30.0
     gallery: bool = True
     log_level: str = "info"
@@ -74,12 +85,15 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "codex",
         "watch",
         "retry",
+        "hooks",
     ),
     "codex": ("command", "extra_args", "home", "timeout_sec", "term_grace_sec"),
     "watch": ("polling", "settle_sec", "rescan_sec"),
     "retry": ("attempts", "backoff_sec", "max_backoff_sec"),
+    "hooks": ("on_done", "on_failed", "notify", "timeout_sec"),
 }
-_SECTIONS = ("codex", "watch", "retry")
+_SECTIONS = ("codex", "watch", "retry", "hooks")
+NOTIFY_KINDS = ("desktop",)
 
 
 def _home(environ: Mapping[str, str]) -> Path:
@@ -242,6 +256,7 @@ class _Reader:
             codex=self.codex(self.section(top.get("codex"), "codex")),
             watch=self.watch(self.section(top.get("watch"), "watch")),
             retry=self.retry(self.section(top.get("retry"), "retry")),
+            hooks=self.hooks(self.section(top.get("hooks"), "hooks")),
             shutdown_grace_sec=self.number(top, "shutdown_grace_sec", 30.0, allow_zero=True),
             gallery=self.boolean(top, "gallery", True),
             log_level=self.log_level(top),
@@ -297,7 +312,8 @@ class _Reader:
         known = _KEYS[name]
         prefix = f"{name}." if name else ""
         # A section's key written at the top level (`timeout_sec:`) points to its section.
-        aliases = {} if name else {k: f"{s}.{k}" for s in _SECTIONS for k in _KEYS[s]}
+        # A key in two sections (`timeout_sec`) points to the first of them.
+        aliases = {} if name else {k: f"{s}.{k}" for s in reversed(_SECTIONS) for k in _KEYS[s]}
         for key in value:
             if key not in known:
                 guess = did_you_mean(str(key), known, aliases=aliases)
@@ -322,9 +338,7 @@ class _Reader:
         return {k: v for k, v in value.items() if k in known}
 
     def codex(self, section: dict[str, Any]) -> CodexConfig:
-        command = self.argv(section, "codex.command", ("codex",), allow_empty=False)
-        if command and ("/" in command[0] or command[0].startswith("~")):
-            command = (str(self.expand(command[0])), *command[1:])
+        command = self.program(self.argv(section, "codex.command", ("codex",), allow_empty=False))
         return CodexConfig(
             command=command,
             extra_args=self.argv(section, "codex.extra_args", (), allow_empty=True),
@@ -334,6 +348,68 @@ class _Reader:
                 section, "term_grace_sec", 5.0, "codex.term_grace_sec", allow_zero=True
             ),
         )
+
+    def program(self, command: tuple[str, ...]) -> tuple[str, ...]:
+        """A first word with "/" or a leading ~ is a path: expanded, relative to this file."""
+        if command and ("/" in command[0] or command[0].startswith("~")):
+            return (str(self.expand(command[0])), *command[1:])
+        return command
+
+    def hooks(self, section: dict[str, Any]) -> HooksConfig:
+        on_done = self.program(self.hook_argv(section, "on_done"))
+        on_failed = self.program(self.hook_argv(section, "on_failed"))
+        notify = self.notify(section)
+        return HooksConfig(
+            on_done=on_done,
+            on_failed=on_failed,
+            notify=notify,
+            notifier=self.notifier() if notify == "desktop" else None,
+            timeout_sec=self.number(section, "timeout_sec", 30.0, "hooks.timeout_sec"),
+        )
+
+    def hook_argv(self, section: dict[str, Any], key: str) -> tuple[str, ...]:
+        """A non-empty list of words; no shell runs it, so a line of text is refused."""
+        value = section.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.bad(
+                f"hooks.{key}",
+                "must be a list of non-empty strings (program, then its arguments; no shell "
+                "runs it)",
+                f'write e.g. `{key}: ["notify-send", "done"]`, or `["sh", "-c", "..."]` '
+                "for a shell",
+            )
+            return ()
+        if not value:
+            self.bad(f"hooks.{key}", "is empty", f"name a program, or remove `{key}`")
+        return tuple(value)
+
+    def notify(self, section: dict[str, Any]) -> str | None:
+        value = section.get("notify")
+        if value is None or value in NOTIFY_KINDS:
+            return value
+        shown = repr(value) if isinstance(value, str) else _kind(value)
+        self.bad(
+            "hooks.notify",
+            f"must be `desktop` or left empty, not {shown}",
+            "write `notify: desktop`, or leave it empty for no notification",
+        )
+        return None
+
+    def notifier(self) -> Path | None:
+        """notify-send (osascript on macOS) as found on this environment's PATH, now."""
+        name = "osascript" if sys.platform == "darwin" else "notify-send"
+        found = shutil.which(name, path=self.environ.get("PATH", os.defpath))
+        if found is None:
+            package = "" if sys.platform == "darwin" else " (package libnotify-bin or libnotify)"
+            self.bad(
+                "hooks.notify",
+                f"desktop notifications need {name}, which is not on PATH",
+                f"install {name}{package} or put it on the daemon's PATH, or leave `notify` empty",
+            )
+            return None
+        return Path(os.path.abspath(found))
 
     def watch(self, section: dict[str, Any]) -> WatchConfig:
         return WatchConfig(

@@ -15,7 +15,7 @@ from typing import Any
 from daemon import outbox as disk
 from daemon.errors import Disposition, InboxError, NoImage
 from daemon.generation import Generation
-from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, inspect
+from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, has_alpha, inspect
 from daemon.thumbs import write_thumbnails
 
 
@@ -25,6 +25,7 @@ class Verified:
 
     data: bytes
     info: ImageInfo
+    has_alpha: bool = False  # an alpha channel with at least one pixel not opaque
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ def verified_images(generation: Generation, fmt: ImageFormat | None) -> list[Ver
         except ImageTooLarge as error:
             raise NoImage(f"codex's image {error}; it was not decoded.") from None
         if info is not None:
-            verified.append(Verified(data, info))
+            verified.append(Verified(data, info, has_alpha(data)))
     if not verified:
         raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
     return verified
@@ -134,6 +135,8 @@ def deliver(
     ref_files: Sequence[Path] = (),
     plan: DeliveryPlan | None = None,
     on_plan: Callable[[DeliveryPlan], None] = lambda _plan: None,
+    transparent: bool = False,
+    aspect: str | None = None,
     variants: int = 1,
     progress: Progress | None = None,
 ) -> tuple[Path, ...]:
@@ -141,9 +144,11 @@ def deliver(
 
     `ref_files` are where the references `refs` names are now: the gallery gets thumbnails.
     `on_plan` must save the plan durably before the first file is written; `plan` is the one
-    an interrupted delivery of the same run saved, taken up where it stopped. With fewer
-    images than `variants` the sidecar says `complete: false`; `progress` is such a sidecar
-    of earlier runs, which this delivery continues (its images keep their names) and replaces.
+    an interrupted delivery of the same run saved, taken up where it stopped. `transparent`
+    and `aspect` are what the job asked for, recorded beside what each image really is. With
+    fewer images than `variants` the sidecar says `complete: false`; `progress` is such a
+    sidecar of earlier runs, which this delivery continues (its images keep their names) and
+    replaces.
     """
     images = verified_images(generation, fmt)
     hashes = [disk.sha256_of(image.data) for image in images]
@@ -168,6 +173,8 @@ def deliver(
                 generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
             )
             fields["prompt_source"] = prompt_source
+            fields["transparent"] = transparent
+            fields["aspect"] = aspect
             _count_variants(fields, generation, progress, variants)
             _write_sidecar(sidecar, fields, written, plan.base, ref_files, thread)
             break
@@ -311,6 +318,7 @@ def _result_fields(
                 "format": image.info.format.value,
                 "width": image.info.width,
                 "height": image.info.height,
+                "has_alpha": image.has_alpha,
                 "bytes": len(image.data),
                 "sha256": disk.sha256_of(image.data),
             }

@@ -20,7 +20,12 @@ from pathlib import Path
 
 from daemon import autostart
 from daemon.autostart import Out, Run, Which
-from daemon.codex import MIN_SUPPORTED, CodexVersion, child_environment, parse_version
+from daemon.codex import (
+    MIN_SUPPORTED,
+    CodexVersion,
+    child_environment,
+    parse_version,
+)
 from daemon.config import Config, default_config, load_config
 from daemon.errors import ConfigError
 
@@ -115,11 +120,16 @@ def all_checks(config_path: Path | None, probe: Probe) -> Iterator[Check]:
     """Every check in the order a person would fix things."""
     config, config_check = check_config(config_path, probe)
     yield config_check
-    env = child_environment(probe.environ, config.codex.home)
+    option = f" --config {_quote(Path(os.path.abspath(config_path)))}" if config_path else ""
+    service_environ, home_check = service_environment(config, probe, option)
+    # codex is asked as the service will run it: with the service's CODEX_HOME.
+    env = child_environment(service_environ, config.codex.home)
     codex = probe.which(config.codex.command[0], path=probe.environ.get("PATH"))
     yield check_codex_found(config, codex)
-    yield from check_codex_for_service(config, codex, probe)
+    yield from check_codex_for_service(config, codex, probe, option)
     yield from check_codex_home(config)
+    if home_check is not None:
+        yield home_check
     if codex is None:
         yield Check(Level.FAIL, "image generation", "not possible without codex")
     else:
@@ -130,9 +140,53 @@ def all_checks(config_path: Path | None, probe: Probe) -> Iterator[Check]:
         yield check_image_generation(config, env, probe, version, login)
     if config_check.level is not Level.FAIL:
         yield from check_folders(config)
-    yield from check_service(probe)
+    yield from check_service(probe, option)
+    if config_check.level is not Level.FAIL:
+        yield from check_daemon(config, config_path, probe)
     if not config.watch.polling:
         yield from check_inotify(probe)
+
+
+def service_environment(
+    config: Config, probe: Probe, option: str
+) -> tuple[dict[str, str], Check | None]:
+    """The environment codex gets under the service, and a check line when its CODEX_HOME is
+    not the shell's: the service would look for the login somewhere else."""
+    shell = dict(probe.environ)
+    installed = autostart.installed_environment(
+        platform=probe.platform, home=probe.home, environ=probe.environ
+    )
+    if installed is None or config.codex.home is not None:
+        return shell, None  # install would carry the shell's, or the config names the home
+    service = {k: v for k, v in shell.items() if k != "CODEX_HOME"}
+    if "CODEX_HOME" in installed:
+        service["CODEX_HOME"] = installed["CODEX_HOME"]
+    default = probe.home / ".codex"
+    ours = Path(shell.get("CODEX_HOME") or default).expanduser()
+    theirs = Path(service.get("CODEX_HOME") or default).expanduser()
+    if Path(os.path.abspath(ours)) == Path(os.path.abspath(theirs)):
+        return service, Check(Level.OK, "codex home for the service", f"{theirs}, as in this shell")
+    return service, Check(
+        Level.WARN,
+        "codex home for the service",
+        f"the installed service uses {theirs}, this shell {ours}: the login checked below is "
+        f"the service's. Fix: run `gpt-image-inbox service install{option}` from the shell "
+        "whose login the service should use",
+    )
+
+
+def check_daemon(config: Config, config_path: Path | None, probe: Probe) -> Iterator[Check]:
+    """Whether a daemon (or `once`) works on the inbox right now. Not running is worth a line
+    only when the service is installed: otherwise the service line has said it already."""
+    from daemon.status import not_running_notice
+
+    running, notice = not_running_notice(config.inbox, config_path)
+    if running:
+        yield Check(Level.OK, "daemon", notice)
+        return
+    system = autostart.system_for(probe.platform)
+    if system is not None and autostart.service_file(system, probe.home, probe.environ).exists():
+        yield Check(Level.WARN, "daemon", " ".join(s.strip() for s in notice.splitlines()))
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -162,7 +216,9 @@ def check_codex_found(config: Config, codex: str | None) -> Check:
     return Check(Level.OK, "codex", codex)
 
 
-def check_codex_for_service(config: Config, codex: str | None, probe: Probe) -> Iterator[Check]:
+def check_codex_for_service(
+    config: Config, codex: str | None, probe: Probe, option: str = ""
+) -> Iterator[Check]:
     """codex (and node for the npm codex) on the PATH the login service has or would get."""
     installed = autostart.installed_path(
         platform=probe.platform, home=probe.home, environ=probe.environ
@@ -180,7 +236,7 @@ def check_codex_for_service(config: Config, codex: str | None, probe: Probe) -> 
     if tools.codex is None:
         # An installed service that cannot find codex makes no images; otherwise it is a heads-up.
         level = Level.FAIL if installed and codex else Level.WARN
-        fix = "run `gpt-image-inbox service install` again" if codex else INSTALL_CODEX
+        fix = f"run `gpt-image-inbox service install{option}` again" if codex else INSTALL_CODEX
         yield Check(level, "codex for the service", f"not found on {whose} ({path}). Fix: {fix}")
         return
     if tools.codex_needs_node and tools.node is None:
@@ -188,7 +244,7 @@ def check_codex_for_service(config: Config, codex: str | None, probe: Probe) -> 
             Level.FAIL if installed else Level.WARN,
             "codex for the service",
             f"{tools.codex} needs node, which is not on {whose} ({path}). Fix: put node on "
-            "PATH and run `gpt-image-inbox service install` again",
+            f"PATH and run `gpt-image-inbox service install{option}` again",
         )
         return
     yield Check(Level.OK, "codex for the service", f"{tools.codex} on {whose}")
@@ -378,7 +434,7 @@ def same_filesystem(inbox: Path, outbox: Path) -> Check:
 # --- service and watcher -----------------------------------------------------------------------
 
 
-def check_service(probe: Probe) -> Iterator[Check]:
+def check_service(probe: Probe, option: str = "") -> Iterator[Check]:
     """The login service is installed and running (a warning: `run` in a terminal works too)."""
     system = autostart.system_for(probe.platform)
     if system is None:
@@ -389,7 +445,7 @@ def check_service(probe: Probe) -> Iterator[Check]:
             Level.WARN,
             "service",
             "not installed, so nothing runs jobs unless `gpt-image-inbox run` is running. "
-            "Fix: gpt-image-inbox service install",
+            f"Fix: gpt-image-inbox service install{option}",
         )
         return
     state = autostart.query(
@@ -408,7 +464,7 @@ def check_service(probe: Probe) -> Iterator[Check]:
         Level.WARN,
         "service",
         f"installed ({path}) but not running: {shown}. Fix: see `gpt-image-inbox service status`, "
-        "then `gpt-image-inbox service install` to start it again",
+        f"then `gpt-image-inbox service install{option}` to start it again",
     )
 
 

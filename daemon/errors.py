@@ -153,9 +153,7 @@ class ImageLimit(UsageLimit):
     `usage_limit_reached` and codex ended the turn normally; `retry_at` is its reset time."""
 
     layer = "image-limit"
-    default_hint = (
-        "Wait until the image limit resets; jobs wait in the inbox and resume on their own."
-    )
+    default_hint = "Wait until the image limit resets."
 
 
 class NetworkDown(CodexFailed):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon import codex, rollout, version_cache
+from daemon import codex, look, rollout, version_cache
 from daemon import outbox as disk
 from daemon.config import CodexConfig
 from daemon.errors import (
@@ -62,7 +62,14 @@ class ImageRequest:
     refs: tuple[Path, ...]
     model: str | None
     timeout_sec: float
+    transparent: bool = False  # ask the tool for a transparent background
+    aspect: str | None = None  # as asked: square, portrait, landscape or W:H (checked before)
     variants: int = 1  # images the job must yield, over as many runs as it takes
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The instruction sentences that go beside the prompt, never into it."""
+        return look.instructions(transparent=self.transparent, aspect=self.aspect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +161,9 @@ def generate(
 
         run = codex.run_codex(
             argv,
-            prompt_text=codex.wrap_prompt(request.prompt, has_refs=bool(refs), options=options),
+            prompt_text=codex.wrap_prompt(
+                request.prompt, has_refs=bool(refs), options=[*request.options, *options]
+            ),
             cwd=workdir,
             env=setup.env,
             timeout_sec=request.timeout_sec,

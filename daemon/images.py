@@ -113,8 +113,32 @@ def inspect(data: bytes, *, decode: bool = False) -> ImageInfo | None:
     return ImageInfo(fmt, width, height)
 
 
+def has_alpha(data: bytes) -> bool:
+    """True when the image has an alpha channel and at least one pixel that is not opaque.
+
+    An alpha channel whose every pixel is opaque looks like none, so it counts as none: the
+    answer tells whether a transparent background really came back. Only images that carry
+    alpha (or a palette transparency) are decoded; the others are answered from the header.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode not in _ALPHA_MODES and "transparency" not in img.info:
+            return False
+        lowest, _ = img.convert("RGBA").getchannel("A").getextrema()
+    # A single channel's extrema are two numbers; the type also allows a multi-band tuple.
+    return isinstance(lowest, (int, float)) and lowest < 255
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 def convert(data: bytes, target: ImageFormat) -> bytes:
-    """Re-encode `data` as `target`; returns `data` unchanged when it already is."""
+    """Re-encode `data` as `target`; returns `data` unchanged when it already is.
+
+    PNG and WebP keep the alpha channel (Pillow writes RGBA and LA as they are, and a palette
+    transparency as RGBA); JPEG has none, so its image is flattened onto white.
+    """
     if sniff_format(data[:16]) is target:
         return data
     from PIL import Image

@@ -32,6 +32,7 @@ from daemon.images import (
     inspect,
     sniff_format,
 )
+from daemon.look import ASPECT_FIX, RATIO_PATTERN, BadAspect, parse_aspect
 from daemon.suggest import did_you_mean, unknown_key_message
 
 try:  # libyaml's parser is several times faster; the pure-Python one behaves the same.
@@ -57,7 +58,17 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_JOB_BYTES = 1024 * 1024
 JOB_SUFFIX = ".prompt.yaml"
-KEYS = ("prompt", "refs", "out", "timeout_sec", "model", "format", "variants")
+KEYS = (
+    "prompt",
+    "refs",
+    "out",
+    "timeout_sec",
+    "model",
+    "format",
+    "transparent",
+    "aspect",
+    "variants",
+)
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 200  # leaves room for "-12.result.yaml" under the usual 255-byte name limit
 MAX_TIMEOUT_SEC = 86_400.0
@@ -74,12 +85,15 @@ _ALIASES = {
     "name": "out",
     "timeout": "timeout_sec",
     "text": "prompt",
+    "aspect_ratio": "aspect",
+    "transparency": "transparent",
 }
 # The same patterns as job.schema.json, used with re.search so both agree on every string.
 _HAS_TEXT = re.compile(r"\S")
 _OUT_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 _MODEL_FIRST = re.compile(r"^[A-Za-z0-9]")
 _MODEL_FORBIDDEN = re.compile(r"[^A-Za-z0-9._:@/+-]")
+_ASPECT_RATIO = re.compile(RATIO_PATTERN)
 
 
 def _near_miss_pattern() -> str:
@@ -143,6 +157,8 @@ class Job:
     model: str | None
     format: ImageFormat | None
     prompt_source: PromptSource = PromptSource.PROMPT_KEY
+    transparent: bool = False  # ask the image tool for a transparent background
+    aspect: str | None = None  # as written: square, portrait, landscape or W:H
     variants: int = 1  # how many images the job must yield, over as many codex runs as it takes
 
 
@@ -218,6 +234,8 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
         model=fields["model"],
         format=fields["format"],
         prompt_source=fields["prompt_source"],
+        transparent=bool(fields["transparent"]),
+        aspect=fields["aspect"],
         variants=fields["variants"] or 1,
     )
 
@@ -453,7 +471,7 @@ def _validate(node: Node | None, data: Any, text: str, label: str) -> dict[str, 
         fields["prompt"] = _whole_file_prompt(node, text)
         fields["prompt_source"] = PromptSource.WHOLE_FILE
     elif isinstance(data, dict):
-        _validate_mapping(data, fields, problems)
+        _validate_mapping(_aspect_as_written(node, data), fields, problems)
     elif data is None:
         problems.add("the file is empty", "Write the prompt, or `prompt: <text>`, in the file.")
     else:
@@ -516,6 +534,18 @@ def _end_index(node: Node) -> int:
     return int(node.end_mark.index)
 
 
+def _aspect_as_written(node: Node | None, data: dict[Any, Any]) -> dict[Any, Any]:
+    """`data` with a plain `aspect: 16:9` as the text written: YAML 1.1 reads it as the
+    base-60 number 969, YAML 1.2 (and so an editor checking the schema) as the text."""
+    if not isinstance(node, MappingNode) or isinstance(data.get("aspect"), (str, bool)):
+        return data
+    for key_node, value_node in node.value:
+        plain = isinstance(value_node, ScalarNode) and not value_node.style
+        if key_node.value == "aspect" and plain and _ASPECT_RATIO.search(value_node.value):
+            return {**data, "aspect": value_node.value}
+    return data
+
+
 def _validate_mapping(data: dict[Any, Any], fields: dict[str, Any], problems: _Problems) -> None:
     guesses = set()
     for key in data:
@@ -537,6 +567,11 @@ def _validate_mapping(data: dict[Any, Any], fields: dict[str, Any], problems: _P
                 fields[key] = check(data[key])
             except _Bad as bad:
                 problems.add(f"`{key}` {bad.what}", bad.fix)
+    if fields["transparent"] and fields["format"] is ImageFormat.JPEG:
+        problems.add(
+            "`transparent: true` cannot be kept with `format: jpeg`: JPEG has no alpha channel",
+            "Write `format: png` or `format: webp`, or remove `transparent: true`.",
+        )
 
 
 class _Bad(Exception):
@@ -647,6 +682,24 @@ def _check_format(value: Any) -> ImageFormat:
     return _FORMATS[value]
 
 
+def _check_transparent(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(
+            f"must be true or false, not {_kind(value)}",
+            "Write `transparent: true` for a transparent background, or leave the key out.",
+        )
+    return value
+
+
+def _check_aspect(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"must be a shape or a width:height ratio, not {_kind(value)}", ASPECT_FIX)
+    try:
+        return parse_aspect(value).asked
+    except BadAspect as bad:
+        raise _Bad(str(bad), ASPECT_FIX) from None
+
+
 def _check_variants(value: Any) -> int:
     fix = f"Write how many images to make, from 1 to {MAX_VARIANTS}, e.g. `variants: 3`."
     # JSON Schema's "integer" takes 3.0 too; the daemon agrees with it.
@@ -665,6 +718,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "timeout_sec": _check_timeout,
     "model": _check_model,
     "format": _check_format,
+    "transparent": _check_transparent,
+    "aspect": _check_aspect,
     "variants": _check_variants,
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +55,8 @@ def generate_to_file(
     model: str | None,
     config: Config,
     stop: StopRequest | None = None,
+    transparent: bool = False,
+    aspect: str | None = None,
     variants: int = 1,
 ) -> list[Path]:
     """`gen`: check the arguments, run codex, write the image(s); returns the paths written.
@@ -63,6 +67,12 @@ def generate_to_file(
     """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
+    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
+    if transparent and target is ImageFormat.JPEG:
+        raise UsageError(
+            f"--transparent cannot be kept in {out}: JPEG has no alpha channel.",
+            hint="Give --out a .png or .webp name, or leave out --transparent.",
+        )
     for ref in refs:
         check_reference_argument(ref)
     setup = prepare_codex(config.codex)
@@ -71,6 +81,8 @@ def generate_to_file(
         refs=tuple(r.resolve() for r in refs),
         model=model,
         timeout_sec=timeout_sec or config.codex.timeout_sec,
+        transparent=transparent,
+        aspect=aspect,
         variants=variants,
     )
     logs.warm_up(*END_OF_JOB_MODULES)
@@ -80,7 +92,7 @@ def generate_to_file(
         cancel=stop.cancel if stop else None,
         kill_now=stop.now if stop else None,
     )
-    written = _write_images(merge(batch.generations), out)
+    written = _write_images(merge(batch.generations), out, target)
     if batch.stopped is not None and not isinstance(batch.stopped, Cancelled):
         # A stop request after some images is answered like a stop after codex finished.
         error = batch.stopped
@@ -94,8 +106,9 @@ def generate_to_file(
     return written
 
 
-def _write_images(generation: Generation, out: Path | None) -> list[Path]:
-    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
+def _write_images(
+    generation: Generation, out: Path | None, target: ImageFormat | None
+) -> list[Path]:
     written = []
     for n, image in enumerate(generation.images):
         data = convert(image.data, target) if target else image.data
@@ -179,8 +192,9 @@ def process_inbox(
 def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) -> int:
     logs.warm_up(*END_OF_JOB_MODULES)
     get_setup = cached_setup(config)
-    for outcome in recover_processing(config, get_setup=get_setup):
+    for outcome in recover_processing(config, get_setup=get_setup, stop=stop.cancel):
         log_outcome(outcome)
+        run_hooks(outcome, config, stop=stop.cancel)
     exit_code = 0
     for path in pending_jobs(config.inbox):
         if stop.requested:
@@ -189,6 +203,7 @@ def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) 
         log_outcome(outcome)
         if outcome.status is Status.CANCELLED:
             raise Cancelled(f"codex was stopped, {outcome.job} is back in the inbox")
+        run_hooks(outcome, config, stop=stop.cancel)
         after_job(config)
         if outcome.status not in (Status.DONE, Status.REMOVED) and exit_code == 0:
             exit_code = outcome.error.exit_code if outcome.error else 1
@@ -239,6 +254,23 @@ def after_job(config: Config) -> None:
         write_gallery(config.outbox)
     except InboxError as error:  # the page is a view: a full disk must not stop the jobs
         logs.get_logger().warning("gallery not written", message=error.message)
+
+
+def run_hooks(
+    outcome: Outcome,
+    config: Config,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    stop: threading.Event | None = None,
+) -> None:
+    """The configured hooks of a job that ended (done, or failed for good), one after the
+    other and bounded by hooks.timeout_sec each; a hook's own failure is only logged."""
+    hooks = config.hooks
+    if not (hooks.on_done or hooks.on_failed or hooks.notifier):
+        return
+    from daemon.hooks import run_job_hooks
+
+    run_job_hooks(outcome, hooks, environ=environ, log=logs.get_logger(), stop=stop)
 
 
 # What each outcome means for the person reading the log: what happened, and what comes next.

@@ -110,6 +110,8 @@ def process_job(
         wanted=wanted,
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
+        transparent=job.transparent,
+        aspect=job.aspect,
         variants=job.variants,
         progress=progress.sidecar if progress else None,
     )
@@ -141,6 +143,8 @@ def process_job(
             prompt_source=job.prompt_source.value,
             ref_files=job.refs,
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
+            transparent=job.transparent,
+            aspect=job.aspect,
             variants=job.variants,
             progress=progress,
         )
@@ -210,6 +214,8 @@ def _request(job: Job, config: Config) -> ImageRequest:
         refs=job.refs,
         model=job.model,
         timeout_sec=timeout,
+        transparent=job.transparent,
+        aspect=job.aspect,
         variants=job.variants,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -26,14 +27,26 @@ from daemon.pipeline import Outcome, Status, job_stem
 from daemon.runrecord import RunRecord
 from daemon.thumbs import FOLDER as THUMBNAILS
 
+OnWait = Callable[[str, float], None]
 
-def recover_processing(config: Config, *, get_setup: Callable[[], CodexSetup]) -> list[Outcome]:
-    """After a crash: finish jobs whose codex already ran, return the others to the inbox."""
+
+def recover_processing(
+    config: Config,
+    *,
+    get_setup: Callable[[], CodexSetup],
+    stop: threading.Event | None = None,
+    on_wait: OnWait | None = None,
+) -> list[Outcome]:
+    """After a crash: finish jobs whose codex already ran, return the others to the inbox.
+
+    `on_wait(job, seconds)` is told before waiting up to `seconds` for a codex still running;
+    setting `stop` ends such a wait at once, the codex stopped and its job treated as usual.
+    """
     processing = config.inbox / disk.PROCESSING
     outcomes = []
     if processing.is_dir():
         outcomes = [
-            _recover_one(path, config, get_setup)
+            _recover_one(path, config, get_setup, stop, on_wait)
             for path in sorted(p for p in processing.iterdir() if is_job_file(p.name))
         ]
         _return_orphans(processing, config.inbox)
@@ -77,12 +90,18 @@ def _return_orphans(processing: Path, inbox: Path) -> None:
 MAX_FAILED_RECOVERIES = 2
 
 
-def _recover_one(path: Path, config: Config, get_setup: Callable[[], CodexSetup]) -> Outcome:
+def _recover_one(
+    path: Path,
+    config: Config,
+    get_setup: Callable[[], CodexSetup],
+    stop: threading.Event | None,
+    on_wait: OnWait | None,
+) -> Outcome:
     record = RunRecord.load(path)
     if record.failed_recoveries >= MAX_FAILED_RECOVERIES:
         return _give_up(path, record, config)
     try:
-        return _finish(path, record, config, get_setup)
+        return _finish(path, record, config, get_setup, stop, on_wait)
     except Exception:
         # Counted, then raised again: the bug still shows, but cannot stop every start.
         record.failed_recoveries += 1
@@ -92,11 +111,16 @@ def _recover_one(path: Path, config: Config, get_setup: Callable[[], CodexSetup]
 
 
 def _finish(
-    path: Path, record: RunRecord, config: Config, get_setup: Callable[[], CodexSetup]
+    path: Path,
+    record: RunRecord,
+    config: Config,
+    get_setup: Callable[[], CodexSetup],
+    stop: threading.Event | None,
+    on_wait: OnWait | None,
 ) -> Outcome:
     group = [path, *sibling_references(path)]
     stem = job_stem(path)
-    _wait_for_leftover_codex(record)
+    _wait_for_leftover_codex(record, stop, on_wait)
     try:
         outputs = _delivered(config.outbox, record) or _deliver_session(record, config, get_setup)
         complete = bool(outputs) and _is_complete(outputs[-1])
@@ -146,7 +170,7 @@ def _deliver_session(
         return ()
     progress = (
         load_progress(config.outbox, record.progress, job_file=record.job)
-        if record.progress
+        if isinstance(record.progress, str)
         else None
     )
     try:
@@ -162,7 +186,9 @@ def _deliver_session(
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
             prompt_source=record.prompt_source,
             ref_files=[_where_now(name, record, config.inbox) for name in record.refs],
-            variants=record.variants,
+            transparent=record.transparent is True,
+            aspect=record.aspect if isinstance(record.aspect, str) else None,
+            variants=record.variants if isinstance(record.variants, int) else 1,
             progress=progress,
         )
     except OutboxUnwritable:
@@ -178,9 +204,12 @@ def _where_now(ref: str, record: RunRecord, inbox: Path) -> Path:
     return beside if beside.exists() else inbox / ref
 
 
-def _wait_for_leftover_codex(record: RunRecord) -> None:
+def _wait_for_leftover_codex(
+    record: RunRecord, stop: threading.Event | None, on_wait: OnWait | None
+) -> None:
     """A codex started by a process that died keeps running in its own session: let it
-    finish (its image is this job's), but no longer than the job's own timeout allowed."""
+    finish (its image is this job's), but no longer than the job's own timeout allowed, nor
+    past a stop request."""
     if record.pgid is None or not codex.group_alive(record.pgid):
         return
     remaining = record.timeout_sec or 300.0
@@ -191,7 +220,9 @@ def _wait_for_leftover_codex(record: RunRecord) -> None:
             remaining = max(0.0, remaining - elapsed)
         except ValueError:
             pass
-    codex.wait_for_group(record.pgid, deadline=time.monotonic() + remaining)
+    if on_wait is not None:
+        on_wait(record.job, remaining)
+    codex.wait_for_group(record.pgid, deadline=time.monotonic() + remaining, stop=stop)
 
 
 def _recovered_generations(
@@ -199,7 +230,8 @@ def _recovered_generations(
 ) -> list[Generation]:
     """The images of every run the record names: those that finished, and the one that ran
     when the process died; runs without images are left out."""
-    runs = [(str(r.get("thread_id")), r.get("started_at")) for r in record.runs]
+    recorded = record.runs if isinstance(record.runs, list) else []
+    runs = [(str(r.get("thread_id")), r.get("started_at")) for r in recorded if isinstance(r, dict)]
     if record.thread_id and record.thread_id not in {thread for thread, _ in runs}:
         runs.append((record.thread_id, record.started_at))
     found = (_recovered_generation(thread, started, get_setup) for thread, started in runs)

@@ -35,6 +35,8 @@ class RunRecord:
     started_at: str | None = None
     delivery: dict[str, Any] | None = None  # the DeliveryPlan, saved before the first write
     failed_recoveries: int = 0
+    transparent: bool = False  # as the job asked: the sidecar of a recovered delivery says it too
+    aspect: str | None = None
     variants: int = 1
     # Finished runs of this claim ({thread_id, started_at}), so that a crash between two runs
     # of a job of several variants neither loses their images nor runs codex for them again.
@@ -124,6 +126,8 @@ _RECORD_FIELDS = (
     "started_at",
     "delivery",
     "failed_recoveries",
+    "transparent",
+    "aspect",
     "variants",
     "runs",
     "progress",

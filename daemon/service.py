@@ -34,7 +34,7 @@ from daemon.generation import CodexSetup
 from daemon.lock import InboxLock
 from daemon.logs import get_logger
 from daemon.notify import SystemdNotifier, watchdog_interval
-from daemon.oneshot import after_job, backoff, cached_setup, log_outcome
+from daemon.oneshot import after_job, backoff, cached_setup, log_outcome, run_hooks
 from daemon.pipeline import Outcome, Status, process_job
 from daemon.recovery import recover_processing
 from daemon.settle import is_job_file
@@ -123,26 +123,18 @@ class Daemon:
             disk.ensure_dir(folder)
         self.lock.acquire()
         try:
-            self._recover()
-            self.watcher = self._new_watcher()
-            self.watcher.start()
+            # Ready before recovery: waiting for a codex an earlier run left can take up to a
+            # job's timeout, far beyond a Type=notify start timeout; the heartbeat keeps the
+            # watchdog fed and turns a stop request into a cancel meanwhile.
+            self.notifier.ready()
             heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
             heartbeat.start()
-            log.info(
-                "watching",
-                inbox=str(self.config.inbox),
-                outbox=str(self.config.outbox),
-                observer=self.watcher.observer_kind,
-            )
-            self._set_state("idle")
-            self.notifier.ready()
             try:
-                while not self.stopping.is_set():
-                    self._step()
+                self._recover()
+                if not self.stopping.is_set():
+                    self._serve()
             finally:
-                self._refresh_gallery(now=True)
                 self.notifier.stopping()
-                self.watcher.stop()
                 self._set_state("stopped")
                 heartbeat.join(timeout=5)
         finally:
@@ -150,13 +142,48 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _serve(self) -> None:
+        self.watcher = self._new_watcher()
+        self.watcher.start()
+        log.info(
+            "watching",
+            inbox=str(self.config.inbox),
+            outbox=str(self.config.outbox),
+            observer=self.watcher.observer_kind,
+        )
+        self._set_state("idle")
+        try:
+            while not self.stopping.is_set():
+                self._step()
+        finally:
+            self._refresh_gallery(now=True)
+            self.watcher.stop()
+
     def _recover(self) -> None:
         """Finish what a crashed process left in processing/; a disk that is not writable yet
-        pauses the queue, and recovery runs again when the pause ends."""
-        for outcome in recover_processing(self.config, get_setup=self.get_setup):
+        pauses the queue, and recovery runs again when the pause ends. A stop request ends a
+        wait for a leftover codex as it ends a running job: after the shutdown grace."""
+        try:
+            outcomes = recover_processing(
+                self.config,
+                get_setup=self.get_setup,
+                stop=self.cancel,
+                on_wait=self._recovery_wait,
+            )
+        finally:
+            self._busy_until = 0.0
+            self.status.current_job = None
+        for outcome in outcomes:
             log_outcome(outcome)
+            self._run_hooks(outcome)
             if outcome.status is Status.PAUSED and outcome.error is not None:
                 self._start_pause(outcome.error)
+
+    def _recovery_wait(self, job: str, seconds: float) -> None:
+        log.info("waiting for the codex an earlier run left", job=job, seconds=round(seconds))
+        self._busy_for(seconds)  # the watchdog pings go on while we wait
+        self.status.current_job = job
+        self._set_state("recovering")
 
     def _new_watcher(self) -> InboxWatcher:
         watch = self.config.watch
@@ -265,6 +292,7 @@ class Daemon:
 
     def _after(self, entry: Queued, outcome: Outcome) -> None:
         log_outcome(outcome)
+        self._run_hooks(outcome)
         if outcome.status is not Status.PAUSED:
             self.pause_streak = 0
         if outcome.status in (Status.DONE, Status.FAILED):
@@ -284,6 +312,16 @@ class Daemon:
             # A pause may last hours: the page must say so now, not when the queue resumes.
             self._refresh_gallery(now=outcome.status is Status.PAUSED)
         self._set_state("paused" if self.pause else "idle")
+
+    def _run_hooks(self, outcome: Outcome) -> None:
+        """Hooks run here, in the loop, once the job's files are in place: never alongside
+        codex, in job order. The watchdog counts the loop busy for the hook's time limit, and
+        a stop whose grace runs out (or a second stop signal) kills the hook as it does codex."""
+        self._busy_for(self.config.hooks.timeout_sec)
+        try:
+            run_hooks(outcome, self.config, environ=self.environ, stop=self.cancel)
+        finally:
+            self._busy_until = 0.0
 
     def _refresh_gallery(self, *, now: bool = False) -> None:
         """Rebuild the gallery if a job changed the outbox: at once when nothing else is due,
@@ -460,6 +498,9 @@ class Daemon:
     def _status_line(self) -> str:
         if self.status.state == "working":
             return f"working on {self.status.current_job}"
+        if self.status.state == "recovering":
+            job = self.status.current_job
+            return f"recovering {job}: waiting for the codex an earlier run left"
         if self.pause is not None:
             return f"paused: {self.pause.summary}"
         return f"{self.status.state}, {self.status.queue_length} queued"

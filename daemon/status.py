@@ -30,7 +30,7 @@ class Status:
     """Mutable by the one worker only; every change is followed by `save()`."""
 
     path: Path
-    state: str = "starting"  # starting | idle | working | paused | stopped
+    state: str = "starting"  # starting | recovering | idle | working | paused | stopped
     pid: int = field(default_factory=os.getpid)
     since: str = field(default_factory=_now)
     current_job: str | None = None

@@ -30,13 +30,23 @@ def submit_job(
     refs: Sequence[Path],
     name: str | None,
     config: Config,
+    transparent: bool = False,
+    aspect: str | None = None,
     variants: int = 1,
 ) -> Path:
-    """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path."""
+    """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path.
+
+    `transparent`, `aspect` and `variants` become the job's keys of those names, written only
+    when they differ from the default.
+    """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
     formats = [check_reference_argument(ref) for ref in refs]
-    job: dict[str, Any] = {"prompt": prompt}
+    job: dict[str, object] = {"prompt": prompt}
+    if transparent:
+        job["transparent"] = True
+    if aspect is not None:
+        job["aspect"] = aspect
     if variants != 1:
         job["variants"] = variants
     text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)

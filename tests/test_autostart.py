@@ -21,6 +21,7 @@ from daemon.autostart import (
     LABEL,
     Settings,
     install,
+    installed_environment,
     installed_path,
     own_command,
     render_plist,
@@ -284,6 +285,7 @@ def test_rendered_plist_has_the_launchd_keys(tmp_path: Path) -> None:
     ]
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["AbandonProcessGroup"] is True  # a crash leaves codex to the next daemon
     assert plist["ExitTimeOut"] == 75
     assert plist["StandardOutPath"] == plist["StandardErrorPath"]
     assert plist["StandardOutPath"].endswith("Library/Logs/gpt-image-inbox/gpt-image-inbox.log")
@@ -562,3 +564,49 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     log.write_text("".join(f"{i}\n" for i in range(100_000)))
     assert autostart.tail(log, 3) == ["99997", "99998", "99999"]
     assert autostart.tail(tmp_path / "missing.log", 3) == []
+
+
+# --- the service and the shell agree ---------------------------------------------------------
+
+
+def test_install_carries_the_shells_codex_home_into_the_unit(
+    tmp_path: Path, home: Path, toolbin: Path, fakes: FakeTools
+) -> None:
+    """A shell with CODEX_HOME set installs a unit that gives codex the same login folder."""
+    codex_home = tmp_path / "my codex"
+    environ = {"PATH": str(toolbin), "USER": "alice", "CODEX_HOME": str(codex_home)}
+    code, output = run_install(tmp_path, home, toolbin, environ=environ)
+    assert code == 0, output
+    unit = (home / ".config" / "systemd" / "user" / "gpt-image-inbox.service").read_text()
+    assert f'Environment="CODEX_HOME={codex_home}"' in unit
+    assert f"CODEX_HOME: {codex_home}" in output
+    environment = installed_environment(platform="linux", home=home, environ={})
+    assert environment is not None and environment["CODEX_HOME"] == str(codex_home)
+
+
+def test_install_without_codex_home_leaves_codex_its_default(
+    tmp_path: Path, home: Path, toolbin: Path, fakes: FakeTools
+) -> None:
+    code, output = run_install(tmp_path, home, toolbin)
+    assert code == 0, output
+    unit = (home / ".config" / "systemd" / "user" / "gpt-image-inbox.service").read_text()
+    assert "CODEX_HOME=" not in unit.replace("# (CODEX_HOME was not set", "")
+    assert "CODEX_HOME" not in installed_environment(platform="linux", home=home, environ={})
+
+
+def test_the_plist_carries_codex_home_and_a_config_codex_home_needs_none(
+    tmp_path: Path, home: Path, toolbin: Path, fakes: FakeTools
+) -> None:
+    """launchd gets CODEX_HOME as a key of its own; codex.home in the config wins anyway."""
+    environ = {"PATH": str(toolbin), "USER": "alice", "CODEX_HOME": "/srv/codex"}
+    code, output = run_install(tmp_path, home, toolbin, platform="darwin", environ=environ)
+    assert code == 0, output
+    plist = plistlib.loads((home / "Library" / "LaunchAgents" / f"{LABEL}.plist").read_bytes())
+    assert plist["EnvironmentVariables"]["CODEX_HOME"] == "/srv/codex"
+    config = write_config(tmp_path, tmp_path / "inbox2", codex={"home": "/elsewhere"})
+    code, output = run_install(
+        tmp_path, home, toolbin, platform="darwin", environ=environ, config=config
+    )
+    assert code == 0, output
+    plist = plistlib.loads((home / "Library" / "LaunchAgents" / f"{LABEL}.plist").read_bytes())
+    assert "CODEX_HOME" not in plist["EnvironmentVariables"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from daemon.config import (
     CodexConfig,
     Config,
+    HooksConfig,
     RetryConfig,
     WatchConfig,
     default_config_path,
@@ -202,6 +204,10 @@ retry:
             "attempts",
             "backoff_sec",
             "max_backoff_sec",
+            "hooks",
+            "on_done",
+            "on_failed",
+            "notify",
         ):
             assert f"\n{key}:" in text or f"\n  {key}:" in text, key
 
@@ -342,3 +348,105 @@ log_level: loud
         assert problem.startswith(
             "YAML syntax error at line 1, column 8: could not determine a constructor for the tag"
         )
+
+
+class TestHooks:
+    def test_hooks_are_off_by_default_and_the_example_documents_their_defaults(self) -> None:
+        """No hook, no notification and a 30 s limit, as config.example.yaml's hooks section
+        says."""
+        assert load_config(None, environ={"HOME": "/h", "XDG_CONFIG_HOME": "/no"}).hooks == (
+            HooksConfig(timeout_sec=30.0)
+        )
+        text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+        section = text[text.index("\nhooks:\n") :]
+        for line in ("  on_done:\n", "  on_failed:\n", "  notify:\n", "  timeout_sec: 30\n"):
+            assert line in section, line
+        example = load_config(REPO / "config.example.yaml", environ={"HOME": "/h"})
+        assert example.hooks == HooksConfig()
+
+    def test_hook_lists_are_read_with_the_program_path_expanded(self, tmp_path: Path) -> None:
+        """on_done and on_failed are argv lists; a first word with ~ or / is a path like
+        codex.command, a bare name stays for PATH, and the time limit is read."""
+        path = write(
+            tmp_path,
+            "hooks:\n"
+            "  on_done: [~/bin/to-phone, --all]\n"
+            "  on_failed: [notify-send, failed]\n"
+            "  timeout_sec: 2.5\n",
+        )
+        hooks = load_config(path, environ={"HOME": "/h"}).hooks
+        assert hooks == HooksConfig(
+            on_done=("/h/bin/to-phone", "--all"),
+            on_failed=("notify-send", "failed"),
+            timeout_sec=2.5,
+        )
+        path = write(tmp_path, "hooks:\n  on_done: [./hook.py]\n")
+        assert load_config(path, environ={"HOME": "/h"}).hooks.on_done == (
+            str(tmp_path / "hook.py"),
+        )
+
+    def test_every_hooks_problem_is_reported_at_once(self, tmp_path: Path) -> None:
+        """A line of text (no shell runs hooks), a list with a number, an unknown notify kind,
+        a zero time limit and an unknown key are all reported with their dotted keys."""
+        path = write(
+            tmp_path,
+            "hooks:\n"
+            "  on_done: notify-send done\n"
+            "  on_failed: [notify-send, 3]\n"
+            "  notify: yes\n"
+            "  timeout_sec: 0\n"
+            "  when: always\n",
+        )
+        problems = problems_of(path)
+        assert [p.split(": ")[0] for p in problems] == [
+            "hooks.when",
+            "hooks.on_done",
+            "hooks.on_failed",
+            "hooks.notify",
+            "hooks.timeout_sec",
+        ]
+        assert "no shell" in problems[1]
+        assert "must be `desktop` or left empty, not true/false" in problems[3]
+        assert all("Fix:" in p for p in problems)
+
+    @pytest.mark.parametrize(
+        ("text", "key", "words"),
+        [
+            ("hooks:\n  on_done: []\n", "hooks.on_done", "is empty"),
+            ("hooks:\n  on_failed: ['']\n", "hooks.on_failed", "list of non-empty strings"),
+            ("hooks:\n  on_done: {a: 1}\n", "hooks.on_done", "list of non-empty strings"),
+            ("hooks:\n  notify: email\n", "hooks.notify", "not 'email'"),
+            ("hooks:\n  timeout_sec: -1\n", "hooks.timeout_sec", "more than 0"),
+            ("hooks: [a]\n", "hooks", "must be a mapping"),
+            ("on_done: [x]\n", "on_done", "did you mean `hooks.on_done`?"),
+        ],
+    )
+    def test_wrong_hook_values_name_key_problem_and_fix(
+        self, tmp_path: Path, text: str, key: str, words: str
+    ) -> None:
+        """Each wrong hooks value is reported under its dotted key with the fix."""
+        [problem] = problems_of(write(tmp_path, text))
+        assert problem.startswith(f"{key}: ")
+        assert words in problem
+        assert "Fix:" in problem
+
+    @pytest.mark.skipif(sys.platform == "darwin", reason="macOS notifies with osascript")
+    def test_desktop_notify_finds_notify_send_on_path_or_says_it_is_missing(
+        self, tmp_path: Path
+    ) -> None:
+        """`notify: desktop` resolves notify-send on the environment's PATH when the file is
+        read; without it the problem names hooks.notify and what to install."""
+        path = write(tmp_path, "hooks:\n  notify: desktop\n")
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        [problem] = problems_of(path, {"HOME": "/h", "PATH": str(empty)})
+        assert problem.startswith(
+            "hooks.notify: desktop notifications need notify-send, which is not on PATH. Fix:"
+        )
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        program = bin_dir / "notify-send"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        hooks = load_config(path, environ={"HOME": "/h", "PATH": f"{empty}:{bin_dir}"}).hooks
+        assert (hooks.notify, hooks.notifier) == ("desktop", program)

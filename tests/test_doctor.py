@@ -410,3 +410,71 @@ def test_real_codex_logged_out(tmp_path: Path) -> None:
     code, output = doctor(tmp_path, config, path=path)
     assert code == 1
     assert line(output, "login").startswith("FAIL  login: not logged in")
+
+
+# --- checked as the service runs ---------------------------------------------------------------
+
+
+def installed_unit(home: Path, *environment: str) -> Path:
+    """A unit file as `service install` leaves it, with these `Environment=` lines."""
+    unit = home / ".config" / "systemd" / "user" / "gpt-image-inbox.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text("[Service]\n" + "".join(f"Environment={e}\n" for e in environment))
+    return unit
+
+
+def test_the_login_is_checked_in_the_services_codex_home(tmp_path: Path) -> None:
+    """The shell has CODEX_HOME, the installed service does not: doctor says they differ, asks
+    codex as the service will (no CODEX_HOME) and gives the fix with the user's --config."""
+    codex = fake_codex(tmp_path / "bin")
+    config = write_config(tmp_path, [str(codex)])
+    home = tmp_path / "home"
+    installed_unit(home, f"PATH={codex.parent}:/usr/bin:/bin")
+    shell = {"PATH": str(codex.parent), "HOME": str(home), "CODEX_HOME": str(tmp_path / "ch")}
+    _code, output = doctor(tmp_path, config, path=str(codex.parent), environ=shell)
+    check = line(output, "codex home for the service")
+    assert check.startswith("warn")
+    assert f"uses {home / '.codex'}" in check and str(tmp_path / "ch") in check
+    assert f"service install --config {config}" in check
+    calls = (codex.parent / "calls.log").read_text().splitlines()
+    assert "login status CODEX_HOME=-" in calls
+
+
+def test_a_unit_with_the_shells_codex_home_agrees(tmp_path: Path) -> None:
+    codex = fake_codex(tmp_path / "bin")
+    config = write_config(tmp_path, [str(codex)])
+    home = tmp_path / "home"
+    codex_home = tmp_path / "ch"
+    installed_unit(home, f"PATH={codex.parent}:/usr/bin:/bin", f'"CODEX_HOME={codex_home}"')
+    shell = {"PATH": str(codex.parent), "HOME": str(home), "CODEX_HOME": str(codex_home)}
+    _code, output = doctor(tmp_path, config, path=str(codex.parent), environ=shell)
+    assert line(output, "codex home for the service").startswith("ok")
+    assert f"login status CODEX_HOME={codex_home}" in (codex.parent / "calls.log").read_text()
+
+
+def test_fix_lines_keep_the_config_the_user_gave(tmp_path: Path) -> None:
+    codex = fake_codex(tmp_path / "bin")
+    config = write_config(tmp_path, [str(codex)])
+    _code, output = doctor(tmp_path, config, path=str(codex.parent))
+    assert f"Fix: gpt-image-inbox service install --config {config}" in line(output, "service")
+
+
+def test_a_running_daemon_is_noticed(tmp_path: Path) -> None:
+    """With the inbox's lock held (a daemon at work) doctor says so."""
+    from daemon.lock import InboxLock
+
+    codex = fake_codex(tmp_path / "bin")
+    config = write_config(tmp_path, [str(codex)])
+    with InboxLock(tmp_path / "inbox", command="run"):
+        _code, output = doctor(tmp_path, config, path=str(codex.parent))
+    assert line(output, "daemon").startswith("ok")
+    assert "is working on" in line(output, "daemon")
+
+
+def test_an_installed_service_with_no_daemon_running_is_a_warning(tmp_path: Path) -> None:
+    codex = fake_codex(tmp_path / "bin")
+    config = write_config(tmp_path, [str(codex)])
+    installed_unit(tmp_path / "home", f"PATH={codex.parent}:/usr/bin:/bin")
+    _code, output = doctor(tmp_path, config, path=str(codex.parent))
+    assert line(output, "daemon").startswith("warn")
+    assert "not running" in line(output, "daemon")

@@ -23,6 +23,8 @@ from daemon.recovery import recover_processing
 from daemon.runrecord import RunRecord, record_path
 from tests.support import rollout_shapes as shapes
 from tests.support.daemon_proc import wait_for
+from tests.support.mock_openai import MockOpenAI
+from tests.test_e2e_real_codex import RealWorld
 from tests.test_pipeline import World
 
 
@@ -324,3 +326,22 @@ def test_leftovers_of_killed_processes_are_removed_and_live_ones_kept(
     finally:
         alive.kill()
         codex_left.kill()
+
+
+@pytest.mark.real_codex
+def test_a_decompression_bomb_through_the_real_codex_ends_with_a_sidecar(
+    tmp_path: Path, codex_bin: Path, codex_home: Path, mock_openai: MockOpenAI
+) -> None:
+    """The images endpoint returns a PNG declaring 50000 x 50000 pixels: the real codex puts
+    it into its session log, and `once` refuses it undecoded, with a sidecar, no traceback."""
+    mock_openai.image_bytes = png_declaring(50_000, 50_000)
+    world = RealWorld(tmp_path, codex_bin, codex_home, mock_openai)
+    (world.inbox / "bomb.prompt.yaml").write_text("prompt: a very large picture\n")
+    done = world.cli("once")
+    assert done.returncode == 7, done.stderr
+    assert "Traceback" not in done.stderr
+    error = world.sidecar("bomb.error.yaml")
+    assert error["error"] == "no-image" and "2500000000 pixels" in error["message"]
+    assert error["retrying"] is False
+    assert (world.inbox / "failed" / "bomb.prompt.yaml").exists()
+    assert len(mock_openai.image_requests()) == 2  # both tries reached the image tool

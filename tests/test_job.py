@@ -321,7 +321,10 @@ class TestStructureErrors:
     def test_unknown_key_without_a_guess_lists_the_keys(self, inbox: Path) -> None:
         """A key that resembles nothing is reported with the list of known keys."""
         error = job_error(inbox, "prompt: x\nzzz: 1\n")
-        assert "known keys: format, model, out, prompt, refs, timeout_sec" in str(error)
+        assert (
+            "known keys: aspect, format, model, out, prompt, refs, timeout_sec, transparent"
+            in str(error)
+        )
         assert error.hint == "Remove `zzz`."
 
     def test_every_problem_at_once(self, inbox: Path) -> None:
@@ -577,5 +580,7 @@ def test_schema_is_shipped() -> None:
         "timeout_sec",
         "model",
         "format",
+        "transparent",
+        "aspect",
         "variants",
     }

@@ -347,3 +347,14 @@ def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
     err = capsys.readouterr().err
     assert "image-limit" in err and f"1 of 3 images were written: {out}." in err
     assert len(world.calls()) == 1
+
+
+def test_the_count_line_follows_the_other_options_of_the_job(world: World) -> None:
+    """With `transparent` too, each option is a line of its own and the count comes last."""
+    from daemon import look
+
+    world.script(images_by_call=[2])
+    world.job("fox", yaml.safe_dump({"prompt": PROMPT, "variants": 2, "transparent": True}))
+    assert world.once() == 0
+    options = [*look.instructions(transparent=True, aspect=None), codex.count_option(2)]
+    assert world.calls()[0]["stdin"] == codex.wrap_prompt(PROMPT, has_refs=False, options=options)

@@ -66,6 +66,9 @@ MISSING_AUTH_BODY = {
 # The instruction line saying how many images a run is to make, as a model would read it.
 _COUNT_LINE = re.compile(r"^Make (\d+) (?:separate )?images? for this request", re.MULTILINE)
 _IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
+# The daemon's instruction lines before the request, as a model that follows them reads them.
+_TRANSPARENT_ASKED = "transparent_background: true"
+_OWN_LINE_ASKED = re.compile(r'this one line of your own: "([^"\n]*)"')
 _TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
 
@@ -75,6 +78,16 @@ def make_png(
     """A solid-colour PNG of the given size."""
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_transparent_png(size: tuple[int, int] = (64, 64)) -> bytes:
+    """An RGBA PNG: a transparent background around an opaque square in the middle."""
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    width, height = size
+    image.paste((30, 30, 200, 255), (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -110,6 +123,8 @@ class MockOpenAI:
         self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
         self.image_size = image_size
         self._own_image = image_bytes is not None
+        # What the images endpoint returns when codex asks for `background: "transparent"`.
+        self.transparent_image_bytes = make_transparent_png(image_size)
         self.resets_in_sec = resets_in_sec
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -196,6 +211,10 @@ class MockOpenAI:
         """Requests codex made to the Images API (generations and edits)."""
         return [r for r in self.requests if r.path.startswith("/v1/images/")]
 
+    def image_bodies(self) -> list[dict[str, Any]]:
+        """The JSON body of each Images API request, in order (what codex asked the tool for)."""
+        return [r.json for r in self.image_requests() if isinstance(r.json, dict)]
+
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
@@ -244,17 +263,22 @@ class MockOpenAI:
             return self._sent_resets_at[-1]
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
-        # Like a model that follows the instruction: the tool gets the request between the markers.
+        # Like a model that follows the instruction: the tool gets the request between the markers,
+        # and whatever the instruction lines before them ask of the call (how many calls too).
         text = user_prompt(body) or "an image"
-        prompt = request_between_markers(text)
+        prompt = request_between_markers(text) + own_line(text)
+        transparent = _TRANSPARENT_ASKED in instruction_lines(text)
         refs = referenced_paths(body)
         kind = offered_tool(body)
         if kind is ToolKind.CODE_MODE:
-            return code_mode_call(prompt, refs, asked_count(text) or self.images_per_call)
+            count = asked_count(text) or self.images_per_call
+            return code_mode_call(prompt, refs, count, transparent=transparent)
         if kind is ToolKind.NAMESPACE:
             args: dict[str, Any] = {"prompt": prompt}
             if refs:
                 args["referenced_image_paths"] = refs
+            if transparent:
+                args["transparent_background"] = True
             return {
                 "type": "function_call",
                 "namespace": "image_gen",
@@ -339,8 +363,9 @@ class MockOpenAI:
             return {"x-codex-active-limit": "image_gen"}
         return {}
 
-    def images_reply(self) -> tuple[int, Any]:
-        """(status, JSON body) for /v1/images/generations and /v1/images/edits."""
+    def images_reply(self, body: Any = None) -> tuple[int, Any]:
+        """(status, JSON body) for /v1/images/generations and /v1/images/edits; an image with
+        transparent pixels when the request asks for `background: "transparent"`."""
         if self._at_image_limit():
             return 429, self.usage_limit_body()
         if self.scenario is Scenario.REFUSE:
@@ -355,11 +380,13 @@ class MockOpenAI:
         with self._lock:
             served = self._images_served
             self._images_served += 1
+        transparent = isinstance(body, dict) and body.get("background") == "transparent"
+        image = self.transparent_image_bytes if transparent else self.served_image(served)
         return 200, {
             "created": int(time.time()),
             "data": [
                 {
-                    "b64_json": base64.b64encode(self.served_image(served)).decode("ascii"),
+                    "b64_json": base64.b64encode(image).decode("ascii"),
                     "revised_prompt": REVISED_PROMPT,
                 }
             ],
@@ -425,6 +452,18 @@ def request_between_markers(text: str) -> str:
         return text
     request, end, _ = rest.rpartition("\nREQUEST>>>")
     return request if end else text
+
+
+def instruction_lines(text: str) -> str:
+    """The daemon's instruction text before the request's start marker ("" when unmarked)."""
+    head, marker, _ = text.partition("<<<REQUEST\n")
+    return head if marker else ""
+
+
+def own_line(text: str) -> str:
+    """The line the instruction asks the model to add after the request ("\n" + it), or ""."""
+    asked = _OWN_LINE_ASKED.search(instruction_lines(text))
+    return f"\n{asked.group(1)}" if asked else ""
 
 
 def _user_messages(body: Any) -> list[dict[str, Any]]:
@@ -493,11 +532,15 @@ def assistant_message(text: str) -> dict[str, Any]:
     }
 
 
-def code_mode_call(prompt: str, refs: list[str], count: int = 1) -> dict[str, Any]:
+def code_mode_call(
+    prompt: str, refs: list[str], count: int = 1, *, transparent: bool = False
+) -> dict[str, Any]:
     """A code-mode `exec` call whose JavaScript calls the image tool `count` times."""
     args: dict[str, Any] = {"prompt": prompt}
     if refs:
         args["referenced_image_paths"] = refs
+    if transparent:
+        args["transparent_background"] = True
     # JSON is valid JavaScript for an object literal, so the prompt needs no other escaping.
     call = f"await tools.image_gen__imagegen({json.dumps(args)})"
     source = "".join(f"const r{n} = {call};\ngeneratedImage(r{n});\n" for n in range(count))
@@ -573,7 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._responses(request)
         elif path in ("/v1/images/generations", "/v1/images/edits"):
             headers = self.owner.images_headers()  # before the reply, which counts the image
-            self._send_json(*self.owner.images_reply(), headers)
+            self._send_json(*self.owner.images_reply(request.json), headers)
         elif path == "/oauth/token":
             self._send_json(*self.owner.token_reply())
         else:
