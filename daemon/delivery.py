@@ -85,10 +85,10 @@ def find_progress(
     pattern = str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")
     for name in sorted(glob.glob(pattern)):
         progress = load_progress(outbox, Path(name).name, job_file=job_file)
-        if progress and (progress.data.get("prompt"), progress.data.get("variants")) == (
-            prompt,
-            variants,
-        ):
+        if progress is None or progress.data.get("variants") != variants:
+            continue
+        # A sidecar edited to list enough images is no progress of a job still owed images.
+        if progress.data.get("prompt") == prompt and len(progress.images) < variants:
             return progress
     return None
 
