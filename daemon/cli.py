@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--model", default=None, help="codex model (passed as -m)")
     _add_look_flags(gen)
+    _add_variants(gen, "images to make; --out x.png gives x.png, x-2.png, ...")
     _add_config(gen)
 
     once = commands.add_parser("once", help="process every job now in the inbox, then exit")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the job to its result, print the image path(s), exit like gen",
     )
     _add_look_flags(submit)
+    _add_variants(submit, "images the job makes (its `variants` key)")
     _add_config(submit)
 
     gallery = commands.add_parser("gallery", help="rebuild outbox/index.html from the sidecars")
@@ -150,6 +152,20 @@ def _aspect(text: str) -> str:
         return parse_aspect(text).asked
     except BadAspect as bad:
         raise argparse.ArgumentTypeError(str(bad)) from None
+
+
+def _add_variants(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--variants", type=_variants, default=1, metavar="N", help=f"{what} (1 to 8, default 1)"
+    )
+
+
+def _variants(text: str) -> int:
+    from daemon.job import MAX_VARIANTS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VARIANTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_VARIANTS}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:
@@ -221,6 +237,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
                 stop=stop,
                 transparent=args.transparent,
                 aspect=args.aspect,
+                variants=args.variants,
             )
         except Cancelled:
             return stop.report("codex was stopped, no image was written")
@@ -292,6 +309,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         config=config,
         transparent=args.transparent,
         aspect=args.aspect,
+        variants=args.variants,
     )
     if not args.wait:
         print(job_path)

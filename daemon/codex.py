@@ -90,6 +90,16 @@ def wrap_prompt(prompt: str, *, has_refs: bool, options: Sequence[str] = ()) -> 
     return head + lines + REQUEST_START + prompt + INSTRUCTION_TAIL
 
 
+def count_option(count: int) -> str:
+    """The instruction line saying how many images this run is to make."""
+    if count == 1:
+        return "Make 1 image for this request: call the image tool once."
+    return (
+        f"Make {count} separate images for this request: call the image tool {count} times, "
+        "once per image."
+    )
+
+
 def build_argv(
     command: Sequence[str],
     *,

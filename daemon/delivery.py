@@ -57,6 +57,50 @@ class DeliveryPlan:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """An incomplete result sidecar (`complete: false`) of a job of several variants: the
+    images earlier runs made, kept while the job waits for the ones still missing."""
+
+    sidecar: str
+    base: str
+    data: dict[str, Any]
+
+    @property
+    def thread_id(self) -> str:
+        return str(self.data.get("thread_id"))
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return [i for i in self.data.get("images") or [] if isinstance(i, dict)]
+
+
+def find_progress(
+    outbox: Path, *, job_file: str, wanted: str, prompt: str, variants: int
+) -> Progress | None:
+    """This job's incomplete result sidecar, when it asked for the same prompt and number.
+
+    A job edited while it waited is another request: it starts again from nothing.
+    """
+    pattern = str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")
+    for name in sorted(glob.glob(pattern)):
+        progress = load_progress(outbox, Path(name).name, job_file=job_file)
+        if progress is None or progress.data.get("variants") != variants:
+            continue
+        # A sidecar edited to list enough images is no progress of a job still owed images.
+        if progress.data.get("prompt") == prompt and len(progress.images) < variants:
+            return progress
+    return None
+
+
+def load_progress(outbox: Path, name: str, *, job_file: str) -> Progress | None:
+    """The incomplete result sidecar `name` of `job_file`; None for anything else."""
+    data = disk.read_yaml(outbox / name)
+    if data is None or data.get("job") != job_file or data.get("complete") is not False:
+        return None
+    return Progress(name, name[: -len(disk.RESULT_SUFFIX)], data)
+
+
 def verified_images(generation: Generation, fmt: ImageFormat | None) -> list[Verified]:
     """Each image converted when a format is asked for, and kept only if it decodes.
 
@@ -93,44 +137,112 @@ def deliver(
     on_plan: Callable[[DeliveryPlan], None] = lambda _plan: None,
     transparent: bool = False,
     aspect: str | None = None,
+    variants: int = 1,
+    progress: Progress | None = None,
 ) -> tuple[Path, ...]:
     """Write the images and then the result sidecar (last: its presence means "complete").
 
     `ref_files` are where the references `refs` names are now: the gallery gets thumbnails.
     `on_plan` must save the plan durably before the first file is written; `plan` is the one
     an interrupted delivery of the same run saved, taken up where it stopped. `transparent`
-    and `aspect` are what the job asked for, recorded beside what each image really is.
+    and `aspect` are what the job asked for, recorded beside what each image really is. With
+    fewer images than `variants` the sidecar says `complete: false`; `progress` is such a
+    sidecar of earlier runs, which this delivery continues (its images keep their names) and
+    replaces.
     """
     images = verified_images(generation, fmt)
     hashes = [disk.sha256_of(image.data) for image in images]
     disk.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
-    thread = generation.thread_id
+    thread = progress.thread_id if progress else generation.thread_id
     if plan is not None and not _ours(outbox, plan, hashes, job_file, thread):
         plan = None
     while True:
         if plan is None:
-            plan = _new_plan(outbox, wanted, images, hashes, stale)
+            plan = (
+                _continued_plan(outbox, progress, images, hashes)
+                if progress
+                else _new_plan(outbox, wanted, images, hashes, stale)
+            )
         on_plan(plan)
         paths = [outbox / name for name, _ in plan.images]
         sidecar = outbox / plan.sidecar
         try:
             written = _write_images(paths, images, hashes)
-            if not _is_result_of(sidecar, job_file, thread):
-                fields = _result_fields(
-                    generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
-                )
-                fields["prompt_source"] = prompt_source
-                fields["transparent"] = transparent
-                fields["aspect"] = aspect
-                fields["ref_thumbnails"] = write_thumbnails(outbox, plan.base, ref_files)
-                _write_or_undo(sidecar, disk.dump_yaml(fields), written)
+            fields = _result_fields(
+                generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
+            )
+            fields["prompt_source"] = prompt_source
+            fields["transparent"] = transparent
+            fields["aspect"] = aspect
+            _count_variants(fields, generation, progress, variants)
+            _write_sidecar(sidecar, fields, written, plan.base, ref_files, thread)
             break
         except FileExistsError:
             plan = None  # someone took a name between the choice and the write: choose again
     for path in stale:
         path.unlink(missing_ok=True)
-    return (*paths, sidecar)
+    return (*(outbox / str(i["file"]) for i in fields["images"]), sidecar)
+
+
+def _write_sidecar(
+    sidecar: Path,
+    fields: dict[str, Any],
+    written: list[Path],
+    base: str,
+    ref_files: Sequence[Path],
+    thread_id: str,
+) -> None:
+    """Write the result sidecar; this delivery's own one (from an interrupted try, or the
+    incomplete one of earlier runs) is replaced when it lists other images, else kept."""
+    before = disk.read_yaml(sidecar) if _is_result_of(sidecar, fields["job"], thread_id) else None
+    if before is None:
+        fields["ref_thumbnails"] = write_thumbnails(sidecar.parent, base, ref_files)
+        _write_or_undo(sidecar, disk.dump_yaml(fields), written)
+    elif _files(before) != _files(fields):
+        fields["ref_thumbnails"] = before.get("ref_thumbnails")
+        disk.replace_file(sidecar, disk.dump_yaml(fields))
+
+
+def _files(fields: dict[str, Any]) -> list[str]:
+    return [str(i.get("file")) for i in fields.get("images") or [] if isinstance(i, dict)]
+
+
+def _count_variants(
+    fields: dict[str, Any], generation: Generation, progress: Progress | None, variants: int
+) -> None:
+    """The sidecar's account of a job of several variants: every image so far, each run with
+    its count, and how many are still missing."""
+    earlier = progress.data if progress else {}
+    fields["images"] = [*(progress.images if progress else []), *fields["images"]]
+    runs = [{"thread_id": r.thread_id, "images": r.images} for r in generation.runs]
+    fields["runs"] = [*(earlier.get("runs") or []), *runs]
+    if progress:
+        for key in ("thread_id", "started_at", "revised_prompt"):
+            fields[key] = earlier.get(key) or fields[key]
+        started = datetime.fromisoformat(str(fields["started_at"]))
+        fields["seconds"] = round((generation.finished_at - started).total_seconds(), 3)
+    fields["variants"] = variants
+    fields["missing"] = max(0, variants - len(fields["images"]))
+    fields["complete"] = fields["missing"] == 0
+
+
+def _continued_plan(
+    outbox: Path, progress: Progress, images: list[Verified], hashes: list[str]
+) -> DeliveryPlan:
+    """The names of further images of an incomplete delivery: they number on from its own."""
+    start = len(progress.images)
+    names = []
+    for n, (image, sha) in enumerate(zip(images, hashes, strict=True), start):
+        suffix = _image_suffix(n, image.info.format)
+        name = f"{progress.base}{suffix}"
+        extra = 2
+        while (outbox / name).exists():  # another program's file: never overwritten
+            name = f"{progress.base}{suffix[: -len(image.info.format.extension) - 1]}-{extra}"
+            name += f".{image.info.format.extension}"
+            extra += 1
+        names.append((name, sha))
+    return DeliveryPlan(progress.base, tuple(names), progress.sidecar)
 
 
 def _new_plan(

@@ -20,6 +20,7 @@ from daemon import codex, look, rollout, version_cache
 from daemon import outbox as disk
 from daemon.config import CodexConfig
 from daemon.errors import (
+    ImageLimit,
     InboxError,
     NoImage,
     NoSessionLog,
@@ -30,6 +31,7 @@ from daemon.errors import (
 from daemon.failures import classify, image_limit
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
 from daemon.quota import RateLimit
+from daemon.quota import merge as merge_limits
 from daemon.rollout import FoundImage, RolloutScan
 
 
@@ -64,6 +66,7 @@ class ImageRequest:
     timeout_sec: float
     transparent: bool = False  # ask the tool for a transparent background
     aspect: str | None = None  # as asked: square, portrait, landscape or W:H (checked before)
+    variants: int = 1  # images the job must yield, over as many runs as it takes
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -72,8 +75,17 @@ class ImageRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RunCount:
+    """One codex run of a job and how many images it made (the sidecar's `runs`)."""
+
+    thread_id: str
+    images: int
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
-    """The images of one finished run, with what the result sidecar reports about it."""
+    """The images of one finished run (or of several, merged), with what the result sidecar
+    reports about it."""
 
     images: tuple[FoundImage, ...]
     thread_id: str
@@ -81,10 +93,41 @@ class Generation:
     started_at: datetime
     finished_at: datetime
     rate_limits: tuple[RateLimit, ...] = ()  # the newest snapshot of each limit in the log
+    limit: ImageLimit | None = None  # the image limit stopped the run after these images
+    merged: tuple[RunCount, ...] = ()  # the runs merged into this one; () for a single run
 
     @property
     def revised_prompt(self) -> str | None:
         return next((i.revised_prompt for i in self.images if i.revised_prompt), None)
+
+    @property
+    def runs(self) -> tuple[RunCount, ...]:
+        return self.merged or (RunCount(self.thread_id, len(self.images)),)
+
+
+def merge(generations: Sequence[Generation]) -> Generation:
+    """Several runs of one job as one generation: their images in order, the first run's
+    thread (the delivery's identity) and start, the last run's end."""
+    first, last = generations[0], generations[-1]
+    return Generation(
+        images=tuple(i for g in generations for i in g.images),
+        thread_id=first.thread_id,
+        codex_version=last.codex_version,
+        started_at=first.started_at,
+        finished_at=last.finished_at,
+        limit=last.limit,
+        merged=tuple(run for g in generations for run in g.runs),
+        rate_limits=merge_limits((), [s for g in generations for s in g.rate_limits]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The runs of one job in this process, and what stopped them before all images were made
+    (None when every image the job asks for exists)."""
+
+    generations: tuple[Generation, ...]
+    stopped: InboxError | None = None
 
 
 def generate(
@@ -96,12 +139,17 @@ def generate(
     cancel: threading.Event | None = None,
     kill_now: threading.Event | None = None,
     on_rate_limits: Callable[[tuple[RateLimit, ...]], None] = lambda _limits: None,
+    count: int | None = None,
 ) -> Generation:
     """Run codex for `request` and return its images; raises an InboxError subclass otherwise.
 
+    `count` is how many images this run is to make (default: `request.variants`); a job of
+    several variants tells codex that number on an instruction line of its own.
     The run's folder goes in every case, a `Cancelled` run included. `on_rate_limits` learns
     the plan's rate limits the run's log records, a failed run's too.
     """
+    wanted = request.variants if count is None else count
+    options = [codex.count_option(wanted)] if request.variants > 1 else []
     with _run_folder() as workdir:
         refs = copy_references(request.refs, workdir)
         argv = codex.build_argv(
@@ -120,7 +168,7 @@ def generate(
         run = codex.run_codex(
             argv,
             prompt_text=codex.wrap_prompt(
-                request.prompt, has_refs=bool(refs), options=request.options
+                request.prompt, has_refs=bool(refs), options=[*request.options, *options]
             ),
             cwd=workdir,
             env=setup.env,
@@ -132,6 +180,50 @@ def generate(
             term_grace_sec=setup.term_grace_sec,
         )
     return collect(run, setup, on_rate_limits=on_rate_limits)
+
+
+def generate_variants(
+    request: ImageRequest,
+    setup: CodexSetup,
+    *,
+    made: int = 0,
+    on_thread_id: Callable[[str], None] = lambda _id: None,
+    on_start: Callable[[int], None] = lambda _pid: None,
+    on_generation: Callable[[Generation], None] = lambda _g: None,
+    on_rate_limits: Callable[[tuple[RateLimit, ...]], None] = lambda _limits: None,
+    cancel: threading.Event | None = None,
+    kill_now: threading.Event | None = None,
+) -> Batch:
+    """Run codex until `request.variants` images exist, `made` of them by earlier runs.
+
+    Each run is asked, in so many words, for the images still missing; a run that makes more
+    keeps them all. `on_generation` learns each finished run before the next starts. A failure
+    before this process made any image is raised; after one, it ends the batch as `stopped`
+    so that the images made are delivered, not lost.
+    """
+    done: list[Generation] = []
+    while (missing := request.variants - made) > 0:
+        try:
+            generation = generate(
+                request,
+                setup,
+                on_thread_id=on_thread_id,
+                on_start=on_start,
+                cancel=cancel,
+                kill_now=kill_now,
+                on_rate_limits=on_rate_limits,
+                count=missing,
+            )
+        except InboxError as error:
+            if not done:
+                raise
+            return Batch(tuple(done), error)
+        done.append(generation)
+        on_generation(generation)
+        made += len(generation.images)
+        if generation.limit is not None and made < request.variants:
+            return Batch(tuple(done), generation.limit)
+    return Batch(tuple(done))
 
 
 # The per-run folder (codex's working root and the copies of the references) is named after
@@ -239,6 +331,9 @@ def collect(
     if rate_limits:
         on_rate_limits(rate_limits)
     if images:
+        # The plan's image limit can stop a run part-way: its images are kept, and the job
+        # learns why the rest is missing.
+        hit = scan.limits[0] if scan is not None and scan.limits else None
         return Generation(
             images=images,
             thread_id=run.thread_id,
@@ -246,6 +341,7 @@ def collect(
             started_at=run.started_at,
             finished_at=run.finished_at,
             rate_limits=rate_limits,
+            limit=image_limit(hit.reason, resets_at=hit.resets_at) if hit else None,
         )
     raise _why_no_image(run, scan)
 

@@ -58,11 +58,22 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_JOB_BYTES = 1024 * 1024
 JOB_SUFFIX = ".prompt.yaml"
-KEYS = ("prompt", "refs", "out", "timeout_sec", "model", "format", "transparent", "aspect")
+KEYS = (
+    "prompt",
+    "refs",
+    "out",
+    "timeout_sec",
+    "model",
+    "format",
+    "transparent",
+    "aspect",
+    "variants",
+)
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 200  # leaves room for "-12.result.yaml" under the usual 255-byte name limit
 MAX_TIMEOUT_SEC = 86_400.0
 MAX_DEPTH = 16  # a job file nests two levels; anything deeper is not a job file
+MAX_VARIANTS = 8
 
 # Words people write for a key, mapped to the key they mean.
 _ALIASES = {
@@ -148,6 +159,7 @@ class Job:
     prompt_source: PromptSource = PromptSource.PROMPT_KEY
     transparent: bool = False  # ask the image tool for a transparent background
     aspect: str | None = None  # as written: square, portrait, landscape or W:H
+    variants: int = 1  # how many images the job must yield, over as many codex runs as it takes
 
 
 def is_job_file(name: str) -> bool:
@@ -224,6 +236,7 @@ def parse_job(path: Path, *, inbox: Path) -> Job:
         prompt_source=fields["prompt_source"],
         transparent=bool(fields["transparent"]),
         aspect=fields["aspect"],
+        variants=fields["variants"] or 1,
     )
 
 
@@ -687,6 +700,17 @@ def _check_aspect(value: Any) -> str:
         raise _Bad(str(bad), ASPECT_FIX) from None
 
 
+def _check_variants(value: Any) -> int:
+    fix = f"Write how many images to make, from 1 to {MAX_VARIANTS}, e.g. `variants: 3`."
+    # JSON Schema's "integer" takes 3.0 too; the daemon agrees with it.
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise _Bad(f"must be a whole number, not {_kind(value)}", fix)
+    if not 1 <= value <= MAX_VARIANTS:
+        raise _Bad(f"must be from 1 to {MAX_VARIANTS}, not {value:g}", fix)
+    return int(value)
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "prompt": _check_prompt,
     "refs": _check_refs,
@@ -696,6 +720,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "format": _check_format,
     "transparent": _check_transparent,
     "aspect": _check_aspect,
+    "variants": _check_variants,
 }
 
 

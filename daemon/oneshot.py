@@ -14,7 +14,14 @@ from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
 from daemon.errors import Cancelled, InboxError, UsageError
-from daemon.generation import CodexSetup, ImageRequest, generate, prepare_codex
+from daemon.generation import (
+    CodexSetup,
+    Generation,
+    ImageRequest,
+    generate_variants,
+    merge,
+    prepare_codex,
+)
 from daemon.images import ImageFormat, check_reference_argument, convert, inspect
 from daemon.interrupt import StopRequest
 from daemon.job import is_job_file
@@ -54,10 +61,13 @@ def generate_to_file(
     stop: StopRequest | None = None,
     transparent: bool = False,
     aspect: str | None = None,
+    variants: int = 1,
 ) -> list[Path]:
     """`gen`: check the arguments, run codex, write the image(s); returns the paths written.
 
     `stop` set stops codex (Cancelled); once codex has finished, its images are still written.
+    With `variants` codex runs until that many images exist; a failure part-way writes the
+    images made and is then raised, naming them.
     """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
@@ -77,14 +87,32 @@ def generate_to_file(
         timeout_sec=timeout_sec or config.codex.timeout_sec,
         transparent=transparent,
         aspect=aspect,
+        variants=variants,
     )
     logs.warm_up(*END_OF_JOB_MODULES)
-    generation = generate(
+    batch = generate_variants(
         request,
         setup,
         cancel=stop.cancel if stop else None,
         kill_now=stop.now if stop else None,
     )
+    written = _write_images(merge(batch.generations), out, target)
+    if batch.stopped is not None and not isinstance(batch.stopped, Cancelled):
+        # A stop request after some images is answered like a stop after codex finished.
+        error = batch.stopped
+        made = ", ".join(str(p) for p in written)
+        raise type(error)(
+            f"{error.message} {len(written)} of {variants} images were written: {made}.",
+            hint=error.hint,
+            detail=error.detail,
+            retry_at=error.retry_at,
+        )
+    return written
+
+
+def _write_images(
+    generation: Generation, out: Path | None, target: ImageFormat | None
+) -> list[Path]:
     written = []
     for n, image in enumerate(generation.images):
         data = convert(image.data, target) if target else image.data

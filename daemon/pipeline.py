@@ -17,7 +17,7 @@ from pathlib import Path
 
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.delivery import deliver, write_error
+from daemon.delivery import deliver, find_progress, write_error
 from daemon.errors import (
     Cancelled,
     Disposition,
@@ -25,7 +25,7 @@ from daemon.errors import (
     OutboxUnwritable,
     ReferenceMissing,
 )
-from daemon.generation import CodexSetup, ImageRequest, generate
+from daemon.generation import CodexSetup, ImageRequest, generate_variants, merge
 from daemon.job import JOB_SUFFIX, Job, parse_job, sibling_references
 from daemon.quota import RateLimit
 from daemon.runrecord import RunRecord
@@ -100,17 +100,23 @@ def process_job(
     except InboxError as error:
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     request = _request(job, config)
+    wanted = job.out or job.name
+    progress = find_progress(
+        config.outbox, job_file=path.name, wanted=wanted, prompt=job.prompt, variants=job.variants
+    )
     record = RunRecord(
         group[0],
         job=path.name,
         refs=ref_names,
         prompt=job.prompt,
         prompt_source=job.prompt_source.value,
-        wanted=job.out or job.name,
+        wanted=wanted,
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
         transparent=job.transparent,
         aspect=job.aspect,
+        variants=job.variants,
+        progress=progress.sidecar if progress else None,
     )
     try:
         record.save()
@@ -119,21 +125,23 @@ def process_job(
         return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
     on_run(request.timeout_sec, record.refs)
     try:
-        generation = generate(
+        batch = generate_variants(
             request,
             setup,
+            made=len(progress.images) if progress else 0,
             on_thread_id=record.set_thread,
             on_start=record.set_process,
+            on_generation=lambda generation: record.add_run(generation.thread_id),
             cancel=cancel,
             kill_now=kill_now,
             on_rate_limits=on_rate_limits,
         )
         outputs = deliver(
-            generation,
+            merge(batch.generations),
             config.outbox,
             job_file=path.name,
             prompt=job.prompt,
-            wanted=job.out or job.name,
+            wanted=wanted,
             fmt=job.format,
             refs=record.refs,
             prompt_source=job.prompt_source.value,
@@ -141,7 +149,11 @@ def process_job(
             on_plan=lambda plan: record.set_delivery(plan.to_json()),
             transparent=job.transparent,
             aspect=job.aspect,
+            variants=job.variants,
+            progress=progress,
         )
+        if batch.stopped is not None:
+            raise _unfinished(batch.stopped, outputs[-1], job.variants)
         disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
     except Cancelled:
         disk.move_group(group, config.inbox, job_stem(group[0]))
@@ -158,6 +170,25 @@ def process_job(
         )
     record.delete()
     return Outcome(path.name, Status.DONE, outputs, seconds=_since(started))
+
+
+def _unfinished(error: InboxError, sidecar: Path, variants: int) -> InboxError:
+    """`error`, saying how many of the job's images were made and where they are.
+
+    Their incomplete result sidecar is what the job continues from when it runs again, so
+    those images are never made twice.
+    """
+    if isinstance(error, Cancelled):
+        return error  # a stopped job goes back to the inbox without an error sidecar
+    data = disk.read_yaml(sidecar) or {}
+    made = len(data.get("images") or [])
+    note = (
+        f" {made} of {variants} images were made and are listed in {sidecar.name}; "
+        f"{variants - made} missing."
+    )
+    return type(error)(
+        error.message + note, hint=error.hint, detail=error.detail, retry_at=error.retry_at
+    )
 
 
 def claim(job: Job, inbox: Path) -> tuple[Job, list[Path]]:
@@ -189,6 +220,7 @@ def _request(job: Job, config: Config) -> ImageRequest:
         timeout_sec=timeout,
         transparent=job.transparent,
         aspect=job.aspect,
+        variants=job.variants,
     )
 
 

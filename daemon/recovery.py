@@ -18,9 +18,9 @@ from pathlib import Path
 from daemon import codex
 from daemon import outbox as disk
 from daemon.config import Config
-from daemon.delivery import DeliveryPlan, deliver, write_error
+from daemon.delivery import DeliveryPlan, deliver, load_progress, write_error
 from daemon.errors import InboxError, OutboxUnwritable, RecoveryFailed
-from daemon.generation import CodexSetup, Generation, recover, remove_dead_run_folders
+from daemon.generation import CodexSetup, Generation, merge, recover, remove_dead_run_folders
 from daemon.images import ImageFormat
 from daemon.job import is_job_file, sibling_references
 from daemon.pipeline import Outcome, Status, job_stem
@@ -123,14 +123,17 @@ def _finish(
     _wait_for_leftover_codex(record, stop, on_wait)
     try:
         outputs = _delivered(config.outbox, record) or _deliver_session(record, config, get_setup)
-        if outputs:
+        complete = bool(outputs) and _is_complete(outputs[-1])
+        if complete:
             disk.move_group(group, config.inbox / disk.DONE, stem)
     except OutboxUnwritable as error:
         return Outcome(record.job, Status.PAUSED, error=error)  # kept for the next try
-    if not outputs:
+    if not complete:
+        # Runs codex may still owe images: the job runs again, and an incomplete result
+        # sidecar delivered here makes it ask only for the missing ones.
         disk.move_group(group, config.inbox, stem)
         record.delete()
-        return Outcome(record.job, Status.REQUEUED)
+        return Outcome(record.job, Status.REQUEUED, outputs)
     record.delete()
     return Outcome(record.job, Status.DONE, outputs)
 
@@ -162,12 +165,17 @@ def _deliver_session(
     record: RunRecord, config: Config, get_setup: Callable[[], CodexSetup]
 ) -> tuple[Path, ...]:
     """Deliver the images of the recorded session; () when there are none to deliver."""
-    generation = _recovered_generation(record, get_setup)
-    if generation is None:
+    generations = _recovered_generations(record, get_setup)
+    if not generations:
         return ()
+    progress = (
+        load_progress(config.outbox, record.progress, job_file=record.job)
+        if isinstance(record.progress, str)
+        else None
+    )
     try:
         return deliver(
-            generation,
+            merge(generations),
             config.outbox,
             job_file=record.job,
             prompt=record.prompt,
@@ -180,6 +188,8 @@ def _deliver_session(
             ref_files=[_where_now(name, record, config.inbox) for name in record.refs],
             transparent=record.transparent is True,
             aspect=record.aspect if isinstance(record.aspect, str) else None,
+            variants=record.variants if isinstance(record.variants, int) else 1,
+            progress=progress,
         )
     except OutboxUnwritable:
         raise
@@ -215,15 +225,42 @@ def _wait_for_leftover_codex(
     codex.wait_for_group(record.pgid, deadline=time.monotonic() + remaining, stop=stop)
 
 
-def _recovered_generation(
+def _recovered_generations(
     record: RunRecord, get_setup: Callable[[], CodexSetup]
+) -> list[Generation]:
+    """The images of every run the record names: those that finished, and the one that ran
+    when the process died; runs without images are left out."""
+    recorded = record.runs if isinstance(record.runs, list) else []
+    runs = [(str(r.get("thread_id")), r.get("started_at")) for r in recorded if isinstance(r, dict)]
+    if record.thread_id and record.thread_id not in {thread for thread, _ in runs}:
+        runs.append((record.thread_id, record.started_at))
+    found = (_recovered_generation(thread, started, get_setup) for thread, started in runs)
+    return [generation for generation in found if generation is not None]
+
+
+def _recovered_generation(
+    thread_id: str, started_at: object, get_setup: Callable[[], CodexSetup]
 ) -> Generation | None:
-    if not (record.thread_id and record.started_at):
+    if not (thread_id and isinstance(started_at, str)):
         return None
     try:
-        return recover(record.thread_id, datetime.fromisoformat(record.started_at), get_setup())
+        return recover(thread_id, datetime.fromisoformat(started_at), get_setup())
     except (InboxError, ValueError):
         return None
+
+
+def _lists_run(data: dict[str, object], thread_id: str) -> bool:
+    """Whether a complete result sidecar accounts for the run `thread_id`."""
+    runs = data.get("runs")
+    threads = (
+        [r.get("thread_id") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+    )
+    return data.get("complete") is not False and thread_id in (data.get("thread_id"), *threads)
+
+
+def _is_complete(sidecar: Path) -> bool:
+    data = disk.read_yaml(sidecar)
+    return data is not None and data.get("complete") is not False
 
 
 def _delivered(outbox: Path, record: RunRecord) -> tuple[Path, ...]:
@@ -239,7 +276,7 @@ def _delivered(outbox: Path, record: RunRecord) -> tuple[Path, ...]:
         names = [os.path.basename(name) for name in glob.glob(pattern)]
     for name in names:
         data = disk.read_yaml(outbox / name)
-        if data and data.get("job") == record.job and data.get("thread_id") == record.thread_id:
+        if data and data.get("job") == record.job and _lists_run(data, record.thread_id):
             images = [
                 outbox / str(i.get("file")) for i in data.get("images") or [] if isinstance(i, dict)
             ]

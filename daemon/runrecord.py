@@ -8,7 +8,7 @@ of running the job again: a crash never spends the user's quota twice.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,11 @@ class RunRecord:
     failed_recoveries: int = 0
     transparent: bool = False  # as the job asked: the sidecar of a recovered delivery says it too
     aspect: str | None = None
+    variants: int = 1
+    # Finished runs of this claim ({thread_id, started_at}), so that a crash between two runs
+    # of a job of several variants neither loses their images nor runs codex for them again.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    progress: str | None = None  # the incomplete result sidecar of earlier claims, continued
 
     @property
     def path(self) -> Path:
@@ -79,6 +84,11 @@ class RunRecord:
             # this job again, so the images are delivered without the note.
             get_logger().warning("job folder removed while the job ran", job=self.job)
 
+    def add_run(self, thread_id: str) -> None:
+        """A run finished: its images count from now on, also after a crash."""
+        self.runs.append({"thread_id": thread_id, "started_at": self.started_at})
+        self._save_during_run()
+
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -118,4 +128,7 @@ _RECORD_FIELDS = (
     "failed_recoveries",
     "transparent",
     "aspect",
+    "variants",
+    "runs",
+    "progress",
 )

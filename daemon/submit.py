@@ -32,10 +32,12 @@ def submit_job(
     config: Config,
     transparent: bool = False,
     aspect: str | None = None,
+    variants: int = 1,
 ) -> Path:
     """Write `<name>.prompt.yaml` (and its references) into the inbox; returns the job path.
 
-    `transparent` and `aspect` become the job's keys of those names, written only when set.
+    `transparent`, `aspect` and `variants` become the job's keys of those names, written only
+    when they differ from the default.
     """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
@@ -45,6 +47,8 @@ def submit_job(
         job["transparent"] = True
     if aspect is not None:
         job["aspect"] = aspect
+    if variants != 1:
+        job["variants"] = variants
     text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)
     if yaml.safe_load(text) != job:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
@@ -206,8 +210,8 @@ def _find_sidecar(
     for suffix in (disk.RESULT_SUFFIX, disk.ERROR_SUFFIX):
         for path in outbox.glob(f"*{suffix}"):
             data = disk.read_yaml(path)
-            if data is None or data.get("job") != job_file:
-                continue
+            if data is None or data.get("job") != job_file or data.get("complete") is False:
+                continue  # an incomplete result: the job still makes the images missing
             stamp = data.get("finished_at") or data.get("failed_at")
             try:
                 when = datetime.fromisoformat(str(stamp))

@@ -88,6 +88,25 @@ def test_instruction_mentions_references_only_when_there_are_some() -> None:
     assert "reference" not in codex.wrap_prompt("x", has_refs=False)
 
 
+def test_options_are_lines_of_their_own_before_the_untouched_request() -> None:
+    """Each option is one line of the instruction before the marker; the prompt is unchanged."""
+    prompt = "Make 2 images of a fox\n"
+    plain = codex.wrap_prompt(prompt, has_refs=False)
+    text = codex.wrap_prompt(prompt, has_refs=False, options=["Option one.", "Option two."])
+    head, _, rest = text.partition("<<<REQUEST\n")
+    assert head.endswith("anything else.\nOption one.\nOption two.\n")
+    assert rest == prompt + "\nREQUEST>>>\n"
+    assert text.replace("Option one.\nOption two.\n", "") == plain
+
+
+def test_the_count_line_says_how_many_images_to_make() -> None:
+    """One sentence with the number, in the words a model follows."""
+    assert codex.count_option(3) == (
+        "Make 3 separate images for this request: call the image tool 3 times, once per image."
+    )
+    assert codex.count_option(1) == "Make 1 image for this request: call the image tool once."
+
+
 def _script(tmp_path: Path, body: str, name: str = "fakecodex") -> Path:
     path = tmp_path / name
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))

@@ -213,3 +213,67 @@ def test_gen_logged_out_says_so(world: RealWorld, tmp_path: Path, codex_home: Pa
     assert done.returncode == 5
     assert done.stderr.startswith("gpt-image-inbox: login: "), done.stderr
     assert json.dumps(done.stdout) == '""'
+
+
+def test_a_variants_job_yields_every_image_in_one_sidecar(world: RealWorld) -> None:
+    """`variants: 3`: the model reads the count line and calls the tool three times in the
+    one run; the three images are listed in one result sidecar, the prompt sent unchanged."""
+    prompt = "Three foxes,\n  each in its own  picture  "
+    (world.inbox / "foxes.prompt.yaml").write_text(
+        yaml.safe_dump({"prompt": prompt, "variants": 3}), encoding="utf-8"
+    )
+    done = world.cli("once")
+    assert done.returncode == 0, done.stderr
+    result = world.sidecar("foxes.result.yaml")
+    assert [i["file"] for i in result["images"]] == ["foxes.png", "foxes.2.png", "foxes.3.png"]
+    served = [world.mock.served_image(n) for n in range(3)]
+    assert [(world.outbox / i["file"]).read_bytes() for i in result["images"]] == served
+    assert [r["images"] for r in result["runs"]] == [3]
+    assert (result["variants"], result["complete"], result["missing"]) == (3, True, 0)
+    assert len(world.mock.image_requests()) == 3
+    sent = world.mock.user_prompts()
+    assert any(
+        "Make 3 separate images for this request" in text
+        and f"<<<REQUEST\n{prompt}\nREQUEST>>>" in text
+        for text in sent
+    )
+    assert all(r.json["prompt"] == prompt for r in world.mock.image_requests())
+
+
+def test_an_image_limit_part_way_then_only_the_missing_images(world: RealWorld) -> None:
+    """The images endpoint serves one image, then the plan's image limit: `once` delivers that
+    image in an incomplete sidecar and exits 5; after the reset the next `once` asks the model
+    for the 2 missing, and the sidecar lists all three."""
+    world.mock.image_limit_after = 1
+    (world.inbox / "foxes.prompt.yaml").write_text("prompt: a fox\nvariants: 3\n")
+    done = world.cli("once")
+    assert done.returncode == 5, done.stderr
+    partial = world.sidecar("foxes.result.yaml")
+    assert (partial["complete"], partial["missing"], len(partial["images"])) == (False, 2, 1)
+    error = world.sidecar("foxes.error.yaml")
+    assert (error["error"], error["retrying"]) == ("image-limit", True)
+    assert "1 of 3 images were made" in error["message"]
+    assert (world.inbox / "foxes.prompt.yaml").exists()
+
+    world.mock.image_limit_after = None  # the limit has reset
+    world.mock.clear()
+    done = world.cli("once")
+    assert done.returncode == 0, done.stderr
+    assert any("Make 2 separate images" in text for text in world.mock.user_prompts())
+    assert len(world.mock.image_requests()) == 2
+    result = world.sidecar("foxes.result.yaml")
+    assert [i["file"] for i in result["images"]] == ["foxes.png", "foxes.2.png", "foxes.3.png"]
+    assert [r["images"] for r in result["runs"]] == [1, 2]
+    assert result["complete"] is True
+    assert not (world.outbox / "foxes.error.yaml").exists()
+
+
+def test_gen_variants_writes_numbered_files(world: RealWorld, tmp_path: Path) -> None:
+    """`gen --variants 2 --out x.png` prints and writes x.png and x-2.png."""
+    out = tmp_path / "x.png"
+    done = world.cli("gen", "--prompt", "two foxes", "--variants", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}\n{tmp_path / 'x-2.png'}\n"
+    assert out.read_bytes() == make_png()
+    assert (tmp_path / "x-2.png").read_bytes() == world.mock.served_image(1)
+    assert len(world.mock.image_requests()) == 2

@@ -582,4 +582,5 @@ def test_schema_is_shipped() -> None:
         "format",
         "transparent",
         "aspect",
+        "variants",
     }

@@ -52,6 +52,10 @@ GOOD: list[Any] = [
     {"prompt": "x", "aspect": "1:1"},
     {"prompt": "x", "aspect": "1:4"},
     {"prompt": "x", "aspect": "4000:1000"},
+    {"prompt": "x", "variants": 1},
+    {"prompt": "x", "variants": 3},
+    {"prompt": "x", "variants": 8},
+    {"prompt": "x", "variants": 2.0},
     {"Style": "watercolor, a fox in the snow"},
     {"while you were away": "a moonlit pond"},
     {"Mood": "quiet", "Image": "a fox", "Scene": None},
@@ -153,6 +157,15 @@ BAD: list[Any] = [
     {"prompt": "x", "aspect": ["16:9"]},
     {"transparency": True},
     {"aspect_ratio": "16:9"},
+    {"prompt": "x", "variants": 0},
+    {"prompt": "x", "variants": 9},
+    {"prompt": "x", "variants": -1},
+    {"prompt": "x", "variants": 2.5},
+    {"prompt": "x", "variants": "3"},
+    {"prompt": "x", "variants": True},
+    {"prompt": "x", "variants": None},
+    {"prompt": "x", "variants": [2]},
+    {"variant": 2, "prompt": "x"},
 ]
 
 # What the schema accepts but the daemon refuses: a W:H ratio beyond 1:4 to 4:1 (a schema

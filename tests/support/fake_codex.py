@@ -7,7 +7,9 @@ The JSON file named by FAKE_CODEX_SCRIPT chooses the behaviour; every key is opt
   no_session_log | crash | bad_args | network_down | generated_dir_only), image_b64,
   image_b64_calls (only the first N calls use image_b64), image_size, exit_code, delay_sec,
   usage_limit_message, record (a file that gets one JSON line per call: argv, cwd, stdin,
-  refs, pid, child_pid, codex_home).
+  refs, pid, child_pid, codex_home), images_by_call (scenario image: how many images call
+  1, 2, ... makes, the last entry for later calls; each image differs by call and index),
+  image_limit_calls (calls whose last generation meets the plan's image limit).
 """
 
 from __future__ import annotations
@@ -163,6 +165,8 @@ def fail(message: str, kind: Any, events: bool = True) -> tuple[shapes.Run, int]
 def outcome(conf: dict[str, Any], opts: dict[str, Any]) -> tuple[shapes.Run, int]:
     """The run to log and the exit code for the scripted scenario."""
     scenario = conf.get("scenario", "image")
+    if scenario == "image" and ("images_by_call" in conf or "image_limit_calls" in conf):
+        return counted_images(conf), 0
     if scenario in ("image", "no_session_log", "crash"):
         return shapes.Run(images=[image_bytes(conf, 0)]), 0
     if scenario == "two_images":
@@ -185,6 +189,29 @@ def outcome(conf: dict[str, Any], opts: dict[str, Any]) -> tuple[shapes.Run, int
             CONNECTION_FAILED_MESSAGE, {"http_connection_failed": {"http_status_code": None}}
         )
     raise SystemExit(f"fake codex: unknown scenario {scenario!r}")
+
+
+IMAGE_LIMIT_REASON = (
+    "image generation failed: http 429 Too Many Requests: "
+    '{"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached"}}'
+)
+
+
+def counted_images(conf: dict[str, Any]) -> shapes.Run:
+    """Call n's scripted number of images, then the image limit when the script says so."""
+    call = call_number(conf)
+    counts = conf.get("images_by_call") or [1]
+    count = int(counts[min(max(call, 1), len(counts)) - 1])
+    images = [shapes.tiny_png(call * 100 + n + 1) for n in range(count)]
+    if call not in conf.get("image_limit_calls", []):
+        agent = "Here is your image." if images else "I can only describe it."
+        return shapes.Run(images=images, agent_text=agent)
+    failure = {
+        "type": "usageLimitExceeded",
+        "limitId": "image_gen",
+        "resetsAt": int(time.time()) + int(conf.get("resets_in_sec", 3600)),
+    }
+    return shapes.Run(images=images, refusals=[IMAGE_LIMIT_REASON], refusal_failure_field=failure)
 
 
 def write_log(conf: dict[str, Any], run: shapes.Run, home: Path, started: datetime) -> None:

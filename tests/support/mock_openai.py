@@ -63,6 +63,8 @@ MISSING_AUTH_BODY = {
         "code": None,
     }
 }
+# The instruction line saying how many images a run is to make, as a model would read it.
+_COUNT_LINE = re.compile(r"^Make (\d+) (?:separate )?images? for this request", re.MULTILINE)
 _IMAGE_TAG = re.compile(r'<image name=\[Image #\d+\] path="((?:[^"\\]|\\.)*)">')
 # The daemon's instruction lines before the request, as a model that follows them reads them.
 _TRANSPARENT_ASKED = "transparent_background: true"
@@ -170,10 +172,16 @@ class MockOpenAI:
         resets_in_sec: int = 3600,
         images_per_call: int = 1,
         rate_limits: RateLimits | None = None,
+        image_limit_after: int | None = None,
     ) -> None:
         self.scenario = Scenario(scenario)
         self.images_per_call = images_per_call
+        # With a number, the images endpoints answer that many requests, then the image limit.
+        self.image_limit_after = image_limit_after
+        self._images_served = 0
         self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
+        self.image_size = image_size
+        self._own_image = image_bytes is not None
         # What the images endpoint returns when codex asks for `background: "transparent"`.
         self.transparent_image_bytes = make_transparent_png(image_size)
         self.resets_in_sec = resets_in_sec
@@ -317,14 +325,15 @@ class MockOpenAI:
 
     def _image_call(self, body: dict[str, Any]) -> dict[str, Any]:
         # Like a model that follows the instruction: the tool gets the request between the markers,
-        # and whatever the instruction lines before them ask of the call.
+        # and whatever the instruction lines before them ask of the call (how many calls too).
         text = user_prompt(body) or "an image"
         prompt = request_between_markers(text) + own_line(text)
         transparent = _TRANSPARENT_ASKED in instruction_lines(text)
         refs = referenced_paths(body)
         kind = offered_tool(body)
         if kind is ToolKind.CODE_MODE:
-            return code_mode_call(prompt, refs, self.images_per_call, transparent=transparent)
+            count = asked_count(text) or self.images_per_call
+            return code_mode_call(prompt, refs, count, transparent=transparent)
         if kind is ToolKind.NAMESPACE:
             args: dict[str, Any] = {"prompt": prompt}
             if refs:
@@ -394,12 +403,27 @@ class MockOpenAI:
         token = fake_jwt()
         return 200, {"id_token": token, "access_token": token, "refresh_token": "x"}
 
+    def served_image(self, n: int) -> bytes:
+        """The image of the images endpoint's `n`-th answer (from 0): `image_bytes` first, then,
+        like a real model, a different picture each time (unless the test chose the bytes)."""
+        if n == 0 or self._own_image:
+            return self.image_bytes
+        return make_png(self.image_size, color=(200, 30, (30 + 40 * n) % 256))
+
+    def _at_image_limit(self) -> bool:
+        if self.scenario is Scenario.IMAGE_LIMIT:
+            return True
+        with self._lock:
+            return self.image_limit_after is not None and (
+                self._images_served >= self.image_limit_after
+            )
+
     def images_headers(self) -> dict[str, str]:
         """Extra response headers for /v1/images/generations and /v1/images/edits."""
         headers = {}
         if self.rate_limits is not None:
             headers.update(self.rate_limits.image_headers(time.time()))
-        if self.scenario is Scenario.IMAGE_LIMIT:
+        if self._at_image_limit():
             headers["x-codex-active-limit"] = "image_gen"
         return headers
 
@@ -412,7 +436,7 @@ class MockOpenAI:
     def images_reply(self, body: Any = None) -> tuple[int, Any]:
         """(status, JSON body) for /v1/images/generations and /v1/images/edits; an image with
         transparent pixels when the request asks for `background: "transparent"`."""
-        if self.scenario is Scenario.IMAGE_LIMIT:
+        if self._at_image_limit():
             return 429, self.usage_limit_body()
         if self.scenario is Scenario.REFUSE:
             return 400, {
@@ -423,8 +447,11 @@ class MockOpenAI:
                     "code": "moderation_blocked",
                 }
             }
+        with self._lock:
+            served = self._images_served
+            self._images_served += 1
         transparent = isinstance(body, dict) and body.get("background") == "transparent"
-        image = self.transparent_image_bytes if transparent else self.image_bytes
+        image = self.transparent_image_bytes if transparent else self.served_image(served)
         return 200, {
             "created": int(time.time()),
             "data": [
@@ -479,6 +506,13 @@ def offered_tool(body: dict[str, Any]) -> ToolKind:
     if any(t.get("type") == "image_generation" for _, t in tools):
         return ToolKind.HOSTED
     return ToolKind.NONE
+
+
+def asked_count(text: str) -> int | None:
+    """How many images the instruction before the request asks for; None when it does not say."""
+    head, _, _ = text.partition("<<<REQUEST\n")
+    match = _COUNT_LINE.search(head)
+    return int(match[1]) if match else None
 
 
 def request_between_markers(text: str) -> str:
@@ -653,7 +687,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/responses":
             self._responses(request)
         elif path in ("/v1/images/generations", "/v1/images/edits"):
-            self._send_json(*self.owner.images_reply(request.json), self.owner.images_headers())
+            headers = self.owner.images_headers()  # before the reply, which counts the image
+            self._send_json(*self.owner.images_reply(request.json), headers)
         elif path == "/oauth/token":
             self._send_json(*self.owner.token_reply())
         else:

@@ -105,7 +105,7 @@ class Run:
     prompt: str = "a red fox in the snow"
     images: Sequence[bytes] = ()
     refusals: Sequence[str] = ()  # reason text of each failed generation (tool output text)
-    refusal_failure_field: str | None = None  # 0.150+: the item's `failure` value
+    refusal_failure_field: Any = None  # 0.150+: the item's `failure` value (text or typed)
     references: Sequence[bytes] = ()  # -i reference images (input_image in the user message)
     echo: bool = True  # the tool output repeats each generated image as an input_image
     agent_text: str = "Here is your image."
