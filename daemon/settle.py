@@ -75,6 +75,10 @@ class Arrival(enum.Enum):
     CHANGED = "changed"
     """Created, written, truncated, deleted or moved away: it may still be changing."""
 
+    TOUCHED = "touched"
+    """Only its attributes changed (`shutil.copy`'s chmod after the close): what was noted of
+    its content before stands; a new mtime still shows in the size and mtime comparison."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Noted:
@@ -255,6 +259,8 @@ class Settler:
         present = set(names)
         self._noted = {name: noted for name, noted in self._noted.items() if name in present}
         for name, arrival in (arrivals or {}).items():
+            if arrival is Arrival.TOUCHED:
+                continue
             stat = self._size_mtime(name) if arrival is Arrival.COMPLETE else None
             self._noted[name] = _Noted(stat is not None, now, stat)
         self._delivered &= listing.jobs  # a handed-over job that left may come back as new

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from watchdog.events import (
+    FileAttribEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
     FileMovedEvent,
@@ -66,8 +67,9 @@ class _Hints:
 
     def note(self, name: str, arrival: Arrival = Arrival.CHANGED) -> None:
         with self._lock:
-            self._names.pop(name, None)  # the last event decides
-            self._names[name] = arrival
+            if arrival is not Arrival.TOUCHED or name not in self._names:
+                self._names.pop(name, None)  # the last event about the content decides
+                self._names[name] = arrival
             self.changed.set()
 
     def drain(self) -> dict[str, Arrival]:
@@ -113,6 +115,8 @@ class _Handler(FileSystemEventHandler):
             return [(event.src_path, Arrival.CHANGED), (event.dest_path, complete)]
         if isinstance(event, FileClosedEvent):
             return [(event.src_path, complete)]
+        if isinstance(event, FileAttribEvent):
+            return [(event.src_path, Arrival.TOUCHED)]
         return [
             (event.src_path, Arrival.CHANGED),
             (getattr(event, "dest_path", ""), Arrival.CHANGED),

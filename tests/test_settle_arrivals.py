@@ -279,3 +279,24 @@ def test_jobs_taken_at_once_keep_their_arrival_order(inbox: Path, clock: Clock) 
     look(settler, clock, 0.02, aardvark__prompt__yaml=COMPLETE)
     taken = [passes(settler, clock, MOMENT), passes(settler, clock, MOMENT)]
     assert taken == [first, second]
+
+
+def test_attribute_change_after_the_close_keeps_the_job_quick(inbox: Path, clock: Clock) -> None:
+    """A chmod after the close (shutil.copy's) says nothing of the content: still at once."""
+    settler = make_settler(inbox)
+    path = write(inbox / "copied.prompt.yaml")
+    look(settler, clock, copied__prompt__yaml=COMPLETE)
+    path.chmod(0o640)
+    assert look(settler, clock, 0.01, copied__prompt__yaml=Arrival.TOUCHED) is None
+    assert passes(settler, clock, MOMENT) == path
+
+
+def test_new_mtime_after_the_close_keeps_the_settle_time(inbox: Path, clock: Clock) -> None:
+    """A touch that gives the file another mtime after its close is a change: it settles."""
+    settler = make_settler(inbox)
+    path = write(inbox / "touched.prompt.yaml")
+    look(settler, clock, touched__prompt__yaml=COMPLETE)
+    os.utime(path, ns=(10**18, 10**18))
+    look(settler, clock, 0.01, touched__prompt__yaml=Arrival.TOUCHED)
+    assert passes(settler, clock, 5.0) is None
+    assert passes(settler, clock, SETTLE) == path
