@@ -7,6 +7,7 @@ short duration, and a job that had to wait for its settle time could not have be
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -16,10 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from daemon.config import default_config
 from daemon.settle import JobState
+from daemon.submit import submit_job
 from daemon.watcher import InboxWatcher
 from tests.support.daemon_proc import DaemonProcess, DaemonWorld
+from tests.support.rollout_shapes import tiny_png
 
 LONG_SETTLE = 30.0
 AT_ONCE = 15.0  # a generous deadline, still well short of the settle time
@@ -118,6 +123,21 @@ def test_job_copied_with_a_sibling_image_is_taken_at_once(
     shutil.copy(source / "cat.png", native.inbox / "cat.png")
     shutil.copy(source / "cat.prompt.yaml", native.inbox / "cat.prompt.yaml")
     assert take(native, AT_ONCE) == (native.inbox / "cat.prompt.yaml", "prompt: a cat\n")
+
+
+@linux_only
+def test_job_written_by_submit_is_taken_at_once(native: InboxWatcher, tmp_path: Path) -> None:
+    """`submit` copies the reference in and renames the job in last: taken at once, with it."""
+    reference = tmp_path / "photo.png"
+    reference.write_bytes(tiny_png(2))
+    config = dataclasses.replace(
+        default_config(environ={"HOME": str(tmp_path)}), inbox=native.inbox, outbox=tmp_path / "o"
+    )
+    path = submit_job(prompt="a submitted fox", refs=[reference], name="sub", config=config)
+    taken = take(native, AT_ONCE)
+    assert taken is not None and taken[0] == path
+    assert yaml.safe_load(taken[1]) == {"prompt": "a submitted fox"}
+    assert (native.inbox / "sub.ref-01.png").read_bytes() == tiny_png(2)
 
 
 # --- never a half-written file ----------------------------------------------------------------
