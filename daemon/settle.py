@@ -43,7 +43,7 @@ _HOLD_LIMIT_SEC = 0.5
 # A job that arrived complete is taken this long after the event was noted, not at once: the
 # events of a writer that closed and reopened it at once (an editor's second write) are still on
 # their way through the observer's threads, and must reach the settler before it decides.
-_ARRIVAL_QUIET_SEC = 0.1
+ARRIVAL_QUIET_SEC = 0.1
 
 Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
 
@@ -400,7 +400,7 @@ class Settler:
         reference with no fact (in a subfolder, or there before the watch began) must not have
         changed for `settle_sec`, by its inode change time against the listing's start, which no
         writer sets back. The time is a moment after the newest fact, for events still on their
-        way (see _ARRIVAL_QUIET_SEC).
+        way (see ARRIVAL_QUIET_SEC).
         """
         if look.job_stat is None or look.evicted or look.refs_missing:
             return None
@@ -413,7 +413,7 @@ class Settler:
                 newest = max(newest, noted.at)
             elif name == candidate.name or not self._settled_before(look, name, listed_at_ns):
                 return None
-        return newest + _ARRIVAL_QUIET_SEC
+        return newest + ARRIVAL_QUIET_SEC
 
     def _settled_before(self, look: _Look, name: str, listed_at_ns: int | None) -> bool:
         """Whether the file's inode last changed at least `settle_sec` before the listing."""
