@@ -41,11 +41,11 @@ _log = get_logger()
 _MIN_PASS_GAP_SEC = 0.01
 _PASS_GAP_FACTOR = 4
 
-# Why the native observer could not start, and what the user can do about it.
 # Only inotify's events are taken as arrival facts: macOS FSEvents coalesces events and may deliver
 # them late, and polling sees only snapshots, so there every job waits for its settle time.
 _NATIVE_ARRIVALS = sys.platform.startswith("linux")
 
+# Why the native observer could not start, and what the user can do about it.
 _NATIVE_FAILURE_HINTS = {
     errno.ENOSPC: "inotify watch limit reached: raise fs.inotify.max_user_watches "
     "(sysctl -w fs.inotify.max_user_watches=524288)",
