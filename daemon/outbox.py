@@ -118,6 +118,29 @@ def write_new(path: Path, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def move_new(path: Path, data: bytes) -> None:
+    """Create `path` by renaming a complete temp file onto it, so that a watcher sees it arrive
+    whole (a move, not a creation followed by writes); FileExistsError if the name is taken.
+
+    The name is first claimed by an empty file created exclusively (and opened read-only, so its
+    close is no "closed after writing"), which the rename then replaces: nothing else is ever
+    overwritten.
+    """
+    with _unwritable(path):
+        tmp = _write_temp(path, data)
+        claimed = False
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            claimed = True
+            os.replace(tmp, path)
+        except BaseException:
+            if claimed:
+                path.unlink(missing_ok=True)  # still the empty claim: the rename did not happen
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def replace_file(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write `path` atomically, replacing the previous version (status file, gallery page).
 

@@ -2,7 +2,9 @@
 
 A job is ready when its file and its sibling images (and the references it names) kept the same
 size and modification time for the settle time, it is not an iCloud placeholder, and its YAML
-parses. `Settler` is driven by listings and a clock, so the rules are testable on a fake one.
+parses. A job that arrived complete (moved in, or closed after writing, as observer events
+report) and is unchanged since is ready at once instead. `Settler` is driven by listings, those
+arrival facts and a clock, so the rules are testable on a fake one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import stat as stat_mod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,11 @@ _ADMIT_MARGIN_SEC = 0.005
 # well beyond the lag, so older files missed by the first listing are admitted with it.
 _HOLD_LIMIT_SEC = 0.5
 
+# A job that arrived complete is taken this long after the event was noted, not at once: the
+# events of a writer that closed and reopened it at once (an editor's second write) are still on
+# their way through the observer's threads, and must reach the settler before it decides.
+ARRIVAL_QUIET_SEC = 0.1
+
 Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
 
 
@@ -57,6 +64,29 @@ def _image_owners(name: str) -> list[str]:
     owners = [stem]
     owners.extend(stem[:i] for i, char in enumerate(stem) if char == "." and i > 0)
     return owners
+
+
+class Arrival(enum.Enum):
+    """What the last observer event about a name in the inbox root says of its content."""
+
+    COMPLETE = "complete"
+    """Moved (renamed) in, or closed after writing: whole at that moment."""
+
+    CHANGED = "changed"
+    """Created, written, truncated, deleted or moved away: it may still be changing."""
+
+    TOUCHED = "touched"
+    """Only its attributes changed (`shutil.copy`'s chmod after the close): what was noted of
+    its content before stands; a new mtime still shows in the size and mtime comparison."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Noted:
+    """The last arrival fact about a name, when the settler got it, and what stat saw then."""
+
+    complete: bool
+    at: float
+    stat: tuple[int, int] | None
 
 
 class JobState(enum.Enum):
@@ -133,6 +163,7 @@ class _Look:
     job_stat: tuple[int, int] | None
     evicted: bool
     refs_missing: bool
+    ctimes: dict[str, int]
 
 
 def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
@@ -181,6 +212,11 @@ class Settler:
     A job is READY when it and its references kept the same (size, mtime_ns) for `settle_sec`
     and it parses as YAML; one that still does not parse, or whose explicit references are still
     missing, is handed over `grace_sec` after it stopped changing, so the pipeline reports why.
+
+    It is READY sooner, a moment after the fact was noted (see `_quick_at`), when it parses and
+    every file of it arrived complete and is unchanged since: the job file and each sibling
+    image by an `Arrival.COMPLETE` fact whose (size, mtime_ns) is still what stat sees, and a
+    reference no event was noted for by an inode change time at least `settle_sec` old.
     """
 
     def __init__(
@@ -200,15 +236,33 @@ class Settler:
         self._candidates: dict[str, _Candidate] = {}  # insertion order is arrival order
         self._delivered: set[str] = set()
         self._held: dict[str, _Candidate] = {}  # seen, not queued yet: see _admit
+        self._noted: dict[str, _Noted] = {}  # arrival facts about names in the inbox root
 
-    def update(self, names: Iterable[str], now: float, *, listed_at_ns: int | None = None) -> None:
+    def update(
+        self,
+        names: Iterable[str],
+        now: float,
+        *,
+        listed_at_ns: int | None = None,
+        arrivals: Mapping[str, Arrival] | None = None,
+    ) -> None:
         """Take a fresh listing of the inbox root and re-check every waiting job.
 
         `listed_at_ns` is the wall-clock time (time.time_ns) just before the listing was read;
         without it, every new job file in `names` is admitted at once. `now` should be read
         after the listing, so that a job is never thought stable for longer than it was seen.
+        `arrivals` are the facts observer events gave since the last update, the last per name
+        (read before the listing); each replaces what was noted of that name before.
         """
+        names = list(names)
         listing = Listing.of(names)
+        present = set(names)
+        self._noted = {name: noted for name, noted in self._noted.items() if name in present}
+        for name, arrival in (arrivals or {}).items():
+            if arrival is Arrival.TOUCHED:
+                continue
+            stat = self._size_mtime(name) if arrival is Arrival.COMPLETE else None
+            self._noted[name] = _Noted(stat is not None, now, stat)
         self._delivered &= listing.jobs  # a handed-over job that left may come back as new
         for pending in (self._candidates, self._held):
             for name in [n for n in pending if n not in listing.jobs]:
@@ -216,7 +270,7 @@ class Settler:
                 self._log.info("job.dropped", job=name, reason="gone before it was taken")
         self._admit(listing, now, listed_at_ns)
         for candidate in (*self._candidates.values(), *self._held.values()):
-            self._check(candidate, listing, now)
+            self._check(candidate, listing, now, listed_at_ns)
 
     def next_due(self) -> float | None:
         """The earliest time (on the clock `update` is given) a look may make progress by itself:
@@ -285,31 +339,87 @@ class Settler:
             clears = now + max((candidate.ctime_ns - cutoff) / 1e9, 0.0) + _ADMIT_MARGIN_SEC
             candidate.admit_at = min(clears, candidate.seen_at + _HOLD_LIMIT_SEC)
 
+    def _size_mtime(self, name: str) -> tuple[int, int] | None:
+        try:
+            st = self._stat(self.inbox / name)
+        except OSError:
+            return None  # gone already: nothing arrived
+        return (st.st_size, st.st_mtime_ns)
+
     def _ctime(self, name: str) -> int:
         try:
             return self._stat(self.inbox / name).st_ctime_ns
         except OSError:
             return 0  # gone already: the next listing drops it
 
-    def _check(self, candidate: _Candidate, listing: Listing, now: float) -> None:
+    def _check(
+        self, candidate: _Candidate, listing: Listing, now: float, listed_at_ns: int | None
+    ) -> None:
         """Move one job between SETTLING, WAITING and READY."""
         look = self._look(candidate, listing)
-        if self._changed(candidate, look, now):
-            return
-        if look.evicted:
-            candidate.stable_since, candidate.due = now, None  # once downloaded, it still settles
-            self._set_state(candidate, JobState.WAITING, note="job.not_downloaded")
-            return
-        settled_at = candidate.stable_since + self.settle_sec
-        if now < settled_at:
-            candidate.due = settled_at
-            self._set_state(candidate, JobState.SETTLING)  # its settle time may have moved later
+        if self._waits(candidate, look, now, listed_at_ns):
             return
         if candidate.parsed != look.job_stat:
             look = self._read(candidate, look, listing)
-            if self._changed(candidate, look, now):
+            if self._waits(candidate, look, now, listed_at_ns):
                 return
         self._decide(candidate, look, now)
+
+    def _waits(
+        self, candidate: _Candidate, look: _Look, now: float, listed_at_ns: int | None
+    ) -> bool:
+        """Whether the job must wait still (its state and due time set): it changed, is not
+        downloaded, or neither its settle time has passed nor may it be taken at once."""
+        quick_at = self._quick_at(candidate, look, listed_at_ns)
+        if self._changed(candidate, look, now):
+            if quick_at is None:
+                return True
+            candidate.due = min(now + self.settle_sec, quick_at)
+            if now < quick_at:
+                return True
+        elif look.evicted:
+            candidate.stable_since, candidate.due = now, None  # once downloaded, it still settles
+            self._set_state(candidate, JobState.WAITING, note="job.not_downloaded")
+            return True
+        ready_at = candidate.stable_since + self.settle_sec
+        if quick_at is not None:
+            ready_at = min(ready_at, quick_at)
+        if now < ready_at:
+            candidate.due = ready_at
+            self._set_state(candidate, JobState.SETTLING)  # its settle time may have moved later
+            return True
+        return False
+
+    def _quick_at(
+        self, candidate: _Candidate, look: _Look, listed_at_ns: int | None
+    ) -> float | None:
+        """When the job may be taken without waiting for its settle time, or None.
+
+        Every file of it must have arrived complete and be unchanged since. The job file and
+        any other file noted by an event need a COMPLETE fact that saw what stat sees now; a
+        reference with no fact (in a subfolder, or there before the watch began) must not have
+        changed for `settle_sec`, by its inode change time against the listing's start, which no
+        writer sets back. The time is a moment after the newest fact, for events still on their
+        way (see ARRIVAL_QUIET_SEC).
+        """
+        if look.job_stat is None or look.evicted or look.refs_missing:
+            return None
+        newest = float("-inf")
+        for name, size, mtime in look.signature:
+            noted = self._noted.get(name)
+            if noted is not None:
+                if not noted.complete or noted.stat != (size, mtime):
+                    return None
+                newest = max(newest, noted.at)
+            elif name == candidate.name or not self._settled_before(look, name, listed_at_ns):
+                return None
+        return newest + ARRIVAL_QUIET_SEC
+
+    def _settled_before(self, look: _Look, name: str, listed_at_ns: int | None) -> bool:
+        """Whether the file's inode last changed at least `settle_sec` before the listing."""
+        if listed_at_ns is None or name not in look.ctimes:
+            return False
+        return look.ctimes[name] <= listed_at_ns - self.settle_sec * 1e9
 
     def _changed(self, candidate: _Candidate, look: _Look, now: float) -> bool:
         """Restart the settle time when the job or a reference changed, or the job is no file."""
@@ -331,7 +441,15 @@ class Settler:
         return self._look(candidate, listing)
 
     def _decide(self, candidate: _Candidate, look: _Look, now: float) -> None:
-        """A settled job: READY, unless it does not parse or lacks references and grace remains."""
+        """A settled job: READY, unless it does not parse or lacks references and grace remains.
+
+        One taken at once before its settle time must parse; else the settle rules apply.
+        """
+        settled_at = candidate.stable_since + self.settle_sec
+        if now < settled_at and not candidate.parses:
+            candidate.due = settled_at
+            self._set_state(candidate, JobState.SETTLING)
+            return
         overdue_at = candidate.stable_since + self.grace_sec
         overdue = now >= overdue_at
         candidate.due = None if overdue else overdue_at
@@ -348,6 +466,7 @@ class Settler:
         signature: list[Any] = []
         job_stat: tuple[int, int] | None = None
         evicted = missing = False
+        ctimes: dict[str, int] = {}
         siblings = listing.siblings_of(candidate.name)
         for name in (candidate.name, *siblings, *candidate.refs):
             path = self.inbox / name
@@ -363,7 +482,8 @@ class Settler:
                 job_stat = (st.st_size, st.st_mtime_ns)
             evicted = evicted or is_icloud_placeholder(path, st)
             signature.append((name, st.st_size, st.st_mtime_ns))
-        return _Look(tuple(signature), job_stat, evicted, missing)
+            ctimes[name] = st.st_ctime_ns
+        return _Look(tuple(signature), job_stat, evicted, missing, ctimes)
 
     def _set_state(self, candidate: _Candidate, state: JobState, *, note: str = "") -> None:
         if candidate.state is not state:

@@ -1,7 +1,8 @@
 """`gpt-image-inbox submit`: write a job into the inbox atomically, and optionally follow it.
 
 References are copied in first, as the job's siblings; the job file appears last, in one
-rename, so the daemon never sees a job without its references.
+rename, so the daemon never sees a job without its references, and each file arrives as a move:
+complete, so the daemon takes the job at once instead of after its settle time.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ def submit_job(
     inbox = disk.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
     for n, (ref, fmt) in enumerate(zip(refs, formats, strict=True), 1):
-        disk.write_new(inbox / f"{stem}.ref-{n:02d}.{fmt.extension}", ref.read_bytes())
+        disk.move_new(inbox / f"{stem}.ref-{n:02d}.{fmt.extension}", ref.read_bytes())
     job_path = inbox / f"{stem}{JOB_SUFFIX}"
-    disk.write_new(job_path, text.encode("utf-8"))
+    disk.move_new(job_path, text.encode("utf-8"))
     parse_job(job_path, inbox=inbox)  # the same checks the daemon makes, reported now
     return job_path
 

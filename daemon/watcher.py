@@ -1,6 +1,7 @@
 """Turns inbox activity into complete job files, in arrival order, each once while it is there.
 
-Observer handlers only note names that may have changed; one settle thread lists the inbox, lets
+Observer handlers only note names that may have changed, and whether the event says the file
+arrived complete (moved in, or closed after writing); one settle thread lists the inbox, lets
 `daemon.settle.Settler` decide when a job is complete, and keeps the queue `get()` takes from.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,10 @@ from pathlib import Path
 from types import TracebackType
 
 from watchdog.events import (
+    FileAttribEvent,
+    FileClosedEvent,
     FileClosedNoWriteEvent,
+    FileMovedEvent,
     FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -27,7 +32,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.ignore import icloud_stub_target, is_ignored
 from daemon.logs import get_logger
-from daemon.settle import JobState, Settler
+from daemon.settle import Arrival, JobState, Settler
 
 _log = get_logger()
 
@@ -35,6 +40,10 @@ _log = get_logger()
 # took: a storm of events (a burst of copies, a slow writer) cannot keep the thread busy.
 _MIN_PASS_GAP_SEC = 0.01
 _PASS_GAP_FACTOR = 4
+
+# Only inotify's events are taken as arrival facts: macOS FSEvents coalesces events and may deliver
+# them late, and polling sees only snapshots, so there every job waits for its settle time.
+_NATIVE_ARRIVALS = sys.platform.startswith("linux")
 
 # Why the native observer could not start, and what the user can do about it.
 _NATIVE_FAILURE_HINTS = {
@@ -48,21 +57,24 @@ _NATIVE_FAILURE_HINTS = {
 
 
 class _Hints:
-    """Names that may have changed, noted by observer threads and drained by the settle loop."""
+    """Names that may have changed, with what the last event said of each, noted by observer
+    threads and drained by the settle loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._names: set[str] = set()
+        self._names: dict[str, Arrival] = {}
         self.changed = threading.Event()
 
-    def note(self, name: str) -> None:
+    def note(self, name: str, arrival: Arrival = Arrival.CHANGED) -> None:
         with self._lock:
-            self._names.add(name)
+            if arrival is not Arrival.TOUCHED or name not in self._names:
+                self._names.pop(name, None)  # the last event about the content decides
+                self._names[name] = arrival
             self.changed.set()
 
-    def drain(self) -> set[str]:
+    def drain(self) -> dict[str, Arrival]:
         with self._lock:
-            names, self._names = self._names, set()
+            names, self._names = self._names, {}
             self.changed.clear()
             return names
 
@@ -71,25 +83,54 @@ INBOX_ITSELF = ""  # the hint noted when the watched folder itself was deleted o
 
 
 class _Handler(FileSystemEventHandler):
-    """Notes the inbox-root names an event touches; moves count for both ends."""
+    """Notes the inbox-root names an event touches; moves count for both ends.
+
+    With `arrivals`, a file closed after writing, or the destination of a move, is noted as
+    having arrived complete; anything else as changed. Without, every name is only changed.
+    """
 
     _READS = (FileOpenedEvent, FileClosedNoWriteEvent)  # our own reads of job files
 
-    def __init__(self, watched: str, hints: _Hints) -> None:
+    def __init__(self, watched: str, hints: _Hints, *, arrivals: bool) -> None:
         self._watched = watched
         self._hints = hints
+        self._arrivals = arrivals
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, self._READS):
             return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
+        for raw, arrival in self._ends(event):
             path = os.fsdecode(raw)
             if path == self._watched and event.is_directory and event.event_type != "modified":
                 self._hints.note(INBOX_ITSELF)
             elif path and os.path.dirname(path) == self._watched:
                 name = os.path.basename(path)
                 if not is_ignored(name) or icloud_stub_target(name):
-                    self._hints.note(name)
+                    self._hints.note(name, arrival)
+
+    def _ends(self, event: FileSystemEvent) -> list[tuple[bytes | str, Arrival]]:
+        """The paths an event touches, each with what it says of that file's content."""
+        complete = Arrival.COMPLETE if self._arrivals else Arrival.CHANGED
+        if isinstance(event, FileMovedEvent):  # the source is "" for a move in from outside
+            return [(event.src_path, Arrival.CHANGED), (event.dest_path, complete)]
+        if isinstance(event, FileClosedEvent):
+            return [(event.src_path, complete)]
+        if isinstance(event, FileAttribEvent):
+            return [(event.src_path, Arrival.TOUCHED)]
+        return [
+            (event.src_path, Arrival.CHANGED),
+            (getattr(event, "dest_path", ""), Arrival.CHANGED),
+        ]
+
+
+def _native_observer() -> BaseObserver:
+    """The platform's observer; on Linux one that reports a file moved in from outside the inbox
+    as a move (from ""), not as a creation, so that it counts as arrived complete."""
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    return Observer()
 
 
 def _polling_observer(interval: float) -> BaseObserver:
@@ -116,7 +157,7 @@ class InboxWatcher:
         stat: Callable[[Path], os.stat_result] = os.stat,
         listdir: Callable[[Path], list[str]] = os.listdir,
         wall_clock: Callable[[], int] = time.time_ns,
-        native_observer: Callable[[], BaseObserver] = Observer,
+        native_observer: Callable[[], BaseObserver] = _native_observer,
         polling_observer: Callable[[float], BaseObserver] = _polling_observer,
     ) -> None:
         self.inbox = Path(inbox)
@@ -263,9 +304,9 @@ class InboxWatcher:
             return
         if rescan:
             self._next_rescan = now + self.rescan_sec
-        self._look_at_inbox()
+        self._look_at_inbox(hints)
 
-    def _look_at_inbox(self) -> None:
+    def _look_at_inbox(self, arrivals: dict[str, Arrival]) -> None:
         """List the inbox root and let the settler re-check every job; note what the pass cost."""
         started = self._last_pass = self._clock()
         listed_at_ns = self._wall_clock()
@@ -277,7 +318,7 @@ class InboxWatcher:
         with self._cond:
             # The clock is read after the listing: a job is never thought stable for longer
             # than it has been seen.
-            self._settler.update(names, self._clock(), listed_at_ns=listed_at_ns)
+            self._settler.update(names, self._clock(), listed_at_ns=listed_at_ns, arrivals=arrivals)
             self._cond.notify_all()
         self._pass_gap = max(_MIN_PASS_GAP_SEC, _PASS_GAP_FACTOR * (self._clock() - started))
 
@@ -356,7 +397,8 @@ class InboxWatcher:
             self._problem("watch.start_failed", exc)
 
     def _scheduled(self, observer: BaseObserver, watched: str) -> BaseObserver:
-        observer.schedule(_Handler(watched, self._hints), watched, recursive=False)
+        handler = _Handler(watched, self._hints, arrivals=_NATIVE_ARRIVALS and not self.polling)
+        observer.schedule(handler, watched, recursive=False)
         try:
             observer.start()
         except OSError:
