@@ -179,7 +179,7 @@ class MockOpenAI:
         # With a number, the images endpoints answer that many requests, then the image limit.
         self.image_limit_after = image_limit_after
         self._images_served = 0
-        self.image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
+        self._image_bytes = image_bytes if image_bytes is not None else make_png(image_size)
         self.image_size = image_size
         self._own_image = image_bytes is not None
         # What the images endpoint returns when codex asks for `background: "transparent"`.
@@ -194,6 +194,16 @@ class MockOpenAI:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def image_bytes(self) -> bytes:
+        """The picture the images endpoint answers with; set by a test, it is every answer."""
+        return self._image_bytes
+
+    @image_bytes.setter
+    def image_bytes(self, value: bytes) -> None:
+        self._image_bytes = value
+        self._own_image = True
 
     @property
     def scenario(self) -> Scenario:
