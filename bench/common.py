@@ -17,7 +17,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("gpt-image-inbox")
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = "0.171.0"  # the release scripts/install-codex pins
 INSTANT_CODEX = Path(__file__).with_name("instant_codex.py")
 FAKE_CODEX = REPO / "tests" / "support" / "fake_codex.py"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    CODEX_VERSION,
     CONSOLE_SCRIPT,
     DaemonProcess,
     Options,
@@ -40,7 +41,8 @@ def run(opts: Options) -> Report:
 
     binary = codex_bin()
     if binary is None:
-        report.add("skipped", 0, "", note="codex 0.169.0 not installed (scripts/install-codex)")
+        note = f"codex {CODEX_VERSION} not installed (scripts/install-codex)"
+        report.add("skipped", 0, "", note=note)
         return report
     from tests.support.mock_openai import MockOpenAI
 
