@@ -8,6 +8,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from daemon.errors import JobError
@@ -254,3 +256,40 @@ def test_schema_and_daemon_share_one_rule_for_job_keys() -> None:
     rule = load_job_schema()["$defs"]["notAJobKey"]
     assert rule["not"]["pattern"] == NEAR_MISS_PATTERN
     assert "whole-file" in load_job_schema()["oneOf"][2]["description"]
+
+
+# Edits of job keys: the near misses and the far ones, and the characters that are tricky.
+_EDIT_CHARS = st.sampled_from(list("aeiopstxz_PTMAR 9\n\tİ\u00e9."))
+
+
+@st.composite
+def _edited_keys(draw: st.DrawFn) -> str:
+    from daemon.job import KEYS
+
+    word = list(draw(st.sampled_from([*KEYS, "image", "references", "name", "Style"])))
+    for _ in range(draw(st.integers(0, 2))):
+        where = draw(st.integers(0, len(word)))
+        kind = draw(st.sampled_from(["change", "remove", "add", "swap", "case"]))
+        if kind == "add" or not word:
+            word.insert(where, draw(_EDIT_CHARS))
+        elif where < len(word) and kind == "change":
+            word[where] = draw(_EDIT_CHARS)
+        elif where < len(word) and kind == "remove":
+            del word[where]
+        elif where < len(word) - 1 and kind == "swap":
+            word[where], word[where + 1] = word[where + 1], word[where]
+        elif where < len(word):
+            word[where] = word[where].swapcase()
+    pad = draw(st.sampled_from(["", " ", "  ", "\t", "\n"]))
+    return pad + "".join(word) + draw(st.sampled_from(["", " ", "\n"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_edited_keys(), st.text(max_size=14)))
+def test_the_daemons_near_miss_rule_is_the_schemas_pattern(key: str) -> None:
+    """parse_job decides in code what the schema's pattern says; both agree on every key."""
+    import re
+
+    from daemon.job import NEAR_MISS_PATTERN, is_near_miss
+
+    assert is_near_miss(key) == (re.search(NEAR_MISS_PATTERN, key) is not None), repr(key)
