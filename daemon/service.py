@@ -515,8 +515,8 @@ class Daemon:
 
     def _set_state(self, state: str) -> None:
         self.status.state = state
+        self._publish()  # "recovering" and a stop during it, too: the file tells the truth
         if self.watcher is not None:
-            self._publish()
             # A pause, and the stop, go on the page at once; the rest as throttled.
             self._refresh_gallery(now=state in ("paused", "stopped"))
         self.notifier.status(self._status_line())

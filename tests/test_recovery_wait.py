@@ -128,8 +128,11 @@ def test_sigterm_during_the_recovery_wait_stops_codex_and_keeps_the_job(
     second.wait_for(
         lambda: second.logged("waiting for the codex an earlier run left"), what="waiting"
     )
+    # status.json tells the truth during the wait and after the stop too, not only once watching.
+    wait_for(lambda: (world.status() or {}).get("state") == "recovering", what="status file")
     second.signal(signal.SIGTERM)
     assert second.wait_exit() == 0
+    assert (world.status() or {}).get("state") == "stopped"
     for pid in (call["pid"], call["child_pid"]):
         assert isinstance(pid, int)
         wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"codex pid {pid} gone")
