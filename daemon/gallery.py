@@ -114,6 +114,7 @@ class Card:
     retry_at: datetime | None = None
     layer: str | None = None  # the sidecar's `error`: "image-limit", "refused", ...
     refs: tuple[Reference, ...] = ()
+    missing: int = 0  # images a job of several variants still waits for (`complete: false`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,13 @@ def _result_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) ->
         revised_prompt=_text(data.get("revised_prompt")),
         seconds=_number(data.get("seconds")),
         refs=_references(data),
+        missing=_missing(data),
     )
+
+
+def _missing(data: dict[str, Any]) -> int:
+    missing = _number(data.get("missing"))
+    return int(missing) if data.get("complete") is False and missing and missing > 0 else 0
 
 
 def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -> Card | None:
@@ -611,10 +618,16 @@ def _render_result(card: Card, tz: timezone | None) -> str:
         '<p class="missing">No image listed in this result.</p>'
     )
     count = len(card.pictures)
+    waiting = (
+        f'<p class="partial">{count} of {count + card.missing} images so far: the job waits in '
+        f"the inbox for the rest</p>"
+        if card.missing
+        else ""
+    )
     return (
         f'<article class="card ok" id="{_e(card.sidecar)}">'
         f'<div class="pics" style="--n:{max(count, 1)}">{pictures}</div>'
-        f'<div class="body">{_render_prompt(card)}{_render_refs(card)}'
+        f'<div class="body">{waiting}{_render_prompt(card)}{_render_refs(card)}'
         f"{_render_meta(card, tz)}</div></article>"
     )
 
@@ -671,6 +684,7 @@ background:var(--line)}
 margin:.25rem 0 .1rem;font-weight:600}
 .meta{color:var(--muted);font-size:.85rem;margin:.25rem 0 0;overflow-wrap:anywhere}
 .badge{color:var(--bad);font-weight:700;margin:0 0 .35rem}
+.partial{color:var(--accent);font-weight:600;margin:0 0 .35rem}
 .retry{display:inline-block;margin-left:.4rem;padding:0 .45rem;border-radius:999px;
 border:1px solid currentColor;font-size:.8rem;font-weight:600}
 .paused{color:var(--bad);font-weight:600}

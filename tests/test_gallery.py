@@ -958,3 +958,18 @@ def test_browser_meta_refresh_reloads_the_page_under_the_csp(
     )
     assert 3.0 < time.monotonic() - opened_at < 30
     assert not browser.evaluate("!!document.querySelector('meta[http-equiv=refresh]')")
+
+
+def test_an_incomplete_variants_result_says_how_many_are_still_to_come(outbox: Path) -> None:
+    """A job of three variants that met the image limit after two: its card says 2 of 3."""
+    add_result(
+        outbox,
+        "fox",
+        images=[("fox.png", "PNG", (64, 48)), ("fox.2.png", "PNG", (64, 48))],
+        variants=3,
+        complete=False,
+        missing=1,
+    )
+    add_result(outbox, "cat", minutes=-1, variants=1, complete=True, missing=0)
+    badges = page(outbox).texts.get("partial", [])
+    assert badges == ["2 of 3 images so far: the job waits in the inbox for the rest"]
