@@ -109,10 +109,11 @@ def verified_images(generation: Generation, fmt: ImageFormat | None) -> list[Ver
     verified = []
     for found in generation.images:
         try:
-            if inspect(found.data) is None:
-                continue
-            data = convert(found.data, fmt) if fmt is not None else found.data
-            info = inspect(data)
+            info = inspect(found.data)  # before converting: a bomb is never decoded
+            data = found.data
+            if info is not None and fmt is not None and info.format is not fmt:
+                data = convert(found.data, fmt)
+                info = inspect(data)
         except ImageTooLarge as error:
             raise NoImage(f"codex's image {error}; it was not decoded.") from None
         if info is not None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from daemon import logs
 from daemon import outbox as disk
 from daemon.config import Config
+from daemon.delivery import verified_images
 from daemon.errors import Cancelled, InboxError, UsageError
 from daemon.generation import (
     CodexSetup,
@@ -22,12 +23,12 @@ from daemon.generation import (
     merge,
     prepare_codex,
 )
-from daemon.images import ImageFormat, check_reference_argument, convert, inspect
+from daemon.images import ImageFormat, check_reference_argument
 from daemon.interrupt import StopRequest
 from daemon.job import is_job_file
 from daemon.lock import InboxLock
 from daemon.pipeline import Outcome, Status, process_job
-from daemon.recovery import recover_processing
+from daemon.recovery import recover_processing, remove_leftovers
 
 if TYPE_CHECKING:
     from daemon.gallery import LiveState
@@ -113,27 +114,21 @@ def generate_to_file(
 def _write_images(
     generation: Generation, out: Path | None, target: ImageFormat | None
 ) -> list[Path]:
+    """Each image that decodes (converted to `--out`'s format), under gen's names; the same
+    checks as a daemon job's (delivery.verified_images), a decompression bomb refused."""
     written = []
-    for n, image in enumerate(generation.images):
-        data = convert(image.data, target) if target else image.data
-        info = inspect(data)
-        if info is None:
-            continue
-        path = _output_path(out, n, info.format)
-        disk.replace_file(path, data)
+    for n, image in enumerate(verified_images(generation, target)):
+        path = _output_path(out, n, image.info.format)
+        disk.replace_file(path, image.data)
         written.append(path)
         logs.get_logger().info(
             "image written",
             path=str(path),
-            format=info.format.value,
-            width=info.width,
-            height=info.height,
+            format=image.info.format.value,
+            width=image.info.width,
+            height=image.info.height,
             thread_id=generation.thread_id,
         )
-    if not written:
-        from daemon.errors import NoImage
-
-        raise NoImage("codex produced image data that does not decode as PNG, JPEG or WebP.")
     return written
 
 
@@ -199,6 +194,7 @@ def _drain(config: Config, sleep: Callable[[float], object], stop: StopRequest) 
     for outcome in recover_processing(config, get_setup=get_setup, stop=stop.cancel):
         log_outcome(outcome)
         run_hooks(outcome, config, stop=stop.cancel)
+    remove_leftovers(config)
     exit_code = 0
     for path in pending_jobs(config.inbox):
         if stop.requested:

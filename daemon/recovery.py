@@ -50,20 +50,20 @@ def recover_processing(
             for path in sorted(p for p in processing.iterdir() if is_job_file(p.name))
         ]
         _return_orphans(processing, config.inbox)
-    _remove_leftovers(config)
     return outcomes
 
 
-def _remove_leftovers(config: Config) -> None:
+def remove_leftovers(config: Config) -> None:
     """What killed processes left behind: half-written temp files, per-run folders.
 
-    Runs after the jobs above are settled, so a leftover codex has been waited for."""
-    inbox = config.inbox
+    Once per start, after the start-up recovery (so a leftover codex has been waited for).
+    Only the folders files are written into are looked at: done/ and failed/ only get moves.
+    """
     folders = [
         config.outbox,
         config.outbox / THUMBNAILS,
-        inbox,
-        *(inbox / d for d in (disk.PROCESSING, disk.DONE, disk.FAILED)),
+        config.inbox,
+        config.inbox / disk.PROCESSING,
     ]
     for folder in folders:
         disk.remove_dead_temp_files(folder, alive=codex.process_alive)

@@ -37,7 +37,7 @@ from daemon.logs import get_logger
 from daemon.notify import SystemdNotifier, watchdog_interval
 from daemon.oneshot import after_job, backoff, cached_setup, log_outcome, run_hooks
 from daemon.pipeline import Outcome, Status, process_job
-from daemon.recovery import recover_processing
+from daemon.recovery import recover_processing, remove_leftovers
 from daemon.settle import is_job_file
 from daemon.status import STATUS_NAME, pause_summary
 from daemon.status import Status as StatusFile
@@ -133,6 +133,7 @@ class Daemon:
             heartbeat.start()
             try:
                 self._recover()
+                remove_leftovers(self.config)  # once: not at every recovery after a pause
                 if not self.stopping.is_set():
                     self._serve()
             finally:

@@ -143,7 +143,9 @@ def test_kill_9_then_restart_finishes_every_job_exactly_once(
     """Killed with SIGKILL mid-job and restarted, the daemon finishes every job once, leaves
     nothing in processing/, and never runs codex again for a run that had already finished."""
     world.set_script(delay_sec=2.0)
-    daemon = start()
+    temp = world.root / "tmp"  # the daemons' TMPDIR: where the per-run folders go
+    temp.mkdir()
+    daemon = start(env=world.env(TMPDIR=str(temp)))
     world.write_job("victim", "prompt: a crash test dummy\n")
     if moment == "claimed":
         daemon.wait_for(
@@ -158,9 +160,12 @@ def test_kill_9_then_restart_finishes_every_job_exactly_once(
     if moment == "codex_finished":
         wait_codex_gone(world)  # codex ends its run while no daemon is there
     world.set_script()
-    start()
+    start(env=world.env(TMPDIR=str(temp)))
     result = done_once(world, "victim.prompt.yaml")
     wait_codex_gone(world)
+    # The killed daemon's run folder (with copies of the references) is gone too, once the
+    # restarted daemon has finished with its codex.
+    wait_for(lambda: list(temp.iterdir()) == [], what="run folders of the killed daemon removed")
     calls = world.calls()
     if moment == "claimed":
         # Killed between claiming and codex's start being recorded, the job runs once more.

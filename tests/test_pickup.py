@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from daemon.submit import submit_job
 from daemon.watcher import InboxWatcher
 from tests.support.daemon_proc import DaemonProcess, DaemonWorld
 from tests.support.rollout_shapes import tiny_png
+from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
 
 LONG_SETTLE = 30.0
 AT_ONCE = 15.0  # a generous deadline, still well short of the settle time
@@ -33,20 +33,6 @@ DEADLINE = 60.0
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="arrival facts come from inotify"
 )
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fails a test that leaves any thread of its own running."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"threads left running: {leaked}")
 
 
 @pytest.fixture

@@ -20,23 +20,10 @@ from watchdog.observers.polling import PollingObserver
 from daemon.ignore import SF_DATALESS
 from daemon.settle import JobState, Settler
 from daemon.watcher import InboxWatcher
+from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
 
 SETTLE = 0.2
 DEADLINE = 20.0
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fails a test that leaves any thread of its own running."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"threads left running: {leaked}")
 
 
 @pytest.fixture
