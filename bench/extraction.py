@@ -1,4 +1,4 @@
-"""Benchmark 3: session-log extraction (daemon.rollout.scan_rollout) against its floor.
+"""Benchmark 3: session-log extraction (daemon.codex.session_log.scan_rollout) against its floor.
 
 Floor: reading the log once (1 MiB chunks) plus base64-decoding the image. Each measurement runs
 in a fresh interpreter; peak memory is the VmHWM high-water mark (/proc/self/status) minus VmRSS
@@ -134,7 +134,7 @@ def _status_mb(key: str) -> float:
 
 
 def _scan(log: Path) -> dict[str, float]:
-    from daemon.rollout import scan_rollout
+    from daemon.codex.session_log import scan_rollout
 
     before = _status_mb("VmRSS")
     started = time.perf_counter()

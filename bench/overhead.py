@@ -26,8 +26,8 @@ from bench.common import (
     wait_for,
     write_config,
 )
-from daemon import codex
-from daemon.settle import ARRIVAL_QUIET_SEC
+from daemon.codex import run as codex
+from daemon.watching.settle import ARRIVAL_QUIET_SEC
 
 PROMPT = "A red fox in the snow, watercolour."
 OLD_SESSIONS = 20_000

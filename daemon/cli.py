@@ -146,7 +146,7 @@ def _add_look_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _aspect(text: str) -> str:
-    from daemon.look import BadAspect, parse_aspect
+    from daemon.job.look import BadAspect, parse_aspect
 
     try:
         return parse_aspect(text).asked
@@ -161,7 +161,7 @@ def _add_variants(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _variants(text: str) -> int:
-    from daemon.job import MAX_VARIANTS
+    from daemon.job.parse import MAX_VARIANTS
 
     if not text.isdigit() or not 1 <= int(text) <= MAX_VARIANTS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_VARIANTS}")
@@ -220,9 +220,9 @@ def _load_config(path: Path | None) -> Config:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    from daemon.commands.interrupt import stop_signals
+    from daemon.commands.oneshot import generate_to_file
     from daemon.errors import Cancelled
-    from daemon.interrupt import stop_signals
-    from daemon.oneshot import generate_to_file
 
     config = _load_config(args.config)
     with stop_signals() as stop:
@@ -253,9 +253,9 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from daemon.commands.interrupt import stop_signals
+    from daemon.commands.oneshot import pending_jobs, process_inbox
     from daemon.errors import Cancelled
-    from daemon.interrupt import stop_signals
-    from daemon.oneshot import pending_jobs, process_inbox
 
     config = _load_config(args.config)
     with stop_signals() as stop:
@@ -270,14 +270,14 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.service import Daemon
+    from daemon.loop.runner import Daemon
 
     _load_config(args.config)  # sets up logging; the daemon reads the file again on SIGHUP
     return Daemon(args.config).run()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.status import describe, not_running_notice, read_status
+    from daemon.loop.status import describe, not_running_notice, read_status
 
     config = _load_config(args.config)
     running, notice = not_running_notice(config.inbox, args.config)
@@ -296,9 +296,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from datetime import datetime
 
+    from daemon.commands.interrupt import stop_signals
+    from daemon.commands.submit import submit_job, wait_for_result
     from daemon.errors import Cancelled
-    from daemon.interrupt import stop_signals
-    from daemon.submit import submit_job, wait_for_result
 
     config = _load_config(args.config)
     since = datetime.now().astimezone().replace(microsecond=0)
@@ -327,7 +327,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from daemon.gallery import write_gallery
+    from daemon.outbox.gallery import write_gallery
 
     config = _load_config(args.config)
     print(write_gallery(config.outbox))
@@ -335,7 +335,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from daemon import autostart
+    from daemon.service import manager as autostart
 
     if args.action == "install":
         return autostart.install(args.config, dry_run=args.dry_run)
@@ -345,7 +345,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from daemon.doctor import run_doctor
+    from daemon.commands.doctor import run_doctor
 
     return run_doctor(args.config)
 
@@ -353,7 +353,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_schema(_args: argparse.Namespace) -> int:
     import json
 
-    from daemon.job import load_job_schema
+    from daemon.job.parse import load_job_schema
 
     print(json.dumps(load_job_schema(), indent=2, ensure_ascii=False))
     return EXIT_OK

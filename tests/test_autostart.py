@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import autostart
-from daemon.autostart import (
+from daemon.service import manager as autostart
+from daemon.service.manager import (
     LABEL,
     Settings,
     install,
@@ -32,7 +32,7 @@ from daemon.autostart import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO / "daemon" / "templates"
+TEMPLATES = REPO / "daemon" / "service" / "templates"
 UID = 4242
 
 FAKE_TOOL = """#!{python}
@@ -159,9 +159,11 @@ def run_install(
         (f"launchd/{LABEL}.plist", f"{LABEL}.plist"),
     ],
 )
-def test_repo_templates_are_the_shipped_templates(repo_file: str, package_file: str) -> None:
-    """The files in systemd/ and launchd/ are byte for byte the templates the package renders."""
-    assert (REPO / repo_file).read_bytes() == (TEMPLATES / package_file).read_bytes()
+def test_the_package_ships_the_repo_templates_themselves(repo_file: str, package_file: str) -> None:
+    """One copy: the package's templates are links to the files in systemd/ and launchd/."""
+    shipped = TEMPLATES / package_file
+    assert shipped.is_symlink()
+    assert shipped.resolve() == (REPO / repo_file).resolve()
 
 
 def test_every_unit_setting_is_commented() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import codex
+from daemon.codex import run as codex
+from daemon.codex.failures import classify, parse_retry_at
 from daemon.errors import (
     Cancelled,
     CodexFailed,
@@ -23,7 +24,6 @@ from daemon.errors import (
     NotLoggedIn,
     UsageLimit,
 )
-from daemon.failures import classify, parse_retry_at
 from tests.support.procs import wait_gone
 
 V169 = codex.CodexVersion("codex-cli 0.169.0", (0, 169, 0))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import outbox as disk
+from daemon import files as disk
 from tests.test_pipeline import World
 
 

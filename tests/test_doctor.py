@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon.doctor import Login, parse_feature, parse_login, run_doctor
+from daemon.commands.doctor import Login, parse_feature, parse_login, run_doctor
 from tests.conftest import PINNED_CODEX as REAL_CODEX
 
 FAKE_CODEX = """#!{python}
@@ -461,7 +461,7 @@ def test_fix_lines_keep_the_config_the_user_gave(tmp_path: Path) -> None:
 
 def test_a_running_daemon_is_noticed(tmp_path: Path) -> None:
     """With the inbox's lock held (a daemon at work) doctor says so."""
-    from daemon.lock import InboxLock
+    from daemon.watching.lock import InboxLock
 
     codex = fake_codex(tmp_path / "bin")
     config = write_config(tmp_path, [str(codex)])

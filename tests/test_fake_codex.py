@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon.rollout import find_session_log, generated_images, scan_rollout
+from daemon.codex.session_log import find_session_log, generated_images, scan_rollout
 from tests.support.rollout_shapes import USAGE_LIMIT_MESSAGE
 
 FAKE = Path(__file__).parent / "support" / "fake_codex.py"

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from daemon.codex.quota import RateLimit
 from daemon.errors import OutboxUnwritable
-from daemon.gallery import CardCache, LiveState, build_gallery, live_state, write_gallery
-from daemon.quota import RateLimit
+from daemon.outbox.gallery import CardCache, LiveState, build_gallery, live_state, write_gallery
 from tests.support.browser import Browser, require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -723,7 +723,7 @@ def failures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An outbox made by the real pipeline parts: a failure for a missing reference beside an
     existing one, and a result made from a reference, each with thumbnails written for it."""
     from daemon.errors import ReferenceMissing
-    from daemon.thumbs import write_thumbnails
+    from daemon.outbox.thumbs import write_thumbnails
 
     root = tmp_path_factory.mktemp("failures")
     out, refs = root / "outbox", root / "inbox"

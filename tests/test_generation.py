@@ -1,4 +1,4 @@
-"""Tests for daemon.generation.collect: what a finished run's session log makes of the run."""
+"""Tests for daemon.codex.generation.collect: what a finished run's session log makes of the run."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.codex import CodexRun, CodexVersion
+from daemon.codex.failures import image_limit
+from daemon.codex.generation import CodexSetup, collect
+from daemon.codex.run import CodexRun, CodexVersion
 from daemon.errors import Disposition, ImageLimit, Refused, UsageLimit, class_for_layer
-from daemon.failures import image_limit
-from daemon.generation import CodexSetup, collect
 from tests.support.rollout_shapes import session_log_path
 
 REAL = Path(__file__).parent / "fixtures" / "rollouts"

@@ -370,7 +370,7 @@ class _Log:
 
 def test_a_hooks_output_in_the_log_is_bounded_to_its_end() -> None:
     """A hook that prints 200 KB leaves only its last 4 KB in the log, marked truncated."""
-    from daemon.hooks import OUTPUT_TAIL_BYTES, run_hook
+    from daemon.pipeline.hooks import OUTPUT_TAIL_BYTES, run_hook
 
     log = _Log()
     code = "import sys; sys.stdout.write('x' * 200_000 + 'THE END\\n')"

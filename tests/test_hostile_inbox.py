@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon import outbox as disk
+from daemon import files as disk
 from daemon.config import load_config
 from daemon.errors import ConfigError, RecoveryFailed
-from daemon.recovery import recover_processing, remove_leftovers
-from daemon.runrecord import RunRecord, record_path
+from daemon.pipeline.recovery import recover_processing, remove_leftovers
+from daemon.pipeline.run_record import RunRecord, record_path
 from tests.support import rollout_shapes as shapes
 from tests.support.daemon_proc import wait_for
 from tests.support.mock_openai import MockOpenAI
@@ -278,7 +278,7 @@ def test_a_recovery_that_raises_twice_gives_the_job_up_with_a_sidecar(
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug in recovery")
 
-    monkeypatch.setattr("daemon.recovery._finish", broken)
+    monkeypatch.setattr("daemon.pipeline.recovery._finish", broken)
     for _ in range(2):
         with pytest.raises(RuntimeError):
             recover_processing(config, get_setup=lambda: pytest.fail("no codex needed"))

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from daemon.ignore import SF_DATALESS, icloud_stub_target, is_icloud_placeholder, is_ignored
+from daemon.watching.ignore import (
+    SF_DATALESS,
+    icloud_stub_target,
+    is_icloud_placeholder,
+    is_ignored,
+)
 
 LITTER = [
     ".DS_Store",

@@ -459,7 +459,7 @@ def test_real_codex_launcher_and_native_binary_die_on_ctrl_c(
 
 def test_stop_request_first_signal_cancels_second_kills_and_the_first_names_the_code() -> None:
     """SIGTERM then SIGINT: cancel on the first, kill-now on the second, exit code 143."""
-    from daemon.interrupt import StopRequest
+    from daemon.commands.interrupt import StopRequest
 
     stop = StopRequest()
     stop.handle(signal.SIGTERM, None)

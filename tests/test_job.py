@@ -11,7 +11,7 @@ from PIL import Image
 
 from daemon.errors import JobError, ReferenceMissing
 from daemon.images import ImageFormat
-from daemon.job import (
+from daemon.job.parse import (
     JOB_SUFFIX,
     MAX_JOB_BYTES,
     Job,

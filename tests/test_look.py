@@ -11,12 +11,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from daemon import codex
 from daemon.cli import main
+from daemon.codex import run as codex
 from daemon.errors import JobError
 from daemon.images import ImageFormat, convert, has_alpha, sniff_format
-from daemon.job import load_job_schema, parse_job
-from daemon.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
+from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
+from daemon.job.parse import load_job_schema, parse_job
 from tests.test_pipeline import World
 
 
@@ -309,7 +309,7 @@ def test_submit_without_the_flags_writes_only_the_prompt(
 def test_the_run_record_keeps_what_the_job_asked(tmp_path: Path) -> None:
     """A crash recovery's sidecar can still say `transparent` and `aspect`: the run record
     saved before codex starts keeps them."""
-    from daemon.runrecord import RunRecord
+    from daemon.pipeline.run_record import RunRecord
 
     job_path = tmp_path / "fox.prompt.yaml"
     RunRecord(job_path, job=job_path.name, refs=[], transparent=True, aspect="16:9").save()

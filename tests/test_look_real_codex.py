@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from daemon.images import sniff_format
-from daemon.look import TRANSPARENT_INSTRUCTION
+from daemon.job.look import TRANSPARENT_INSTRUCTION
 from tests.support.mock_openai import MockOpenAI, request_between_markers
 from tests.test_e2e_real_codex import RealWorld
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon.commands.submit import submit_job
 from daemon.config import default_config
-from daemon.settle import JobState
-from daemon.submit import submit_job
-from daemon.watcher import InboxWatcher
+from daemon.watching.settle import JobState
+from daemon.watching.watcher import InboxWatcher
 from tests.support.daemon_proc import DaemonProcess, DaemonWorld
 from tests.support.rollout_shapes import tiny_png
 from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import codex
+from daemon.codex import run as codex
 from tests.support.daemon_proc import DaemonProcess, DaemonWorld, pid_alive, wait_for
 
 RECOVERING = "STATUS=recovering victim.prompt.yaml: waiting for the codex an earlier run left"

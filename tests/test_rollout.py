@@ -1,4 +1,4 @@
-"""Tests for daemon.rollout: finding a run's session log and reading its images out of it."""
+"""Tests for daemon.codex.session_log: finding a run's session log and reading its images."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from daemon import rollout
-from daemon.images import ImageFormat
-from daemon.rollout import (
+from daemon.codex import session_log as rollout
+from daemon.codex.session_log import (
     GENERIC_REFUSAL,
     find_session_log,
     generated_images,
     scan_rollout,
 )
+from daemon.images import ImageFormat
 from tests.support.rollout_shapes import (
     MODERATION_FAILURE,
     USAGE_LIMIT_MESSAGE,

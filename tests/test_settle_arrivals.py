@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon.settle import Arrival, JobState, Settler
+from daemon.watching.settle import Arrival, JobState, Settler
 
 SETTLE = 30.0
 MOMENT = 1.0  # well beyond the wait after an arrival, far below the settle time

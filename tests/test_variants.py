@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon import codex
 from daemon.cli import main
+from daemon.codex import run as codex
 from tests.test_delivery_crash import Crash
 from tests.test_pipeline import World
 
@@ -276,8 +276,8 @@ def test_submit_wait_does_not_take_an_incomplete_result_for_the_end(world: World
     import threading
     from datetime import datetime
 
+    from daemon.commands.submit import wait_for_result
     from daemon.config import load_config
-    from daemon.submit import wait_for_result
 
     world.script(images_by_call=[1, 2], image_limit_calls=[1])
     since = datetime.now().astimezone().replace(microsecond=0)
@@ -349,7 +349,7 @@ def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
 
 def test_the_count_line_follows_the_other_options_of_the_job(world: World) -> None:
     """With `transparent` too, each option is a line of its own and the count comes last."""
-    from daemon import look
+    from daemon.job import look
 
     world.script(images_by_call=[2])
     world.job("fox", yaml.safe_dump({"prompt": PROMPT, "variants": 2, "transparent": True}))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.lock import InboxLock
+from daemon.watching.lock import InboxLock
 from tests.support.daemon_proc import DaemonProcess, DaemonWorld, wait_for
 from tests.support.rollout_shapes import tiny_png
 

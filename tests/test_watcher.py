@@ -17,9 +17,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.ignore import SF_DATALESS
-from daemon.settle import JobState, Settler
-from daemon.watcher import InboxWatcher
+from daemon.watching.ignore import SF_DATALESS
+from daemon.watching.settle import JobState, Settler
+from daemon.watching.watcher import InboxWatcher
 from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
 
 SETTLE = 0.2

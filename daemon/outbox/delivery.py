@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import outbox as disk
+from daemon import files as disk
+from daemon.codex.generation import Generation
 from daemon.errors import Disposition, InboxError, NoImage
-from daemon.generation import Generation
 from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, has_alpha, inspect
-from daemon.thumbs import write_thumbnails
+from daemon.outbox.thumbs import write_thumbnails
 
 
 @dataclass(frozen=True, slots=True)

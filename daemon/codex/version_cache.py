@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from daemon.outbox import replace_file
+from daemon.files import replace_file
 
 MAX_ENTRIES = 32
 

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon import codex, look, rollout, version_cache
-from daemon import outbox as disk
+from daemon import files as disk
+from daemon.codex import run as codex
+from daemon.codex import session_log as rollout
+from daemon.codex import version_cache
+from daemon.codex.failures import classify, image_limit
+from daemon.codex.quota import RateLimit
+from daemon.codex.quota import merge as merge_limits
+from daemon.codex.session_log import FoundImage, RolloutScan
 from daemon.config import CodexConfig
 from daemon.errors import (
     ImageLimit,
@@ -28,11 +34,8 @@ from daemon.errors import (
     ReferenceMissing,
     Refused,
 )
-from daemon.failures import classify, image_limit
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
-from daemon.quota import RateLimit
-from daemon.quota import merge as merge_limits
-from daemon.rollout import FoundImage, RolloutScan
+from daemon.job import look
 
 
 @dataclass(frozen=True, slots=True)

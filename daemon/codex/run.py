@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon import version_cache
+from daemon.codex import version_cache
 from daemon.errors import Cancelled, CodexMissing, CodexTimeout
 
 # The user's request goes between the markers byte for byte; the words around it only ask the

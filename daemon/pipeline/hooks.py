@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from daemon.config import HooksConfig
-from daemon.pipeline import Outcome, Status
+from daemon.pipeline.flow import Outcome, Status
 
 # How much of each output stream reaches the log: the end, where errors usually are.
 OUTPUT_TAIL_BYTES = 4096

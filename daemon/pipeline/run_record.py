@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import outbox as disk
+from daemon import files as disk
 from daemon.errors import InboxError
 from daemon.logs import get_logger
 

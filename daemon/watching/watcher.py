@@ -2,7 +2,7 @@
 
 Observer handlers only note names that may have changed, and whether the event says the file
 arrived complete (moved in, or closed after writing); one settle thread lists the inbox, lets
-`daemon.settle.Settler` decide when a job is complete, and keeps the queue `get()` takes from.
+`settle.Settler` decide when a job is complete, and keeps the queue `get()` takes from.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.ignore import icloud_stub_target, is_ignored
 from daemon.logs import get_logger
-from daemon.settle import Arrival, JobState, Settler
+from daemon.watching.ignore import icloud_stub_target, is_ignored
+from daemon.watching.settle import Arrival, JobState, Settler
 
 _log = get_logger()
 

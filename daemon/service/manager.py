@@ -187,8 +187,8 @@ def service_path(tools: Tools, system: System) -> str:
 
 
 def template_text(name: str) -> str:
-    """A template shipped in the package (daemon/templates/)."""
-    return resources.files("daemon").joinpath("templates", name).read_text(encoding="utf-8")
+    """A template shipped in the package: daemon/service/templates/ links to systemd/, launchd/."""
+    return resources.files("daemon.service").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def systemd_quote(word: str, *, exec_line: bool = False) -> str:

@@ -22,7 +22,7 @@ from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNo
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
-from daemon import outbox as disk
+from daemon import files as disk
 from daemon.errors import JobError, ReferenceMissing
 from daemon.images import (
     IMAGE_EXTENSIONS,
@@ -32,7 +32,7 @@ from daemon.images import (
     inspect,
     sniff_format,
 )
-from daemon.look import ASPECT_FIX, RATIO_PATTERN, BadAspect, parse_aspect
+from daemon.job.look import ASPECT_FIX, RATIO_PATTERN, BadAspect, parse_aspect
 from daemon.suggest import did_you_mean, unknown_key_message
 
 try:  # libyaml's parser is several times faster; the pure-Python one behaves the same.
@@ -225,11 +225,11 @@ def sibling_references(job_path: Path) -> list[Path]:
 
 
 def load_job_schema() -> dict[str, Any]:
-    """The JSON Schema of job files shipped with the package (daemon/job.schema.json)."""
+    """The JSON Schema of job files shipped with the package (daemon/job/job.schema.json)."""
     import json
     from importlib import resources
 
-    text = resources.files("daemon").joinpath("job.schema.json").read_text(encoding="utf-8")
+    text = resources.files("daemon.job").joinpath("job.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

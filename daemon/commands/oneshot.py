@@ -10,12 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daemon import files as disk
 from daemon import logs
-from daemon import outbox as disk
-from daemon.config import Config
-from daemon.delivery import verified_images
-from daemon.errors import Cancelled, InboxError, UsageError
-from daemon.generation import (
+from daemon.codex.generation import (
     CodexSetup,
     Generation,
     ImageRequest,
@@ -23,20 +20,23 @@ from daemon.generation import (
     merge,
     prepare_codex,
 )
+from daemon.commands.interrupt import StopRequest
+from daemon.config import Config
+from daemon.errors import Cancelled, InboxError, UsageError
 from daemon.images import ImageFormat, check_reference_argument
-from daemon.interrupt import StopRequest
-from daemon.job import is_job_file
-from daemon.lock import InboxLock
-from daemon.pipeline import Outcome, Status, process_job
-from daemon.recovery import recover_processing, remove_leftovers
+from daemon.job.parse import is_job_file
+from daemon.outbox.delivery import verified_images
+from daemon.pipeline.flow import Outcome, Status, process_job
+from daemon.pipeline.recovery import recover_processing, remove_leftovers
+from daemon.watching.lock import InboxLock
 
 if TYPE_CHECKING:
-    from daemon.gallery import LiveState
+    from daemon.outbox.gallery import LiveState
 
 # Needed only once codex has finished: imported in the background while it runs.
 END_OF_JOB_MODULES = (
     "hashlib",
-    "daemon.gallery",
+    "daemon.outbox.gallery",
     "PIL.Image",
     "PIL.PngImagePlugin",
     "PIL.JpegImagePlugin",
@@ -250,7 +250,7 @@ def after_job(config: Config, *, live: LiveState | None = None) -> None:
     `live` is the daemon's state, for a page that follows it while there is work."""
     if not config.gallery:
         return
-    from daemon.gallery import write_gallery
+    from daemon.outbox.gallery import write_gallery
 
     try:
         write_gallery(config.outbox, live=live)
@@ -270,7 +270,7 @@ def run_hooks(
     hooks = config.hooks
     if not (hooks.on_done or hooks.on_failed or hooks.notifier):
         return
-    from daemon.hooks import run_job_hooks
+    from daemon.pipeline.hooks import run_job_hooks
 
     run_job_hooks(outcome, hooks, environ=environ, log=logs.get_logger(), stop=stop)
 

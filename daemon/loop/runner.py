@@ -19,8 +19,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon import codex, quota
-from daemon import outbox as disk
+from daemon import files as disk
+from daemon.codex import quota
+from daemon.codex import run as codex
+from daemon.codex.generation import CodexSetup
+from daemon.commands.oneshot import after_job, backoff, cached_setup, log_outcome, run_hooks
 from daemon.config import load_config
 from daemon.errors import (
     ConfigError,
@@ -30,18 +33,16 @@ from daemon.errors import (
     OutboxUnwritable,
     UsageLimit,
 )
-from daemon.gallery import live_state
-from daemon.generation import CodexSetup
-from daemon.lock import InboxLock
 from daemon.logs import get_logger
-from daemon.notify import SystemdNotifier, watchdog_interval
-from daemon.oneshot import after_job, backoff, cached_setup, log_outcome, run_hooks
-from daemon.pipeline import Outcome, Status, process_job
-from daemon.recovery import recover_processing, remove_leftovers
-from daemon.settle import is_job_file
-from daemon.status import STATUS_NAME, pause_summary
-from daemon.status import Status as StatusFile
-from daemon.watcher import InboxWatcher
+from daemon.loop.notify import SystemdNotifier, watchdog_interval
+from daemon.loop.status import STATUS_NAME, pause_summary
+from daemon.loop.status import Status as StatusFile
+from daemon.outbox.gallery import live_state
+from daemon.pipeline.flow import Outcome, Status, process_job
+from daemon.pipeline.recovery import recover_processing, remove_leftovers
+from daemon.watching.lock import InboxLock
+from daemon.watching.settle import is_job_file
+from daemon.watching.watcher import InboxWatcher
 
 log = get_logger()
 

@@ -15,17 +15,17 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from daemon import codex
-from daemon import outbox as disk
+from daemon import files as disk
+from daemon.codex import run as codex
+from daemon.codex.generation import CodexSetup, Generation, merge, recover, remove_dead_run_folders
 from daemon.config import Config
-from daemon.delivery import DeliveryPlan, deliver, load_progress, write_error
 from daemon.errors import InboxError, OutboxUnwritable, RecoveryFailed
-from daemon.generation import CodexSetup, Generation, merge, recover, remove_dead_run_folders
 from daemon.images import ImageFormat
-from daemon.job import is_job_file, sibling_references
-from daemon.pipeline import Outcome, Status, job_stem
-from daemon.runrecord import RunRecord
-from daemon.thumbs import FOLDER as THUMBNAILS
+from daemon.job.parse import is_job_file, sibling_references
+from daemon.outbox.delivery import DeliveryPlan, deliver, load_progress, write_error
+from daemon.outbox.thumbs import FOLDER as THUMBNAILS
+from daemon.pipeline.flow import Outcome, Status, job_stem
+from daemon.pipeline.run_record import RunRecord
 
 OnWait = Callable[[str, float], None]
 

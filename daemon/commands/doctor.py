@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import autostart
-from daemon.autostart import Out, Run, Which
-from daemon.codex import (
+from daemon.codex.run import (
     MIN_SUPPORTED,
     CodexVersion,
     child_environment,
@@ -28,6 +26,8 @@ from daemon.codex import (
 )
 from daemon.config import Config, default_config, load_config
 from daemon.errors import ConfigError
+from daemon.service import manager as autostart
+from daemon.service.manager import Out, Run, Which
 
 CODEX_TIMEOUT_SEC = 60.0
 INSTALL_CODEX = "install the Codex CLI (`npm install -g @openai/codex`) or set codex.command"
@@ -178,7 +178,7 @@ def service_environment(
 def check_daemon(config: Config, config_path: Path | None, probe: Probe) -> Iterator[Check]:
     """Whether a daemon (or `once`) works on the inbox right now. Not running is worth a line
     only when the service is installed: otherwise the service line has said it already."""
-    from daemon.status import not_running_notice
+    from daemon.loop.status import not_running_notice
 
     running, notice = not_running_notice(config.inbox, config_path)
     if running:

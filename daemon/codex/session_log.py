@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from daemon.codex.quota import RateLimit
 from daemon.images import ImageFormat, sniff_format
-from daemon.quota import RateLimit
 
 _THREAD_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{7,79}")
 _CHUNK = 1 << 20

@@ -24,10 +24,10 @@ from urllib.parse import quote
 
 import yaml
 
+from daemon.codex.failures import clock_text
+from daemon.codex.quota import RateLimit, from_json_list
 from daemon.errors import OutboxUnwritable
-from daemon.failures import clock_text
-from daemon.quota import RateLimit, from_json_list
-from daemon.status import pause_summary
+from daemon.loop.status import pause_summary
 
 try:  # libyaml's loader is several times faster; thousands of sidecars are read per build
     _Loader: Any = yaml.CSafeLoader

@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.failures import clock_text
-from daemon.outbox import replace_file
-from daemon.quota import describe_all, from_json_list
+from daemon.codex.failures import clock_text
+from daemon.codex.quota import describe_all, from_json_list
+from daemon.files import replace_file
 
 STATUS_NAME = "status.json"
 # Pauses that end at a known time are named by their limit: "image limit until 14:05".
@@ -107,7 +107,7 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
 def not_running_notice(inbox: Path, config: Path | None) -> tuple[bool | None, str]:
     """Whether a daemon (or `once`) works on `inbox`, and, when none does, what to tell a person:
     that it is not running and how to start it. None: it may run on another host."""
-    from daemon.lock import describe_holder, probe
+    from daemon.watching.lock import describe_holder, probe
 
     found = probe(inbox)
     if found.held:

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from daemon import outbox as disk
-from daemon.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
+from daemon import files as disk
 from daemon.images import IMAGE_EXTENSIONS
-from daemon.job import JOB_SUFFIX, MAX_JOB_BYTES
-from daemon.job import is_job_file as _is_job_name
+from daemon.job.parse import JOB_SUFFIX, MAX_JOB_BYTES
+from daemon.job.parse import is_job_file as _is_job_name
 from daemon.logs import get_logger
+from daemon.watching.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
 
 _log = get_logger()
 
@@ -49,14 +49,14 @@ Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
 
 
 def is_job_file(name: str) -> bool:
-    """A job file name (daemon.job's rule) that is not litter such as a sync-tool temp file."""
+    """A job file name (the job package's rule) that is not litter such as a sync-tool temp file."""
     return _is_job_name(name) and not is_ignored(name)
 
 
 def _image_owners(name: str) -> list[str]:
     """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`.
 
-    The inverse of daemon.job.sibling_references, computed from one listing for all jobs at once.
+    The inverse of daemon.job.parse.sibling_references, from one listing for all jobs at once.
     """
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem or ext.lower() not in IMAGE_EXTENSIONS:

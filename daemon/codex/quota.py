@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemon.failures import clock_text
+from daemon.codex.failures import clock_text
 
 # codex's limit ids as a person names them; others read "<id> limit".
 _NAMES = {"codex": "usage limit", "image_gen": "image limit"}

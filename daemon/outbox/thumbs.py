@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon import outbox as disk
+from daemon import files as disk
 
 FOLDER = "references"
 MAX_SIDE = 320  # pixels: enough for a thumbnail on a phone's high-density screen

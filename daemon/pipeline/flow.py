@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import outbox as disk
+from daemon import files as disk
+from daemon.codex.generation import CodexSetup, ImageRequest, generate_variants, merge
+from daemon.codex.quota import RateLimit
 from daemon.config import Config
-from daemon.delivery import deliver, find_progress, write_error
 from daemon.errors import (
     Cancelled,
     Disposition,
@@ -25,10 +26,9 @@ from daemon.errors import (
     OutboxUnwritable,
     ReferenceMissing,
 )
-from daemon.generation import CodexSetup, ImageRequest, generate_variants, merge
-from daemon.job import JOB_SUFFIX, Job, parse_job, sibling_references
-from daemon.quota import RateLimit
-from daemon.runrecord import RunRecord
+from daemon.job.parse import JOB_SUFFIX, Job, parse_job, sibling_references
+from daemon.outbox.delivery import deliver, find_progress, write_error
+from daemon.pipeline.run_record import RunRecord
 
 
 class Status(enum.Enum):

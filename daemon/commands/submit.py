@@ -17,12 +17,12 @@ from typing import Any, TextIO
 
 import yaml
 
-from daemon import outbox as disk
+from daemon import files as disk
 from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
-from daemon.job import JOB_SUFFIX, parse_job, sibling_references
-from daemon.status import not_running_notice, read_status
+from daemon.job.parse import JOB_SUFFIX, parse_job, sibling_references
+from daemon.loop.status import not_running_notice, read_status
 
 
 def submit_job(

@@ -1,0 +1,1 @@
+"""The one-shot commands: `gen`, `once`, `submit` and `doctor`."""

@@ -1,0 +1,1 @@
+"""The job: a `<name>.prompt.yaml` file, its naming rules, its schema and how it is read."""

@@ -1,0 +1,1 @@
+"""The outbox: images and sidecars delivered, reference thumbnails, and the gallery page."""

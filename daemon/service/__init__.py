@@ -1,0 +1,1 @@
+"""The login service: `service install | uninstall | status`, one backend per service manager."""
