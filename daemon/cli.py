@@ -161,7 +161,7 @@ def _add_variants(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _variants(text: str) -> int:
-    from daemon.job.parse import MAX_VARIANTS
+    from daemon.job.values import MAX_VARIANTS
 
     if not text.isdigit() or not 1 <= int(text) <= MAX_VARIANTS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_VARIANTS}")
@@ -353,7 +353,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_schema(_args: argparse.Namespace) -> int:
     import json
 
-    from daemon.job.parse import load_job_schema
+    from daemon.job.schema import load_job_schema
 
     print(json.dumps(load_job_schema(), indent=2, ensure_ascii=False))
     return EXIT_OK

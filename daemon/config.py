@@ -16,13 +16,9 @@ from typing import Any
 
 import yaml
 
+from daemon import yaml_text
 from daemon.errors import ConfigError
 from daemon.suggest import did_you_mean
-
-try:  # libyaml when PyYAML was built with it: the same results, faster
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
 APP_NAME = "gpt-image-inbox"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -138,13 +134,8 @@ def load_config(
         data = file.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise ConfigError(
-                file,
-                [
-                    "the file does not exist. Fix: create it (config.example."
-                    "yaml shows every key) or name another with --config."
-                ],
-            ) from None
+            fix = "create it (config.example.yaml shows every key) or name another with --config"
+            raise ConfigError(file, [f"the file does not exist. Fix: {fix}."]) from None
         return default_config(environ=environ)
     except OSError as e:
         raise ConfigError(
@@ -160,40 +151,25 @@ def load_config(
 def _parse(data: bytes, file: Path) -> tuple[Any, list[str]]:
     """The YAML document and its repeated keys; ConfigError for non-UTF-8 text and bad syntax."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ConfigError(
-            file,
-            [
-                f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, "
-                f"byte {column}. Fix: save the file as UTF-8."
-            ],
-        ) from e
+        text = yaml_text.decode_utf8(data)
+    except yaml_text.NotUtf8 as e:
+        raise ConfigError(file, [f"not UTF-8 text: {e.place}. Fix: save the file as UTF-8."]) from e
     loader = _Loader(text)
     try:
         document = loader.get_single_data()
     except yaml.YAMLError as e:
-        raise ConfigError(file, [_syntax_problem(e, text)]) from e
+        place = yaml_text.error_place(e, text)
+        where = f" at {place}" if place else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            file, [f"YAML syntax error{where}: {problem}. Fix: correct the YAML there."]
+        ) from e
     finally:
         loader.dispose()
     return document, loader.repeated
 
 
-def _syntax_problem(error: yaml.YAMLError, text: str) -> str:
-    mark = getattr(error, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    position = getattr(error, "position", None)  # reader errors (control characters) have this
-    if not where and isinstance(position, int):
-        line_start = text.rfind("\n", 0, position) + 1
-        line = text.count("\n", 0, position) + 1
-        where = f" at line {line}, column {position - line_start + 1}"
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return f"YAML syntax error{where}: {problem}. Fix: correct the YAML there."
-
-
-class _Loader(_SafeLoader):
+class _Loader(yaml_text.SafeLoader):
     """Safe YAML that notes repeated keys, which PyYAML would silently let the last one win."""
 
     def __init__(self, stream: str) -> None:
@@ -224,6 +200,16 @@ def _kind(value: object) -> str:
     return "a list" if isinstance(value, list) else "a mapping"
 
 
+def _unknown_key(prefix: str, guess: str | None, known: tuple[str, ...]) -> tuple[str, str]:
+    """What is said of an unknown key and its fix: the key it may stand for, here or in
+    another section (`watch.settle_sec` for a top-level `settle_sec`)."""
+    if guess is None:
+        return "unknown key", "remove it; the keys here are " + ", ".join(known)
+    if "." in guess:
+        return f"unknown key (did you mean `{guess}`?)", f"move it under `{guess.split('.')[0]}:`"
+    return f"unknown key (did you mean `{prefix}{guess}`?)", f"rename it to `{guess}`"
+
+
 class _Reader:
     """Checks one configuration document, collecting every problem before raising."""
 
@@ -240,14 +226,9 @@ class _Reader:
         if document is None:  # an empty file, or only comments
             document = {}
         if not isinstance(document, dict):
-            raise ConfigError(
-                self.file,
-                [
-                    f"the file holds {_kind(document)}, not a mapping of "
-                    "keys. Fix: write `key: value` lines, as in "
-                    "config.example.yaml."
-                ],
-            )
+            what = f"the file holds {_kind(document)}, not a mapping of keys"
+            fix = "write `key: value` lines, as in config.example.yaml"
+            raise ConfigError(self.file, [f"{what}. Fix: {fix}."])
         top = self.section(document, "")
         defaults = default_config(environ=self.environ)
         config = Config(
@@ -317,24 +298,7 @@ class _Reader:
         for key in value:
             if key not in known:
                 guess = did_you_mean(str(key), known, aliases=aliases)
-                if guess is None:
-                    self.bad(
-                        f"{prefix}{key}",
-                        "unknown key",
-                        "remove it; the keys here are " + ", ".join(known),
-                    )
-                elif "." in guess:
-                    self.bad(
-                        f"{prefix}{key}",
-                        f"unknown key (did you mean `{guess}`?)",
-                        f"move it under `{guess.split('.')[0]}:`",
-                    )
-                else:
-                    self.bad(
-                        f"{prefix}{key}",
-                        f"unknown key (did you mean `{prefix}{guess}`?)",
-                        f"rename it to `{guess}`",
-                    )
+                self.bad(f"{prefix}{key}", *_unknown_key(prefix, guess, known))
         return {k: v for k, v in value.items() if k in known}
 
     def codex(self, section: dict[str, Any]) -> CodexConfig:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from daemon import yaml_text
 from daemon.errors import OutboxUnwritable
 
 PROCESSING, DONE, FAILED = "processing", "done", "failed"
@@ -179,7 +180,7 @@ def dump_yaml(data: dict[str, Any]) -> bytes:
 def read_yaml(path: Path) -> dict[str, Any] | None:
     """A sidecar's mapping, or None when it is missing or not ours."""
     try:
-        data = yaml.load(path.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml_text.load(path.read_bytes())
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None

@@ -26,9 +26,22 @@ class ImageFormat(str, enum.Enum):
     def pillow_name(self) -> str:
         return self.name
 
+    @classmethod
+    def named(cls, name: str) -> ImageFormat | None:
+        """The format a lower-case name or extension stands for (`jpg` is JPEG), or None:
+        what `format:` in a job file and the extension of `gen --out` may say."""
+        return _NAMED_FORMATS.get(name)
+
+
+_NAMED_FORMATS = {
+    "png": ImageFormat.PNG,
+    "jpg": ImageFormat.JPEG,
+    "jpeg": ImageFormat.JPEG,
+    "webp": ImageFormat.WEBP,
+}
 
 # Extensions a reference image may have, lower-case, without the dot.
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+IMAGE_EXTENSIONS = tuple(_NAMED_FORMATS)
 # The Images API takes reference images up to 50 MB.
 MAX_REFERENCE_BYTES = 50 * 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Which inbox names are litter, and which files are iCloud placeholders."""
+"""Which inbox names are litter (for every command alike), and which are iCloud placeholders."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 
-from daemon.watching.ignore import (
-    SF_DATALESS,
-    icloud_stub_target,
-    is_icloud_placeholder,
-    is_ignored,
-)
+from daemon.commands.oneshot import pending_jobs
+from daemon.job.names import is_litter
+from daemon.watching.icloud import SF_DATALESS, icloud_stub_target, is_icloud_placeholder
+from daemon.watching.settle import Settler
 
 LITTER = [
     ".DS_Store",
@@ -53,15 +51,15 @@ REAL = [
 
 
 @pytest.mark.parametrize("name", LITTER)
-def test_litter_is_ignored(name: str) -> None:
+def test_litter_is_recognised(name: str) -> None:
     """Sync-tool, editor and OS files are never taken for jobs or references."""
-    assert is_ignored(name)
+    assert is_litter(name)
 
 
 @pytest.mark.parametrize("name", REAL)
 def test_real_files_are_not_ignored(name: str) -> None:
     """Job files, images and sync-conflict copies are ordinary files."""
-    assert not is_ignored(name)
+    assert not is_litter(name)
 
 
 def test_icloud_stub_names_its_target() -> None:
@@ -101,3 +99,17 @@ def test_real_file_is_not_a_placeholder(tmp_path: Path) -> None:
     assert not is_icloud_placeholder(path, os.stat(path), platform="darwin")
     empty = _st(st_size=0, st_blocks=0)
     assert not is_icloud_placeholder(tmp_path / "e.png", empty, platform="darwin")
+
+
+def test_once_and_run_take_the_same_files_as_jobs(tmp_path: Path) -> None:
+    """`once` and the watcher of `run` agree on which files are jobs: an Office owner file
+    `~$x.prompt.yaml` and other litter with a job's name are jobs for neither."""
+    names = ["cat.prompt.yaml", "~$x.prompt.yaml", "~syncthing~x.prompt.yaml", ".x.prompt.yaml"]
+    for name in names:
+        (tmp_path / name).write_text("prompt: a cat\n")
+    once = [path.name for path in pending_jobs(tmp_path)]
+    settler = Settler(tmp_path, settle_sec=0.0, grace_sec=0.0)
+    for moment in (0.0, 1.0):  # seen, then unchanged since: settled
+        settler.update(os.listdir(tmp_path), moment)
+    run = [path.name for path in iter(settler.take, None)]
+    assert once == run == ["cat.prompt.yaml"]

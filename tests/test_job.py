@@ -11,17 +11,9 @@ from PIL import Image
 
 from daemon.errors import JobError, ReferenceMissing
 from daemon.images import ImageFormat
-from daemon.job.parse import (
-    JOB_SUFFIX,
-    MAX_JOB_BYTES,
-    Job,
-    PromptSource,
-    is_job_file,
-    job_name,
-    load_job_schema,
-    parse_job,
-    sibling_references,
-)
+from daemon.job.names import JOB_SUFFIX, is_job_file, job_name, sibling_references
+from daemon.job.parse import MAX_JOB_BYTES, Job, PromptSource, parse_job
+from daemon.job.schema import load_job_schema
 
 
 @pytest.fixture
@@ -71,10 +63,12 @@ class TestNames:
             ("cat.prompt.yml", False),
             ("cat.yaml", False),
             ("cat.prompt.yaml.swp", False),
+            ("~$cat.prompt.yaml", False),
+            ("~syncthing~cat.prompt.yaml", False),
         ],
     )
     def test_is_job_file(self, name: str, expected: bool) -> None:
-        """Only non-hidden `<name>.prompt.yaml` files are jobs."""
+        """Only `<name>.prompt.yaml` files that are not hidden and not litter are jobs."""
         assert is_job_file(name) is expected
 
     def test_job_name_drops_the_suffix(self) -> None:

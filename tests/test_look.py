@@ -16,7 +16,8 @@ from daemon.codex import run as codex
 from daemon.errors import JobError
 from daemon.images import ImageFormat, convert, has_alpha, sniff_format
 from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
-from daemon.job.parse import load_job_schema, parse_job
+from daemon.job.parse import parse_job
+from daemon.job.schema import load_job_schema
 from tests.test_pipeline import World
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.job.parse import load_job_schema
+from daemon.job.schema import load_job_schema
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from daemon.errors import JobError
-from daemon.job.parse import load_job_schema, parse_job
+from daemon.job.parse import parse_job
+from daemon.job.schema import load_job_schema
 
 # Only what a schema can express: types, required keys, enums, unknown keys, lengths and
 # patterns. Filesystem checks (references inside the inbox, real images, file size, UTF-8)
@@ -251,7 +252,7 @@ def test_schema_documents_the_bare_string_rule() -> None:
 
 def test_schema_and_daemon_share_one_rule_for_job_keys() -> None:
     """The schema's "no job key here" pattern is the one parse_job uses, character for character."""
-    from daemon.job.parse import NEAR_MISS_PATTERN
+    from daemon.job.keys import NEAR_MISS_PATTERN
 
     rule = load_job_schema()["$defs"]["notAJobKey"]
     assert rule["not"]["pattern"] == NEAR_MISS_PATTERN
@@ -264,7 +265,7 @@ _EDIT_CHARS = st.sampled_from(list("aeiopstxz_PTMAR 9\n\tİ\u00e9."))
 
 @st.composite
 def _edited_keys(draw: st.DrawFn) -> str:
-    from daemon.job.parse import KEYS
+    from daemon.job.keys import KEYS
 
     word = list(draw(st.sampled_from([*KEYS, "image", "references", "name", "Style"])))
     for _ in range(draw(st.integers(0, 2))):
@@ -290,6 +291,6 @@ def test_the_daemons_near_miss_rule_is_the_schemas_pattern(key: str) -> None:
     """parse_job decides in code what the schema's pattern says; both agree on every key."""
     import re
 
-    from daemon.job.parse import NEAR_MISS_PATTERN, is_near_miss
+    from daemon.job.keys import NEAR_MISS_PATTERN, is_near_miss
 
     assert is_near_miss(key) == (re.search(NEAR_MISS_PATTERN, key) is not None), repr(key)

@@ -12,13 +12,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from structlog.testing import capture_logs
+import structlog
+from structlog.testing import CapturingLogger, capture_logs
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.watching.ignore import SF_DATALESS
-from daemon.watching.settle import JobState, Settler
+from daemon.watching.icloud import SF_DATALESS
+from daemon.watching.settle import Settler
 from daemon.watching.watcher import InboxWatcher
 from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
 
@@ -40,6 +41,25 @@ def wait_for(condition: Callable[[], bool], deadline: float = DEADLINE) -> None:
         if time.monotonic() > end:
             pytest.fail("condition not met before the deadline")
         time.sleep(0.02)
+
+
+class Events:
+    """Every event a watcher or settler logs, at every level, kept by structlog's own
+    CapturingLogger: what a user would read in the log, without the global configuration."""
+
+    def __init__(self) -> None:
+        self.captured = CapturingLogger()
+        self.log = structlog.wrap_logger(
+            self.captured, processors=[], wrapper_class=structlog.BoundLogger
+        )
+
+    def saw(self, event: str, **fields: object) -> bool:
+        """Whether `event` was logged with these fields (among others)."""
+        return any(
+            call.kwargs.get("event") == event
+            and all(call.kwargs.get(k) == v for k, v in fields.items())
+            for call in list(self.captured.calls)
+        )
 
 
 def take_all(watcher: InboxWatcher, count: int, *, quiet: float = 0.6) -> list[str]:
@@ -167,30 +187,33 @@ def test_jobs_present_before_start_are_found(inbox: Path) -> None:
     for polling in (False, True):
         job(inbox, f"early-{polling}")
         with InboxWatcher(inbox, settle_sec=SETTLE, polling=polling) as w:
-            assert w.queued() == 1
             assert take_all(w, 1) == [f"early-{polling}.prompt.yaml"]
 
 
-def test_deleted_queued_job_is_dropped(watcher: InboxWatcher) -> None:
+@pytest.mark.parametrize("polling", [False, True])
+def test_deleted_queued_job_is_dropped(inbox: Path, polling: bool) -> None:
     """A job removed before it was taken is never handed over."""
-    path = job(watcher.inbox, "gone")
-    wait_for(lambda: watcher.counts()[JobState.READY] == 1)
-    path.unlink()
-    wait_for(lambda: watcher.queued() == 0)
-    job(watcher.inbox, "kept")
-    assert take_all(watcher, 1) == ["kept.prompt.yaml"]
+    events = Events()
+    with InboxWatcher(inbox, settle_sec=SETTLE, polling=polling, log=events.log) as w:
+        path = job(inbox, "gone")
+        wait_for(lambda: events.saw("job.ready", job="gone.prompt.yaml"))
+        path.unlink()
+        wait_for(lambda: events.saw("job.dropped", job="gone.prompt.yaml"))
+        job(inbox, "kept")
+        assert take_all(w, 1) == ["kept.prompt.yaml"]
 
 
-def test_edited_ready_job_settles_again(inbox: Path) -> None:
+@pytest.mark.parametrize("polling", [False, True])
+def test_edited_ready_job_settles_again(inbox: Path, polling: bool) -> None:
     """A queued job edited after it was ready waits another settle period, then is handed over."""
-    for polling in (False, True):
-        with InboxWatcher(inbox, settle_sec=1.0, polling=polling) as w:
-            path = job(inbox, f"edited-{polling}", "first")
-            wait_for(lambda: w.counts()[JobState.READY] == 1)
-            path.write_text("prompt: second, longer\n")
-            wait_for(lambda: w.counts()[JobState.SETTLING] == 1)
-            assert take_all(w, 1) == [path.name]
-            assert "second" in (inbox / "processing" / path.name).read_text()
+    events = Events()
+    with InboxWatcher(inbox, settle_sec=1.0, polling=polling, log=events.log) as w:
+        path = job(inbox, "edited", "first")
+        wait_for(lambda: events.saw("job.ready", job=path.name))
+        path.write_text("prompt: second, longer\n")
+        wait_for(lambda: events.saw("job.changed", job=path.name, state="settling"))
+        assert take_all(w, 1) == [path.name]
+        assert "second" in (inbox / "processing" / path.name).read_text()
 
 
 def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> None:
@@ -206,13 +229,18 @@ def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> 
     assert take_all(watcher, 1) == ["after.prompt.yaml"]
 
 
-def test_never_parsing_job_is_handed_over_after_the_grace(watcher: InboxWatcher) -> None:
+@pytest.mark.parametrize("polling", [False, True])
+def test_never_parsing_job_is_handed_over_after_the_grace(inbox: Path, polling: bool) -> None:
     """A job file with broken YAML still reaches the pipeline, later, so it can be reported."""
-    broken = watcher.inbox / "broken.prompt.yaml"
-    broken.write_text("prompt: [unclosed\n")
-    assert watcher.get(timeout=SETTLE * 4) is None
-    assert watcher.counts()[JobState.SETTLING] == 1
-    assert take_all(watcher, 1) == [broken.name]
+    events = Events()
+    with InboxWatcher(
+        inbox, settle_sec=SETTLE, rescan_sec=2.0, polling=polling, grace_sec=2.0, log=events.log
+    ) as w:
+        broken = inbox / "broken.prompt.yaml"
+        broken.write_text("prompt: [unclosed\n")
+        assert w.get(timeout=SETTLE * 4) is None
+        assert events.saw("job.unparsable", job=broken.name, state="settling")
+        assert take_all(w, 1) == [broken.name]
 
 
 def test_native_failure_falls_back_to_polling(inbox: Path) -> None:
@@ -294,7 +322,7 @@ def test_unreadable_inbox_is_not_listed_in_a_tight_loop(inbox: Path) -> None:
     with InboxWatcher(inbox, settle_sec=SETTLE, listdir=failing_listdir) as w:
         wait_for(lambda: len(calls) >= 3)
         time.sleep(1.0)  # the span whose listings are counted, not a synchronisation
-        assert w.queued() == 1
+        assert w.get(timeout=0) is None  # still waiting: no listing has seen it settle
     assert len(calls) < 60  # about 20 a second at settle 0.2 s; a tight loop makes thousands
 
 
@@ -383,12 +411,13 @@ def test_ready_jobs_go_in_arrival_order(inbox: Path) -> None:
 
 def test_unparsable_job_is_handed_over_after_the_grace(inbox: Path) -> None:
     """A job that never parses waits grace_sec, then goes on so the pipeline can report it."""
-    settler, clock = make_settler(inbox)
+    events = Events()
+    settler, clock = make_settler(inbox, log=events.log)
     path = inbox / "broken.prompt.yaml"
     path.write_text("prompt: [unclosed\n")
     settle(settler, clock, 5.0)
     assert settler.take() is None
-    assert settler.counts()[JobState.SETTLING] == 1
+    assert events.saw("job.unparsable", job=path.name, state="settling")
     settle(settler, clock, 6.0)
     assert settler.take() == path
 
@@ -407,12 +436,13 @@ def test_empty_job_file_waits_for_content(inbox: Path) -> None:
 
 def test_missing_explicit_reference_gets_a_grace_period(inbox: Path) -> None:
     """A job naming a reference not synced yet waits for it, and goes on once it is there."""
-    settler, clock = make_settler(inbox)
+    events = Events()
+    settler, clock = make_settler(inbox, log=events.log)
     path = inbox / "withref.prompt.yaml"
     path.write_text("prompt: p\nrefs: [refs/photo.png]\n")
     settle(settler, clock, 3.0)
     assert settler.take() is None
-    assert settler.counts()[JobState.WAITING] == 1
+    assert events.saw("job.references_missing", job=path.name, state="waiting")
     (inbox / "refs").mkdir()
     (inbox / "refs" / "photo.png").write_bytes(b"\x89PNG")
     settle(settler, clock, 1.5)
@@ -430,11 +460,12 @@ def test_icloud_placeholder_waits_until_downloaded(inbox: Path) -> None:
         fields = {k: getattr(st, k) for k in dir(st) if k.startswith("st_")}
         return SimpleNamespace(**{**fields, "st_flags": SF_DATALESS})  # type: ignore[return-value]
 
-    settler, clock = make_settler(inbox, stat=icloud_stat)
+    events = Events()
+    settler, clock = make_settler(inbox, stat=icloud_stat, log=events.log)
     path = job(inbox, "cloud")
     settle(settler, clock, 30.0)
     assert settler.take() is None
-    assert settler.counts()[JobState.WAITING] == 1
+    assert events.saw("job.not_downloaded", job=path.name, state="waiting")
     evicted.clear()
     settle(settler, clock, 1.5)
     assert settler.take() == path
@@ -492,7 +523,7 @@ def test_just_created_job_is_held_back_briefly_without_delaying_it(inbox: Path) 
     path = job(inbox, "new")
     seen = clock.now
     settler.update(os.listdir(inbox), seen, listed_at_ns=1005 * MS)
-    assert settler.counts()[JobState.SETTLING] == 1
+    assert settler.busy and settler.take() is None  # held back: seen, not ready
     admit_at = settler.next_due()
     assert admit_at is not None and seen < admit_at <= seen + 0.05
     later_ns = 1005 * MS + int((admit_at - seen) * 1e9)
@@ -523,7 +554,7 @@ def test_change_time_ahead_of_the_clock_holds_a_job_back_only_briefly(inbox: Pat
     path = job(inbox, "skewed")
     first = clock.now
     settler.update(os.listdir(inbox), first, listed_at_ns=1000 * MS)
-    assert settler.counts()[JobState.SETTLING] == 1
+    assert settler.busy and settler.take() is None  # held back: seen, not ready
     for step in (0.25, 0.5, 0.75):
         settler.update(os.listdir(inbox), first + step, listed_at_ns=1000 * MS)
     assert settler.take() is None

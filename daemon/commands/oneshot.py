@@ -24,7 +24,7 @@ from daemon.commands.interrupt import StopRequest
 from daemon.config import Config
 from daemon.errors import Cancelled, InboxError, UsageError
 from daemon.images import ImageFormat, check_reference_argument
-from daemon.job.parse import is_job_file
+from daemon.job.names import is_job_file
 from daemon.outbox.delivery import verified_images
 from daemon.pipeline.flow import Outcome, Status, process_job
 from daemon.pipeline.recovery import recover_processing, remove_leftovers
@@ -42,13 +42,6 @@ END_OF_JOB_MODULES = (
     "PIL.JpegImagePlugin",
     "PIL.WebPImagePlugin",
 )
-
-_EXTENSION_FORMATS = {
-    "png": ImageFormat.PNG,
-    "jpg": ImageFormat.JPEG,
-    "jpeg": ImageFormat.JPEG,
-    "webp": ImageFormat.WEBP,
-}
 
 
 def generate_to_file(
@@ -72,7 +65,7 @@ def generate_to_file(
     """
     if not prompt.strip():
         raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
-    target = _EXTENSION_FORMATS.get(out.suffix.lower().lstrip(".")) if out else None
+    target = ImageFormat.named(out.suffix.lower().lstrip(".")) if out else None
     if transparent and target is ImageFormat.JPEG:
         raise UsageError(
             f"--transparent cannot be kept in {out}: JPEG has no alpha channel.",
@@ -137,7 +130,7 @@ def _output_path(out: Path | None, index: int, fmt: ImageFormat) -> Path:
     further images of the same run get `-2`, `-3` before the extension."""
     if out is None:
         out = Path(f"image-{datetime.now():%Y%m%d-%H%M%S}.{fmt.extension}")
-    elif out.suffix.lower().lstrip(".") not in _EXTENSION_FORMATS:
+    elif ImageFormat.named(out.suffix.lower().lstrip(".")) is None:
         out = out.with_name(f"{out.name}.{fmt.extension}")
     if index:
         out = out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
@@ -161,7 +154,7 @@ def pending_jobs(inbox: Path) -> list[Path]:
     jobs = []
     for path in inbox.iterdir():
         # Anything but a folder: a FIFO or a link out of the inbox is refused with a sidecar.
-        if is_job_file(path.name) and not path.name.startswith(".") and not path.is_dir():
+        if is_job_file(path.name) and not path.is_dir():
             with contextlib.suppress(OSError):
                 jobs.append((path.lstat().st_mtime_ns, path.name, path))
     return [p for _, _, p in sorted(jobs)]

@@ -21,7 +21,8 @@ from daemon import files as disk
 from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
-from daemon.job.parse import JOB_SUFFIX, parse_job, sibling_references
+from daemon.job.names import JOB_SUFFIX, sibling_references
+from daemon.job.parse import parse_job
 from daemon.loop.status import not_running_notice, read_status
 
 

@@ -33,6 +33,7 @@ from daemon.errors import (
     OutboxUnwritable,
     UsageLimit,
 )
+from daemon.job.names import is_job_file
 from daemon.logs import get_logger
 from daemon.loop.notify import SystemdNotifier, watchdog_interval
 from daemon.loop.status import STATUS_NAME, pause_summary
@@ -41,7 +42,6 @@ from daemon.outbox.gallery import live_state
 from daemon.pipeline.flow import Outcome, Status, process_job
 from daemon.pipeline.recovery import recover_processing, remove_leftovers
 from daemon.watching.lock import InboxLock
-from daemon.watching.settle import is_job_file
 from daemon.watching.watcher import InboxWatcher
 
 log = get_logger()

@@ -24,15 +24,11 @@ from urllib.parse import quote
 
 import yaml
 
+from daemon import yaml_text
 from daemon.codex.failures import clock_text
 from daemon.codex.quota import RateLimit, from_json_list
 from daemon.errors import OutboxUnwritable
 from daemon.loop.status import pause_summary
-
-try:  # libyaml's loader is several times faster; thousands of sidecars are read per build
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
 
 INDEX_NAME = "index.html"
 DEFAULT_LIMIT = 500
@@ -298,7 +294,7 @@ def parse_card(path: Path, raw: bytes, *, mtime: float | None = None) -> Card | 
     `mtime` orders a sidecar without its own time; when not given it is read from `path`.
     """
     try:
-        data = yaml.load(raw, Loader=_Loader)  # a safe loader, C or pure Python
+        data = yaml_text.load(raw)
     except (yaml.YAMLError, ValueError):  # ValueError: bytes that are not valid UTF-8/16
         return None
     if not isinstance(data, dict):

@@ -26,7 +26,8 @@ from daemon.errors import (
     OutboxUnwritable,
     ReferenceMissing,
 )
-from daemon.job.parse import JOB_SUFFIX, Job, parse_job, sibling_references
+from daemon.job.names import JOB_SUFFIX, sibling_references
+from daemon.job.parse import Job, parse_job
 from daemon.outbox.delivery import deliver, find_progress, write_error
 from daemon.pipeline.run_record import RunRecord
 

@@ -21,7 +21,7 @@ from daemon.codex.generation import CodexSetup, Generation, merge, recover, remo
 from daemon.config import Config
 from daemon.errors import InboxError, OutboxUnwritable, RecoveryFailed
 from daemon.images import ImageFormat
-from daemon.job.parse import is_job_file, sibling_references
+from daemon.job.names import is_job_file, sibling_references
 from daemon.outbox.delivery import DeliveryPlan, deliver, load_progress, write_error
 from daemon.outbox.thumbs import FOLDER as THUMBNAILS
 from daemon.pipeline.flow import Outcome, Status, job_stem

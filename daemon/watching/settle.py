@@ -19,12 +19,11 @@ from typing import Any
 
 import yaml
 
-from daemon import files as disk
-from daemon.images import IMAGE_EXTENSIONS
-from daemon.job.parse import JOB_SUFFIX, MAX_JOB_BYTES
-from daemon.job.parse import is_job_file as _is_job_name
+from daemon import files, yaml_text
+from daemon.job.names import JOB_SUFFIX, is_job_file, is_litter, named_references, sibling_owners
+from daemon.job.parse import MAX_JOB_BYTES
 from daemon.logs import get_logger
-from daemon.watching.ignore import icloud_stub_target, is_icloud_placeholder, is_ignored
+from daemon.watching.icloud import icloud_stub_target, is_icloud_placeholder
 
 _log = get_logger()
 
@@ -46,24 +45,6 @@ _HOLD_LIMIT_SEC = 0.5
 ARRIVAL_QUIET_SEC = 0.1
 
 Signature = tuple[tuple[str, int, int] | tuple[str, None, None], ...]
-
-
-def is_job_file(name: str) -> bool:
-    """A job file name (the job package's rule) that is not litter such as a sync-tool temp file."""
-    return _is_job_name(name) and not is_ignored(name)
-
-
-def _image_owners(name: str) -> list[str]:
-    """Job names an image file is a sibling reference of: `a.b.png` belongs to `a.b` and `a`.
-
-    The inverse of daemon.job.parse.sibling_references, from one listing for all jobs at once.
-    """
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or ext.lower() not in IMAGE_EXTENSIONS:
-        return []
-    owners = [stem]
-    owners.extend(stem[:i] for i, char in enumerate(stem) if char == "." and i > 0)
-    return owners
 
 
 class Arrival(enum.Enum):
@@ -118,14 +99,14 @@ class Listing:
         siblings: dict[str, list[str]] = {}
         for name in names:
             target = icloud_stub_target(name)
-            if target is not None and not is_ignored(target):
+            if target is not None and not is_litter(target):
                 evicted.add(target)
                 name = target
-            elif is_ignored(name):
+            elif is_litter(name):
                 continue
             if is_job_file(name) and target is None:
                 jobs.add(name)
-            for owner in _image_owners(name):
+            for owner in sibling_owners(name):
                 siblings.setdefault(owner, []).append(name)
         frozen = {owner: tuple(sorted(set(found))) for owner, found in siblings.items()}
         return cls(frozenset(jobs), frozen, frozenset(evicted))
@@ -172,11 +153,11 @@ def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
     A link out of the inbox is not read: it is handed over as it is, and the pipeline refuses
     it with an error sidecar.
     """
-    if not disk.inside(path, path.parent):
+    if not files.inside(path, path.parent):
         return True, ()
     try:
-        data = disk.read_regular(path, limit=MAX_JOB_BYTES)
-    except disk.NotRegularFile:
+        data = files.read_regular(path, limit=MAX_JOB_BYTES)
+    except files.NotRegularFile:
         return True, ()  # a FIFO or a device: handed over unread, the pipeline refuses it
     except OSError:
         return False, ()
@@ -185,25 +166,10 @@ def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
     if len(data) > MAX_JOB_BYTES:
         return True, ()  # too big to be a job: hand it over so the pipeline refuses it
     try:
-        document = yaml.safe_load(data)
+        document = yaml_text.load(data)
     except (yaml.YAMLError, RecursionError):
         return False, ()
-    return True, _explicit_refs(document)
-
-
-def _explicit_refs(document: Any) -> tuple[str, ...]:
-    """Relative reference paths a parsed job names; others are refused later by the pipeline."""
-    refs = document.get("refs") if isinstance(document, dict) else None
-    if not isinstance(refs, list):
-        return ()
-    found = []
-    for ref in refs:
-        if not isinstance(ref, str) or not ref:
-            continue
-        norm = os.path.normpath(ref)
-        if not os.path.isabs(norm) and norm != ".." and not norm.startswith(".." + os.sep):
-            found.append(norm)
-    return tuple(found)
+    return True, named_references(document)
 
 
 class Settler:
@@ -293,14 +259,6 @@ class Settler:
     def done(self, path: Path) -> None:
         """Forget a handed-over job: if it is (still or again) in the inbox, it is new."""
         self._delivered.discard(path.name)
-
-    def counts(self) -> dict[JobState, int]:
-        """How many jobs wait in each state."""
-        counts = dict.fromkeys(JobState, 0)
-        counts[JobState.SETTLING] = len(self._held)
-        for candidate in self._candidates.values():
-            counts[candidate.state] += 1
-        return counts
 
     @property
     def busy(self) -> bool:
@@ -487,6 +445,8 @@ class Settler:
 
     def _set_state(self, candidate: _Candidate, state: JobState, *, note: str = "") -> None:
         if candidate.state is not state:
+            if candidate.state is JobState.READY:  # edited before it was taken: it waits again
+                self._log.debug("job.changed", job=candidate.name, state=state.value)
             candidate.state = state
             candidate.notes.clear()
         if note and note not in candidate.notes:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from watchdog.events import (
     FileAttribEvent,
@@ -30,9 +31,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.job.names import is_litter
 from daemon.logs import get_logger
-from daemon.watching.ignore import icloud_stub_target, is_ignored
-from daemon.watching.settle import Arrival, JobState, Settler
+from daemon.watching.icloud import icloud_stub_target
+from daemon.watching.settle import Arrival, Settler
 
 _log = get_logger()
 
@@ -105,7 +107,7 @@ class _Handler(FileSystemEventHandler):
                 self._hints.note(INBOX_ITSELF)
             elif path and os.path.dirname(path) == self._watched:
                 name = os.path.basename(path)
-                if not is_ignored(name) or icloud_stub_target(name):
+                if not is_litter(name) or icloud_stub_target(name):
                     self._hints.note(name, arrival)
 
     def _ends(self, event: FileSystemEvent) -> list[tuple[bytes | str, Arrival]]:
@@ -141,8 +143,8 @@ class InboxWatcher:
     """Watches one inbox folder and hands over complete job files, oldest arrival first.
 
     Threads: the watchdog observer's own threads only note names; one settle thread (started by
-    `start()`, joined by `stop()`) lists the inbox, checks jobs and keeps the queue. `get()`,
-    `done()` and `queued()` may be called from any thread.
+    `start()`, joined by `stop()`) lists the inbox, checks jobs and keeps the queue. `get()`
+    and `done()` may be called from any thread.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class InboxWatcher:
         wall_clock: Callable[[], int] = time.time_ns,
         native_observer: Callable[[], BaseObserver] = _native_observer,
         polling_observer: Callable[[float], BaseObserver] = _polling_observer,
+        log: Any = _log,
     ) -> None:
         self.inbox = Path(inbox)
         self.settle_sec = settle_sec
@@ -170,7 +173,7 @@ class InboxWatcher:
         self._wall_clock = wall_clock
         self._native_observer = native_observer
         self._polling_observer = polling_observer
-        self._log = _log.bind(inbox=str(self.inbox))
+        self._log = log.bind(inbox=str(self.inbox))
         grace = grace_sec if grace_sec is not None else max(10.0, 5 * settle_sec)
         self._settler = Settler(
             self.inbox, settle_sec=settle_sec, grace_sec=grace, stat=stat, log=self._log
@@ -202,7 +205,7 @@ class InboxWatcher:
         """Start watching: observer, initial scan, settle thread. Raises RuntimeError if reused."""
         if self._thread is not None:
             raise RuntimeError("InboxWatcher.start() called twice")
-        self._tick()  # the start-up scan, so queued() is right when start() returns
+        self._tick()  # the start-up scan: jobs already there are seen before start() returns
         self._thread = threading.Thread(target=self._run, name="inbox-settle", daemon=True)
         self._thread.start()
 
@@ -254,16 +257,6 @@ class InboxWatcher:
         """The consumer is finished with `path`; if it is still in the inbox it is a new job."""
         with self._cond:
             self._settler.done(path)
-
-    def queued(self) -> int:
-        """Jobs in the inbox root not handed over yet (settling, waiting or ready)."""
-        with self._cond:
-            return sum(self._settler.counts().values())
-
-    def counts(self) -> dict[JobState, int]:
-        """Jobs not handed over yet, per state."""
-        with self._cond:
-            return self._settler.counts()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -360,15 +353,10 @@ class InboxWatcher:
             return "start" if self._thread is None else "inbox is back"
         if identity != self._identity:
             return "inbox replaced or remounted"
-        if not self._observer_alive():
-            return "observer stopped"
-        return ""
-
-    def _observer_alive(self) -> bool:
         observer = self._observer
         if observer is None or not observer.is_alive():
-            return False
-        return all(emitter.is_alive() for emitter in list(observer.emitters))
+            return "observer stopped"
+        return "" if all(e.is_alive() for e in list(observer.emitters)) else "observer stopped"
 
     def _start_observer(self) -> None:
         """Native observer unless polling is asked for or the native one cannot start."""
