@@ -560,7 +560,8 @@ class TestReferenceSafety:
         with pytest.raises(ReferenceMissing) as caught:
             parse(inbox, "prompt: x\nrefs: [a.png, b.png]\n")
         assert "2 problems" in str(caught.value)
-        assert "'a.png'" in str(caught.value) and "'b.png'" in str(caught.value)
+        assert "'a.png'" in str(caught.value)
+        assert "'b.png'" in str(caught.value)
 
 
 def test_schema_is_shipped() -> None:

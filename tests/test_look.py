@@ -254,7 +254,8 @@ def test_gen_transparent_to_a_jpg_is_bad_arguments(
     err = capsys.readouterr().err
     assert err.startswith(f"gpt-image-inbox: arguments: --transparent cannot be kept in {out}")
     assert "hint: Give --out a .png or .webp name" in err
-    assert world.calls() == [] and not out.exists()
+    assert world.calls() == []
+    assert not out.exists()
 
 
 def test_gen_passes_its_flags_as_instruction_lines(world: World, tmp_path: Path) -> None:

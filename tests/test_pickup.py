@@ -120,7 +120,8 @@ def test_job_written_by_submit_is_taken_at_once(native: InboxWatcher, tmp_path: 
     )
     path = submit_job(prompt="a submitted fox", refs=[reference], name="sub", config=config)
     taken = take(native, AT_ONCE)
-    assert taken is not None and taken[0] == path
+    assert taken is not None
+    assert taken[0] == path
     assert yaml.safe_load(taken[1]) == {"prompt": "a submitted fox"}
     assert (native.inbox / "sub.ref-01.png").read_bytes() == tiny_png(2)
 

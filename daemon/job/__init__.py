@@ -1,1 +1,1 @@
-"""The job: a `<name>.prompt.yaml` file, its naming rules, its schema and how it is read."""
+"""The job: a `<name>.prompt.yaml` file, which names are jobs, its keys, schema, how it is read."""

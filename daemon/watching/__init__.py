@@ -1,1 +1,1 @@
-"""Watching the inbox: which names are jobs, when a job file is complete, one worker per inbox."""
+"""Watching the inbox: when a job file is complete, iCloud placeholders, one worker per inbox."""

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from daemon import files, yaml_text
-from daemon.job.names import JOB_SUFFIX, is_job_file, is_litter, named_references, sibling_owners
+from daemon.job.names import is_job_file, is_litter, job_name, named_references, sibling_owners
 from daemon.job.parse import MAX_JOB_BYTES
 from daemon.logs import get_logger
 from daemon.watching.icloud import icloud_stub_target, is_icloud_placeholder
@@ -113,7 +113,7 @@ class Listing:
 
     def siblings_of(self, job: str) -> tuple[str, ...]:
         """Sibling image names of a job file name, present or evicted."""
-        return self.siblings.get(job[: -len(JOB_SUFFIX)], ())
+        return self.siblings.get(job_name(Path(job)), ())
 
 
 @dataclass(slots=True)
@@ -148,28 +148,35 @@ class _Look:
 
 
 def _parse(path: Path) -> tuple[bool, tuple[str, ...]]:
-    """Whether the job file parses as YAML, and the explicit relative references it names.
-
-    A link out of the inbox is not read: it is handed over as it is, and the pipeline refuses
-    it with an error sidecar.
-    """
-    if not files.inside(path, path.parent):
-        return True, ()
-    try:
-        data = files.read_regular(path, limit=MAX_JOB_BYTES)
-    except files.NotRegularFile:
-        return True, ()  # a FIFO or a device: handed over unread, the pipeline refuses it
-    except OSError:
-        return False, ()
-    if not data.strip():
-        return False, ()  # some clients create the file empty and fill it later
-    if len(data) > MAX_JOB_BYTES:
-        return True, ()  # too big to be a job: hand it over so the pipeline refuses it
+    """Whether the job file parses as YAML, and the explicit relative references it names."""
+    data = _read_to_parse(path)
+    if not isinstance(data, bytes):
+        return data, ()
     try:
         document = yaml_text.load(data)
     except (yaml.YAMLError, RecursionError):
         return False, ()
     return True, named_references(document)
+
+
+def _read_to_parse(path: Path) -> bytes | bool:
+    """The job file's bytes, or instead whether it may be handed over unread.
+
+    True for a file the pipeline refuses with an error sidecar: a link out of the inbox (not
+    read), a FIFO or a device, a file too big to be a job. False while it cannot be read, or is
+    empty: some clients create the file empty and fill it later.
+    """
+    if not files.inside(path, path.parent):
+        return True
+    try:
+        data = files.read_regular(path, limit=MAX_JOB_BYTES)
+    except files.NotRegularFile:
+        return True
+    except OSError:
+        return False
+    if not data.strip():
+        return False
+    return True if len(data) > MAX_JOB_BYTES else data
 
 
 class Settler:
