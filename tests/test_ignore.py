@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 from daemon.commands.oneshot import pending_jobs
+from daemon.commands.submit import submit_job
+from daemon.config import default_config
+from daemon.errors import UsageError
 from daemon.job.names import is_litter
 from daemon.watching.icloud import SF_DATALESS, icloud_stub_target, is_icloud_placeholder
 from daemon.watching.settle import Settler
@@ -113,3 +116,12 @@ def test_once_and_run_take_the_same_files_as_jobs(tmp_path: Path) -> None:
         settler.update(os.listdir(tmp_path), moment)
     run = [path.name for path in iter(settler.take, None)]
     assert once == run == ["cat.prompt.yaml"]
+
+
+@pytest.mark.parametrize("name", ["~$x", "~syncthing~x", ".x"])
+def test_submit_refuses_a_name_no_command_would_take(tmp_path: Path, name: str) -> None:
+    """`submit --name` with a litter name is refused, not written as a job never taken."""
+    config = default_config(environ={"HOME": str(tmp_path)})
+    with pytest.raises(UsageError, match="--name"):
+        submit_job(prompt="a cat", refs=[], name=name, config=config)
+    assert not any(config.inbox.iterdir())

@@ -21,7 +21,7 @@ from daemon import files as disk
 from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
-from daemon.job.names import JOB_SUFFIX, sibling_references
+from daemon.job.names import JOB_SUFFIX, is_job_file, sibling_references
 from daemon.job.parse import parse_job
 from daemon.loop.status import not_running_notice, read_status
 
@@ -65,7 +65,12 @@ def submit_job(
 
 
 def _free_stem(inbox: Path, wanted: str) -> str:
-    if "/" in wanted or "\\" in wanted or wanted.startswith(".") or not wanted.strip():
+    if (
+        "/" in wanted
+        or "\\" in wanted
+        or not wanted.strip()
+        or not is_job_file(wanted + JOB_SUFFIX)
+    ):
         raise UsageError(f"--name {wanted!r} must be a plain file name without folders.")
     places = [inbox, *(inbox / state for state in (disk.PROCESSING, disk.DONE, disk.FAILED))]
     for n in range(1, 10_000):
