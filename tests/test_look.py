@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from daemon.cli import main
-from daemon.codex import run as codex
+from daemon.codex.run import wrap_prompt
 from daemon.errors import JobError
 from daemon.images import ImageFormat, convert, has_alpha, sniff_format
 from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
@@ -141,7 +141,7 @@ def test_a_plain_job_has_no_option_lines(world: World) -> None:
     """Without the keys, codex gets exactly the instruction it always got."""
     world.job("plain", "prompt: a fox\n")
     assert world.once() == 0
-    assert world.calls()[0]["stdin"] == codex.wrap_prompt("a fox", has_refs=False)
+    assert world.calls()[0]["stdin"] == wrap_prompt("a fox", has_refs=False)
 
 
 def test_transparent_and_aspect_are_lines_of_their_own_before_the_request(world: World) -> None:
@@ -165,9 +165,9 @@ def test_transparent_and_aspect_are_lines_of_their_own_before_the_request(world:
 
 def test_wrap_prompt_puts_each_option_on_its_line_in_order() -> None:
     """wrap_prompt's options go, one per line and in order, between the head and the marker."""
-    text = codex.wrap_prompt("p", has_refs=True, options=["First.", "Second."])
+    text = wrap_prompt("p", has_refs=True, options=["First.", "Second."])
     assert text.endswith("First.\nSecond.\n<<<REQUEST\np\nREQUEST>>>\n")
-    assert text.startswith(codex.wrap_prompt("p", has_refs=True).partition("<<<REQUEST")[0])
+    assert text.startswith(wrap_prompt("p", has_refs=True).partition("<<<REQUEST")[0])
 
 
 # --- alpha through conversion and the sidecar ---------------------------------------------------
