@@ -18,7 +18,8 @@ from PIL import Image
 
 from daemon.codex.quota import RateLimit
 from daemon.errors import OutboxUnwritable
-from daemon.outbox.gallery import CardCache, LiveState, build_gallery, live_state, write_gallery
+from daemon.outbox.gallery import LiveState, build_gallery, live_state, write_gallery
+from daemon.outbox.sidecars import CardCache, read_cards, read_sidecar
 from tests.support.browser import Browser, require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -506,13 +507,22 @@ def test_cached_rebuild_shows_edited_replaced_and_deleted_sidecars(outbox: Path)
 def test_cached_rebuild_reads_only_the_new_sidecar(outbox: Path) -> None:
     """After one build, adding a sidecar makes the next build read that file, not the others."""
     cache = CardCache()
+    opened: list[str] = []
+
+    def counting_read(path: str | Path) -> tuple[bytes | None, os.stat_result | None]:
+        opened.append(Path(path).name)
+        return read_sidecar(path)
+
     for i in range(30):
         add_result(outbox, f"job{i:02}", minutes=i)
-    fixed_page(outbox, cache, limit=10)
-    reads = cache.reads
+    read_cards(outbox, limit=10, cache=cache, read=counting_read)
+    opened.clear()
     add_error(outbox, "newest", minutes=99)
+    read_cards(outbox, limit=10, cache=cache, read=counting_read)
+    # Its time line, then the whole card: no other sidecar is opened again.
+    assert set(opened) == {"newest.error.yaml"}
+    assert len(opened) <= 2
     text = fixed_page(outbox, cache, limit=10)
-    assert cache.reads - reads <= 2  # its time line, then the whole card
     assert Page(text).all("article")[0]["id"] == "newest.error.yaml"
     assert text == fixed_page(outbox, None, limit=10)
 
