@@ -335,13 +335,13 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from daemon.service import manager as autostart
+    from daemon.service import manager
 
     if args.action == "install":
-        return autostart.install(args.config, dry_run=args.dry_run)
+        return manager.install(args.config, dry_run=args.dry_run)
     if args.action == "uninstall":
-        return autostart.uninstall(dry_run=args.dry_run)
-    return autostart.status()
+        return manager.uninstall(dry_run=args.dry_run)
+    return manager.status()
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

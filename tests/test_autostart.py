@@ -16,20 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import manager as autostart
+from daemon.service.base import LABEL, Settings, own_command
+from daemon.service.launchd import render_plist, tail
 from daemon.service.manager import (
-    LABEL,
-    Settings,
     install,
     installed_environment,
     installed_path,
-    own_command,
-    render_plist,
-    render_unit,
     status,
-    systemd_quote,
     uninstall,
 )
+from daemon.service.systemd import render_unit, systemd_quote
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "daemon" / "service" / "templates"
@@ -564,8 +560,8 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     """tail returns the last lines of a large file."""
     log = tmp_path / "big.log"
     log.write_text("".join(f"{i}\n" for i in range(100_000)))
-    assert autostart.tail(log, 3) == ["99997", "99998", "99999"]
-    assert autostart.tail(tmp_path / "missing.log", 3) == []
+    assert tail(log, 3) == ["99997", "99998", "99999"]
+    assert tail(tmp_path / "missing.log", 3) == []
 
 
 # --- the service and the shell agree ---------------------------------------------------------
