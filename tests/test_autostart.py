@@ -527,7 +527,9 @@ def test_macos_status_reads_launchctl_print_and_log(
     output = "\n".join(lines)
     assert code == 0
     assert "running since Tue Nov 24 10:00:01 2026" in output
-    assert "line 29" in output and "line 20" in output and "line 19" not in output
+    assert "line 29" in output
+    assert "line 20" in output
+    assert "line 19" not in output
 
 
 def test_unsupported_platform() -> None:
@@ -579,7 +581,8 @@ def test_install_carries_the_shells_codex_home_into_the_unit(
     assert f'Environment="CODEX_HOME={codex_home}"' in unit
     assert f"CODEX_HOME: {codex_home}" in output
     environment = installed_environment(platform="linux", home=home, environ={})
-    assert environment is not None and environment["CODEX_HOME"] == str(codex_home)
+    assert environment is not None
+    assert environment["CODEX_HOME"] == str(codex_home)
 
 
 def test_install_without_codex_home_leaves_codex_its_default(
