@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -124,14 +122,14 @@ def _references(data: dict[str, Any]) -> tuple[Reference, ...]:
     return tuple(found)
 
 
-def _result_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -> Card | None:
+def _result_card(name: str, data: dict[str, Any], mtime: float) -> Card | None:
     if not isinstance(data.get("images"), list):
         return None
     when = parse_time(data.get("finished_at"))
     return Card(
         kind=CardKind.RESULT,
         sidecar=name,
-        sort_time=when.timestamp() if when else mtime(),
+        sort_time=when.timestamp() if when else mtime,
         when=when,
         prompt=as_text(data.get("prompt")),
         job=as_text(data.get("job")),
@@ -148,7 +146,7 @@ def _missing(data: dict[str, Any]) -> int:
     return int(missing) if data.get("complete") is False and missing and missing > 0 else 0
 
 
-def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -> Card | None:
+def _failure_card(name: str, data: dict[str, Any], mtime: float) -> Card | None:
     if as_text(data.get("message")) is None and _number(data.get("code")) is None:
         return None
     when = parse_time(data.get("failed_at"))
@@ -156,7 +154,7 @@ def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -
     return Card(
         kind=CardKind.FAILURE,
         sidecar=name,
-        sort_time=when.timestamp() if when else mtime(),
+        sort_time=when.timestamp() if when else mtime,
         when=when,
         prompt=as_text(data.get("prompt")),
         job=as_text(data.get("job")),
@@ -171,28 +169,17 @@ def _failure_card(name: str, data: dict[str, Any], mtime: Callable[[], float]) -
     )
 
 
-def parse_card(path: Path, raw: bytes, *, mtime: float | None = None) -> Card | None:
-    """The card for one sidecar's bytes, or None when they are not YAML or not one of ours.
-
-    `mtime` orders a sidecar without its own time; when not given it is read from `path`.
-    """
+def parse_card(name: str, raw: bytes, *, mtime: float) -> Card | None:
+    """The card for the bytes of the sidecar `name`, or None when they are not YAML or not one
+    of ours. `mtime` (the file's) orders a sidecar without its own time."""
     try:
         data = yaml.load(raw, Loader=_Loader)  # a safe loader, C or pure Python
     except (yaml.YAMLError, ValueError):  # ValueError: bytes that are not valid UTF-8/16
         return None
     if not isinstance(data, dict):
         return None
-
-    def file_mtime() -> float:
-        if mtime is not None:
-            return mtime
-        try:
-            return path.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    build = _result_card if path.name.endswith(RESULT_SUFFIX) else _failure_card
-    return build(path.name, data, file_mtime)
+    build = _result_card if name.endswith(RESULT_SUFFIX) else _failure_card
+    return build(name, data, mtime)
 
 
 _TIME_LINES = {

@@ -2,7 +2,8 @@
 
 No script runs in the page (its Content-Security-Policy forbids it); every piece of text is escaped.
 While the daemon has work (a job running, jobs queued, a pause) the page reloads itself with a
-meta refresh; the page built once it is idle has none.
+meta refresh; the page built once it is idle has none. The cards come from sidecars.py (which
+files are read) and cards.py (what one holds); card_html.py renders each, this module the page.
 """
 
 from __future__ import annotations

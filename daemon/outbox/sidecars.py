@@ -144,7 +144,7 @@ def _look(path: str, name: str, read: Reader) -> Sidecar | None:
     quick = quick_time(name, raw)
     if quick is not None:
         return Sidecar(_stamp(st), st.st_size, quick, parsed=False)
-    card = parse_card(Path(path), raw, mtime=st.st_mtime)
+    card = parse_card(name, raw, mtime=st.st_mtime)
     return Sidecar(_stamp(st), st.st_size, None, parsed=True, card=card)
 
 
@@ -155,7 +155,7 @@ def _parsed(path: Path, sidecar: Sidecar, read: Reader) -> Sidecar:
     raw, st = read(path)
     if raw is None or st is None:  # counted as broken this time, but read again next build
         return Sidecar(_UNREAD, sidecar.size, sidecar.quick, parsed=True)
-    card = parse_card(path, raw, mtime=st.st_mtime)
+    card = parse_card(path.name, raw, mtime=st.st_mtime)
     # The stamp of what was read: a file changed since the listing is read again next build.
     return Sidecar(_stamp(st), st.st_size, sidecar.quick, parsed=True, card=card)
 
