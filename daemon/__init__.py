@@ -1,3 +1,1 @@
 """gpt-image-inbox: prompt files dropped into a folder become GPT Image 2 pictures, via codex."""
-
-__version__ = "0.1.0"

@@ -50,11 +50,6 @@ class InboxError(Exception):
         self.detail = detail[-4096:]
         self.retry_at = retry_at
 
-    @property
-    def retrying(self) -> bool:
-        """True when the job is kept for another try rather than given up."""
-        return self.disposition is not Disposition.FINAL
-
 
 class ConfigError(InboxError):
     """The configuration file is missing, unreadable or has invalid keys; lists every problem."""
@@ -192,7 +187,6 @@ class Refused(NoImage):
 class OutboxUnwritable(InboxError):
     """The outbox (or an inbox state folder) cannot be written: full disk, permissions."""
 
-    exit_code = 1
     layer = "outbox"
     default_hint = "Free disk space or fix the folder's permissions."
     disposition = Disposition.PAUSE
@@ -201,7 +195,6 @@ class OutboxUnwritable(InboxError):
 class RecoveryFailed(InboxError):
     """Finishing a job after a crash failed again and again; the job is given up."""
 
-    exit_code = 1
     layer = "recovery"
     default_hint = (
         "The job is in failed/; move it back into the inbox to run it again. The daemon's log "
@@ -219,7 +212,6 @@ class Cancelled(InboxError):
 class InboxBusy(InboxError):
     """Another gpt-image-inbox process is already working on this inbox."""
 
-    exit_code = 1
     layer = "lock"
     default_hint = "Stop the other process first, or give this one another inbox."
 

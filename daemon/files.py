@@ -86,10 +86,14 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
-def _write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
+def _write_temp(path: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> Path:
+    """The one writer: `data` in a new temp file beside `path`, flushed to the disk unless
+    `durable` is off; removed again when anything fails. The caller renames or links it."""
     tmp = _temp_name(path)
     try:
         with open(tmp, "xb") as f:
+            if mode is not None:  # whatever the umask: a file other local readers need
+                os.fchmod(f.fileno(), mode)
             f.write(data)
             if durable:
                 f.flush()
@@ -142,14 +146,15 @@ def move_new(path: Path, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def replace_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+def replace_file(path: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:
     """Write `path` atomically, replacing the previous version (status file, gallery page).
 
     `durable=False` skips the fsync for state that only has to survive a crash of this process
-    (the page cache keeps it), not a power cut: the status file, a job's run record.
+    (the page cache keeps it), not a power cut: the status file, a job's run record. `mode`
+    sets the file's permissions regardless of the umask (a page or unit others must read).
     """
     with _unwritable(path):
-        tmp = _write_temp(path, data, durable=durable)
+        tmp = _write_temp(path, data, durable=durable, mode=mode)
         try:
             os.replace(tmp, path)
         finally:

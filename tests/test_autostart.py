@@ -16,20 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import manager as autostart
+from daemon.service.base import LABEL, Settings, own_command
+from daemon.service.launchd import render_plist, tail
 from daemon.service.manager import (
-    LABEL,
-    Settings,
     install,
     installed_environment,
     installed_path,
-    own_command,
-    render_plist,
-    render_unit,
     status,
-    systemd_quote,
     uninstall,
 )
+from daemon.service.systemd import render_unit, systemd_quote
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "daemon" / "service" / "templates"
@@ -531,7 +527,9 @@ def test_macos_status_reads_launchctl_print_and_log(
     output = "\n".join(lines)
     assert code == 0
     assert "running since Tue Nov 24 10:00:01 2026" in output
-    assert "line 29" in output and "line 20" in output and "line 19" not in output
+    assert "line 29" in output
+    assert "line 20" in output
+    assert "line 19" not in output
 
 
 def test_unsupported_platform() -> None:
@@ -564,8 +562,8 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     """tail returns the last lines of a large file."""
     log = tmp_path / "big.log"
     log.write_text("".join(f"{i}\n" for i in range(100_000)))
-    assert autostart.tail(log, 3) == ["99997", "99998", "99999"]
-    assert autostart.tail(tmp_path / "missing.log", 3) == []
+    assert tail(log, 3) == ["99997", "99998", "99999"]
+    assert tail(tmp_path / "missing.log", 3) == []
 
 
 # --- the service and the shell agree ---------------------------------------------------------
@@ -583,7 +581,8 @@ def test_install_carries_the_shells_codex_home_into_the_unit(
     assert f'Environment="CODEX_HOME={codex_home}"' in unit
     assert f"CODEX_HOME: {codex_home}" in output
     environment = installed_environment(platform="linux", home=home, environ={})
-    assert environment is not None and environment["CODEX_HOME"] == str(codex_home)
+    assert environment is not None
+    assert environment["CODEX_HOME"] == str(codex_home)
 
 
 def test_install_without_codex_home_leaves_codex_its_default(

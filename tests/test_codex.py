@@ -20,6 +20,7 @@ from daemon.errors import (
     CodexMissing,
     CodexRejected,
     CodexTimeout,
+    Disposition,
     NetworkDown,
     NotLoggedIn,
     UsageLimit,
@@ -314,7 +315,7 @@ def test_usage_limit_carries_codexs_time() -> None:
     """'try again at 5:46 PM' becomes today's 17:46 local time."""
     error = classify("You\u2019ve hit your usage limit. try again at 5:46 PM.", now=lambda: NOW)
     assert error.retry_at == NOW.replace(hour=17, minute=46)
-    assert error.retrying
+    assert error.disposition is Disposition.PAUSE
 
 
 @pytest.mark.parametrize(

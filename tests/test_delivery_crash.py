@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import files as disk
+from daemon import files
 from tests.test_pipeline import World
 
 
@@ -28,9 +28,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 
 @contextlib.contextmanager
 def crash_on_call(name: str, number: int) -> Iterator[None]:
-    """Make the `number`-th call of disk.<name> crash the process before it does anything;
+    """Make the `number`-th call of files.<name> crash the process before it does anything;
     the real function is back once the block ends (the crash is expected inside it)."""
-    real = getattr(disk, name)
+    real = getattr(files, name)
     calls = 0
 
     def crashing(*args: object, **kwargs: object) -> object:
@@ -41,7 +41,7 @@ def crash_on_call(name: str, number: int) -> Iterator[None]:
         return real(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(disk, name, crashing)
+        patch.setattr(files, name, crashing)
         with pytest.raises(Crash):
             yield
 

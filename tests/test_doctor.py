@@ -180,7 +180,8 @@ def test_codex_home_is_passed_to_codex(tmp_path: Path) -> None:
     code, output = doctor(tmp_path, config, path=str(codex.parent))
     assert code == 0, output
     calls = (codex.parent / "calls.log").read_text().splitlines()
-    assert calls and all(call.endswith(f"CODEX_HOME={home}") for call in calls)
+    assert calls
+    assert all(call.endswith(f"CODEX_HOME={home}") for call in calls)
     assert f"(CODEX_HOME={home})" in line(output, "login")
 
 
@@ -199,7 +200,8 @@ def test_api_key_login_blocks(tmp_path: Path) -> None:
     config = write_config(tmp_path, [str(codex)])
     code, output = doctor(tmp_path, config, path=str(codex.parent))
     assert code == 1
-    assert "API key" in line(output, "login") and "ChatGPT" in line(output, "login")
+    assert "API key" in line(output, "login")
+    assert "ChatGPT" in line(output, "login")
 
 
 def test_old_codex_blocks(tmp_path: Path) -> None:
@@ -288,7 +290,8 @@ def test_installed_service_without_codex_on_its_path(tmp_path: Path) -> None:
     assert code == 1
     assert line(output, "codex").startswith("ok")
     message = line(output, "codex for the service")
-    assert message.startswith("FAIL") and "service install" in message
+    assert message.startswith("FAIL")
+    assert "service install" in message
     assert line(output, "service") == "ok    service: running since Tue 2026-11-24 10:00"
 
 
@@ -434,7 +437,8 @@ def test_the_login_is_checked_in_the_services_codex_home(tmp_path: Path) -> None
     _code, output = doctor(tmp_path, config, path=str(codex.parent), environ=shell)
     check = line(output, "codex home for the service")
     assert check.startswith("warn")
-    assert f"uses {home / '.codex'}" in check and str(tmp_path / "ch") in check
+    assert f"uses {home / '.codex'}" in check
+    assert str(tmp_path / "ch") in check
     assert f"service install --config {config}" in check
     calls = (codex.parent / "calls.log").read_text().splitlines()
     assert "login status CODEX_HOME=-" in calls

@@ -18,7 +18,8 @@ from PIL import Image
 
 from daemon.codex.quota import RateLimit
 from daemon.errors import OutboxUnwritable
-from daemon.outbox.gallery import CardCache, LiveState, build_gallery, live_state, write_gallery
+from daemon.outbox.gallery import LiveState, build_gallery, live_state, write_gallery
+from daemon.outbox.sidecars import CardCache, read_cards, read_sidecar
 from tests.support.browser import Browser, require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +170,8 @@ def test_awkward_file_names_are_url_quoted(outbox: Path, name: str) -> None:
     add_result(outbox, "job", images=[(name, "PNG", (8, 8))])
     src = page(outbox).all("img")[0]["src"]
     assert src is not None
-    assert not set(src) & set(" #?&") and src.isascii()
+    assert not set(src) & set(" #?&")
+    assert src.isascii()
     assert (outbox / unquote(src)).is_file()
 
 
@@ -218,7 +220,8 @@ def test_every_field_is_escaped(outbox: Path) -> None:
     add_error(outbox, "e", message=evil, hint=evil, detail=evil, job=evil, prompt=evil)
     result = page(outbox)
     assert [t for t, _ in result.tags].count("script") == 0
-    assert result.texts["message"] == [evil] and result.texts["job"] == [evil, evil]
+    assert result.texts["message"] == [evil]
+    assert result.texts["job"] == [evil, evil]
 
 
 def test_revised_prompt_shows_only_when_codex_changed_it(outbox: Path) -> None:
@@ -402,7 +405,8 @@ def test_page_is_static_and_forbids_scripts(outbox: Path) -> None:
     text = build_gallery(outbox)
     metas = Page(text).all("meta")
     csp = next(m["content"] for m in metas if m.get("http-equiv") == "Content-Security-Policy")
-    assert csp is not None and csp.startswith(
+    assert csp is not None
+    assert csp.startswith(
         "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'"
     )
     assert "script-src" not in csp  # default-src 'none' covers scripts
@@ -439,7 +443,8 @@ def test_write_gallery_survives_a_lone_surrogate(outbox: Path) -> None:
     text = write_gallery(outbox).read_text("utf-8")
     # libyaml refuses the escape (the sidecar is skipped); the pure-Python loader accepts it.
     assert "a good cat" in text
-    assert "\ud800" not in text and ("a ? cat" in text or 's.result.yaml"' not in text)
+    assert "\ud800" not in text
+    assert "a ? cat" in text or 's.result.yaml"' not in text
 
 
 def test_unwritable_outbox_raises_outbox_unwritable(tmp_path: Path) -> None:
@@ -468,7 +473,8 @@ def test_five_thousand_sidecars_build_fast(outbox: Path) -> None:
     text = build_gallery(outbox)
     elapsed = time.perf_counter() - started
     assert text.count("<article") == 500
-    assert 'id="j04999.result.yaml"' in text and "4500 older jobs are not shown" in text
+    assert 'id="j04999.result.yaml"' in text
+    assert "4500 older jobs are not shown" in text
     assert elapsed < 8, f"building took {elapsed:.2f} s"
 
 
@@ -506,13 +512,22 @@ def test_cached_rebuild_shows_edited_replaced_and_deleted_sidecars(outbox: Path)
 def test_cached_rebuild_reads_only_the_new_sidecar(outbox: Path) -> None:
     """After one build, adding a sidecar makes the next build read that file, not the others."""
     cache = CardCache()
+    opened: list[str] = []
+
+    def counting_read(path: str | Path) -> tuple[bytes | None, os.stat_result | None]:
+        opened.append(Path(path).name)
+        return read_sidecar(path)
+
     for i in range(30):
         add_result(outbox, f"job{i:02}", minutes=i)
-    fixed_page(outbox, cache, limit=10)
-    reads = cache.reads
+    read_cards(outbox, limit=10, cache=cache, read=counting_read)
+    opened.clear()
     add_error(outbox, "newest", minutes=99)
+    read_cards(outbox, limit=10, cache=cache, read=counting_read)
+    # Its time line, then the whole card: no other sidecar is opened again.
+    assert set(opened) == {"newest.error.yaml"}
+    assert len(opened) <= 2
     text = fixed_page(outbox, cache, limit=10)
-    assert cache.reads - reads <= 2  # its time line, then the whole card
     assert Page(text).all("article")[0]["id"] == "newest.error.yaml"
     assert text == fixed_page(outbox, None, limit=10)
 
@@ -528,7 +543,8 @@ def test_a_bounded_cache_gives_the_same_page(outbox: Path, bounds: dict[str, int
     add_result(outbox, "job8", minutes=8)
     second = fixed_page(outbox, cache, limit=5)
     assert len(cache) <= bounds.get("max_entries", 100)
-    assert second == fixed_page(outbox, None, limit=5) and second != first
+    assert second == fixed_page(outbox, None, limit=5)
+    assert second != first
     assert [a["id"] for a in Page(second).all("article")][:2] == [
         "job8.result.yaml",
         "job7.result.yaml",
@@ -700,7 +716,8 @@ def test_browser_failure_shows_its_message_and_hint(opened: Browser) -> None:
     assert len(cards) == 2
     assert "The usage limit is reached." in cards[0]
     assert "WHAT TO DO: Wait until the limit resets; jobs resume on their own." in cards[0]
-    assert "will retry" in cards[0] and "will retry" not in cards[1]
+    assert "will retry" in cards[0]
+    assert "will retry" not in cards[1]
     assert "Rephrase the prompt" in cards[1]
 
 
@@ -715,7 +732,10 @@ def test_browser_puts_images_of_one_job_side_by_side(opened: Browser) -> None:
     )
     assert len(boxes) == 2
     (left1, top1, width1, inside1), (left2, top2, _, inside2) = boxes
-    assert top1 == top2 and left2 >= left1 + width1 and inside1 and inside2
+    assert top1 == top2
+    assert left2 >= left1 + width1
+    assert inside1
+    assert inside2
 
 
 @pytest.fixture(scope="module")
@@ -769,7 +789,8 @@ def test_browser_failure_card_shows_words_prompt_and_reference_thumbnails(
     assert card.startswith("Failed: a reference image is missing or not an image")
     assert "code 4" not in card.splitlines()[0]
     assert "Style: ink, a fox in the snow" in card
-    assert "styles/ink.png" in card and "gone.png" in card
+    assert "styles/ink.png" in card
+    assert "gone.png" in card
     thumbs = browser.evaluate(
         "[...document.querySelectorAll('.refs img')].map(i => [i.alt, i.naturalWidth,"
         " i.getBoundingClientRect().width])"
@@ -868,7 +889,8 @@ def test_header_shows_the_quota_snapshot(outbox: Path) -> None:
     resets = _local_clock(T0 + timedelta(hours=5, minutes=46), T0)
     header = page_header(live_page(outbox, IDLE))
     assert f'<p class="quota">image limit: 80 % used, resets {resets}</p>' in header
-    assert "Working on" not in header and "queued" not in header
+    assert "Working on" not in header
+    assert "queued" not in header
 
 
 def test_live_state_is_read_from_status_fields_and_escaped(outbox: Path) -> None:
@@ -885,7 +907,8 @@ def test_live_state_is_read_from_status_fields_and_escaped(outbox: Path) -> None
     )
     assert live.rate_limits == (IMAGE_LIMIT,)
     header = page_header(live_page(outbox, live))
-    assert "&lt;b&gt;x&lt;/b&gt;.prompt.yaml" in header and "<b>" not in header
+    assert "&lt;b&gt;x&lt;/b&gt;.prompt.yaml" in header
+    assert "<b>" not in header
 
 
 def test_revised_prompt_is_folded_under_the_users_prompt(outbox: Path) -> None:

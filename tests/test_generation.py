@@ -61,7 +61,6 @@ def test_the_real_image_limit_is_an_image_limit_with_codexs_reset_time(tmp_path:
         "image-limit",
         Disposition.PAUSE,
     )
-    assert error.retrying
     assert error.retry_at == datetime.fromtimestamp(resets).astimezone()
     assert error.retry_at is not None and error.retry_at.utcoffset() is not None
     assert error.message.startswith("The ChatGPT plan's image limit is reached; it resets at ")

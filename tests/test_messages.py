@@ -4,6 +4,9 @@ command that ran (gen runs once; the daemon retries; a final failure is final)."
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,7 +66,8 @@ def test_a_final_failure_says_it_is_final_and_a_retry_says_when(world: World) ->
     world.once()
     error = world.sidecar("wordy.error.yaml")
     assert error["retrying"] is False
-    assert "failed/" in error["next"] and "not run again" in error["next"]
+    assert "failed/" in error["next"]
+    assert "not run again" in error["next"]
     assert "again" not in error["hint"]
 
 
@@ -91,3 +95,14 @@ def test_a_job_put_back_after_a_crash_is_not_called_cancelled(
     assert "cancelled" not in outcomes
     requeued = next(e for e in events if e.get("outcome") == "requeued")
     assert "back in the inbox to run again" in str(requeued["event"])
+
+
+def test_version_is_the_one_pyproject_gives() -> None:
+    """`--version` prints the version pyproject.toml declares, the one place it is written."""
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    written = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert written is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, f"gpt-image-inbox {written[1]}\n")

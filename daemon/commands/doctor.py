@@ -18,16 +18,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.codex.run import (
-    MIN_SUPPORTED,
-    CodexVersion,
-    child_environment,
-    parse_version,
-)
+from daemon.codex.run import MIN_SUPPORTED, CodexVersion, child_environment, parse_version
 from daemon.config import Config, default_config, load_config
 from daemon.errors import ConfigError
-from daemon.service import manager as autostart
-from daemon.service.manager import Out, Run, Which
+from daemon.service import manager
+from daemon.service.base import Out, Run, System, Which, find_tools, system_for
 
 CODEX_TIMEOUT_SEC = 60.0
 INSTALL_CODEX = "install the Codex CLI (`npm install -g @openai/codex`) or set codex.command"
@@ -153,7 +148,7 @@ def service_environment(
     """The environment codex gets under the service, and a check line when its CODEX_HOME is
     not the shell's: the service would look for the login somewhere else."""
     shell = dict(probe.environ)
-    installed = autostart.installed_environment(
+    installed = manager.installed_environment(
         platform=probe.platform, home=probe.home, environ=probe.environ
     )
     if installed is None or config.codex.home is not None:
@@ -184,8 +179,8 @@ def check_daemon(config: Config, config_path: Path | None, probe: Probe) -> Iter
     if running:
         yield Check(Level.OK, "daemon", notice)
         return
-    system = autostart.system_for(probe.platform)
-    if system is not None and autostart.service_file(system, probe.home, probe.environ).exists():
+    system = system_for(probe.platform)
+    if system is not None and manager.service_file(system, probe.home, probe.environ).exists():
         yield Check(Level.WARN, "daemon", " ".join(s.strip() for s in notice.splitlines()))
 
 
@@ -220,10 +215,10 @@ def check_codex_for_service(
     config: Config, codex: str | None, probe: Probe, option: str = ""
 ) -> Iterator[Check]:
     """codex (and node for the npm codex) on the PATH the login service has or would get."""
-    installed = autostart.installed_path(
+    installed = manager.installed_path(
         platform=probe.platform, home=probe.home, environ=probe.environ
     )
-    path = installed or autostart.would_be_path(
+    path = installed or manager.would_be_path(
         config.codex.command,
         platform=probe.platform,
         which=probe.which,
@@ -232,7 +227,7 @@ def check_codex_for_service(
     if path is None:
         return
     whose = "the installed service's PATH" if installed else "the PATH `service install` would set"
-    tools = autostart.find_tools(config.codex.command, probe.which, path)
+    tools = find_tools(config.codex.command, probe.which, path)
     if tools.codex is None:
         # An installed service that cannot find codex makes no images; otherwise it is a heads-up.
         level = Level.FAIL if installed and codex else Level.WARN
@@ -436,10 +431,10 @@ def same_filesystem(inbox: Path, outbox: Path) -> Check:
 
 def check_service(probe: Probe, option: str = "") -> Iterator[Check]:
     """The login service is installed and running (a warning: `run` in a terminal works too)."""
-    system = autostart.system_for(probe.platform)
+    system = system_for(probe.platform)
     if system is None:
         return
-    path = autostart.service_file(system, probe.home, probe.environ)
+    path = manager.service_file(system, probe.home, probe.environ)
     if not path.exists():
         yield Check(
             Level.WARN,
@@ -448,7 +443,7 @@ def check_service(probe: Probe, option: str = "") -> Iterator[Check]:
             f"Fix: gpt-image-inbox service install{option}",
         )
         return
-    state = autostart.query(
+    state = manager.query(
         platform=probe.platform,
         home=probe.home,
         environ=probe.environ,
@@ -470,7 +465,7 @@ def check_service(probe: Probe, option: str = "") -> Iterator[Check]:
 
 def check_inotify(probe: Probe) -> Iterator[Check]:
     """Linux inotify limits: the native watcher needs one instance and a watch per folder."""
-    if autostart.system_for(probe.platform) is not autostart.System.SYSTEMD:
+    if system_for(probe.platform) is not System.SYSTEMD:
         return
     values = {}
     for name in ("max_user_watches", "max_user_instances"):

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from daemon import files as disk
+from daemon import files
 from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
@@ -54,12 +54,12 @@ def submit_job(
     text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)
     if yaml.safe_load(text) != job:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
-    inbox = disk.ensure_dir(config.inbox)
+    inbox = files.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
     for n, (ref, fmt) in enumerate(zip(refs, formats, strict=True), 1):
-        disk.move_new(inbox / f"{stem}.ref-{n:02d}.{fmt.extension}", ref.read_bytes())
+        files.move_new(inbox / f"{stem}.ref-{n:02d}.{fmt.extension}", ref.read_bytes())
     job_path = inbox / f"{stem}{JOB_SUFFIX}"
-    disk.move_new(job_path, text.encode("utf-8"))
+    files.move_new(job_path, text.encode("utf-8"))
     parse_job(job_path, inbox=inbox)  # the same checks the daemon makes, reported now
     return job_path
 
@@ -72,7 +72,7 @@ def _free_stem(inbox: Path, wanted: str) -> str:
         or not is_job_file(wanted + JOB_SUFFIX)
     ):
         raise UsageError(f"--name {wanted!r} must be a plain file name without folders.")
-    places = [inbox, *(inbox / state for state in (disk.PROCESSING, disk.DONE, disk.FAILED))]
+    places = [inbox, *(inbox / state for state in (files.PROCESSING, files.DONE, files.FAILED))]
     for n in range(1, 10_000):
         stem = wanted if n == 1 else f"{wanted}-{n}"
         if not any((place / f"{stem}{JOB_SUFFIX}").exists() for place in places):
@@ -106,7 +106,7 @@ def wait_for_result(
             sidecar = _find_sidecar(config.outbox, job_path.name, since)
             if sidecar is not None:
                 path, data = sidecar
-                if path.name.endswith(disk.RESULT_SUFFIX):
+                if path.name.endswith(files.RESULT_SUFFIX):
                     return [config.outbox / img["file"] for img in data.get("images") or []]
                 if not data.get("retrying"):
                     # The same error class the daemon raised: `submit --wait` exits like `gen`.
@@ -196,12 +196,12 @@ def left_behind(job_path: Path, config: Config) -> str:
     """What becomes of a job whose `submit --wait` stopped waiting: the daemon owns it now."""
     name = job_path.name
     if job_path.exists():
-        files = " ".join(str(p) for p in [job_path, *sibling_references(job_path)])
+        queued = " ".join(str(p) for p in [job_path, *sibling_references(job_path)])
         return (
             f"{name} is still queued in the inbox and the daemon will run it; "
-            f"to withdraw it, delete {files}"
+            f"to withdraw it, delete {queued}"
         )
-    if (config.inbox / disk.PROCESSING / name).exists():
+    if (config.inbox / files.PROCESSING / name).exists():
         return (
             f"the daemon is running {name} and will finish it; its result will be in "
             f"{config.outbox} (only stopping the daemon puts it back in the inbox)"
@@ -214,9 +214,9 @@ def _find_sidecar(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The newest sidecar of this job written after it was submitted."""
     found = []
-    for suffix in (disk.RESULT_SUFFIX, disk.ERROR_SUFFIX):
+    for suffix in (files.RESULT_SUFFIX, files.ERROR_SUFFIX):
         for path in outbox.glob(f"*{suffix}"):
-            data = disk.read_yaml(path)
+            data = files.read_yaml(path)
             if data is None or data.get("job") != job_file or data.get("complete") is False:
                 continue  # an incomplete result: the job still makes the images missing
             stamp = data.get("finished_at") or data.get("failed_at")

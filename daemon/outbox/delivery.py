@@ -6,13 +6,13 @@ Images are written first and the result sidecar last: its presence means "comple
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import files as disk
+from daemon import files
 from daemon.codex.generation import Generation
 from daemon.errors import Disposition, InboxError, NoImage
 from daemon.images import ImageFormat, ImageInfo, ImageTooLarge, convert, has_alpha, inspect
@@ -82,7 +82,7 @@ def find_progress(
 
     A job edited while it waited is another request: it starts again from nothing.
     """
-    pattern = str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")
+    pattern = str(outbox / f"{glob.escape(wanted)}*{files.RESULT_SUFFIX}")
     for name in sorted(glob.glob(pattern)):
         progress = load_progress(outbox, Path(name).name, job_file=job_file)
         if progress is None or progress.data.get("variants") != variants:
@@ -95,10 +95,10 @@ def find_progress(
 
 def load_progress(outbox: Path, name: str, *, job_file: str) -> Progress | None:
     """The incomplete result sidecar `name` of `job_file`; None for anything else."""
-    data = disk.read_yaml(outbox / name)
+    data = files.read_yaml(outbox / name)
     if data is None or data.get("job") != job_file or data.get("complete") is not False:
         return None
-    return Progress(name, name[: -len(disk.RESULT_SUFFIX)], data)
+    return Progress(name, name[: -len(files.RESULT_SUFFIX)], data)
 
 
 def verified_images(generation: Generation, fmt: ImageFormat | None) -> list[Verified]:
@@ -144,46 +144,72 @@ def deliver(
     """Write the images and then the result sidecar (last: its presence means "complete").
 
     `ref_files` are where the references `refs` names are now: the gallery gets thumbnails.
-    `on_plan` must save the plan durably before the first file is written; `plan` is the one
-    an interrupted delivery of the same run saved, taken up where it stopped. `transparent`
-    and `aspect` are what the job asked for, recorded beside what each image really is. With
-    fewer images than `variants` the sidecar says `complete: false`; `progress` is such a
-    sidecar of earlier runs, which this delivery continues (its images keep their names) and
-    replaces.
+    `on_plan` must save the plan durably before the first file is written; `plan` is the one an
+    interrupted delivery of the same run saved, taken up where it stopped. `transparent` and
+    `aspect` are what the job asked for, recorded beside what each image really is. With fewer
+    images than `variants` the sidecar says `complete: false`; `progress` is such a sidecar of
+    earlier runs, which this delivery continues (its images keep their names) and replaces.
     """
     images = verified_images(generation, fmt)
-    hashes = [disk.sha256_of(image.data) for image in images]
-    disk.ensure_dir(outbox)
+    hashes = [files.sha256_of(image.data) for image in images]
+    files.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
     thread = progress.thread_id if progress else generation.thread_id
-    if plan is not None and not _ours(outbox, plan, hashes, job_file, thread):
-        plan = None
+    plan = plan if plan is not None and _ours(outbox, plan, hashes, job_file, thread) else None
+
+    def describe(paths: list[Path]) -> dict[str, Any]:
+        fields = _result_fields(generation, paths, images, job_file, prompt, refs)
+        fields.update(prompt_source=prompt_source, transparent=transparent, aspect=aspect)
+        _count_variants(fields, generation, progress, variants)
+        return fields
+
     while True:
-        if plan is None:
-            plan = (
-                _continued_plan(outbox, progress, images, hashes)
-                if progress
-                else _new_plan(outbox, wanted, images, hashes, stale)
-            )
+        plan = plan or _choose_plan(outbox, wanted, images, hashes, stale, progress)
         on_plan(plan)
-        paths = [outbox / name for name, _ in plan.images]
-        sidecar = outbox / plan.sidecar
         try:
-            written = _write_images(paths, images, hashes)
-            fields = _result_fields(
-                generation, paths, images, job_file=job_file, prompt=prompt, refs=refs
-            )
-            fields["prompt_source"] = prompt_source
-            fields["transparent"] = transparent
-            fields["aspect"] = aspect
-            _count_variants(fields, generation, progress, variants)
-            _write_sidecar(sidecar, fields, written, plan.base, ref_files, thread)
+            fields = _write_planned(outbox, plan, images, hashes, describe, ref_files, thread)
             break
         except FileExistsError:
             plan = None  # someone took a name between the choice and the write: choose again
-    for path in stale:
+    _remove(stale)  # the job's earlier error sidecars: its result is in place now
+    return (*(outbox / str(i["file"]) for i in fields["images"]), outbox / plan.sidecar)
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
         path.unlink(missing_ok=True)
-    return (*(outbox / str(i["file"]) for i in fields["images"]), sidecar)
+
+
+def _choose_plan(
+    outbox: Path,
+    wanted: str,
+    images: list[Verified],
+    hashes: list[str],
+    stale: list[Path],
+    progress: Progress | None,
+) -> DeliveryPlan:
+    """Names for these images: numbered on from an incomplete delivery's, else new ones."""
+    if progress:
+        return _continued_plan(outbox, progress, images, hashes)
+    return _new_plan(outbox, wanted, images, hashes, stale)
+
+
+def _write_planned(
+    outbox: Path,
+    plan: DeliveryPlan,
+    images: list[Verified],
+    hashes: list[str],
+    describe: Callable[[list[Path]], dict[str, Any]],
+    ref_files: Sequence[Path],
+    thread_id: str,
+) -> dict[str, Any]:
+    """Write the plan's images, then its sidecar with the fields `describe` gives; returns
+    them. FileExistsError when a planned name is taken by another writer's file."""
+    paths = [outbox / name for name, _ in plan.images]
+    written = _write_images(paths, images, hashes)
+    fields = describe(paths)
+    _write_sidecar(outbox / plan.sidecar, fields, written, plan.base, ref_files, thread_id)
+    return fields
 
 
 def _write_sidecar(
@@ -196,13 +222,13 @@ def _write_sidecar(
 ) -> None:
     """Write the result sidecar; this delivery's own one (from an interrupted try, or the
     incomplete one of earlier runs) is replaced when it lists other images, else kept."""
-    before = disk.read_yaml(sidecar) if _is_result_of(sidecar, fields["job"], thread_id) else None
+    before = files.read_yaml(sidecar) if _is_result_of(sidecar, fields["job"], thread_id) else None
     if before is None:
         fields["ref_thumbnails"] = write_thumbnails(sidecar.parent, base, ref_files)
-        _write_or_undo(sidecar, disk.dump_yaml(fields), written)
+        _write_or_undo(sidecar, files.dump_yaml(fields), written)
     elif _files(before) != _files(fields):
         fields["ref_thumbnails"] = before.get("ref_thumbnails")
-        disk.replace_file(sidecar, disk.dump_yaml(fields))
+        files.replace_file(sidecar, files.dump_yaml(fields))
 
 
 def _files(fields: dict[str, Any]) -> list[str]:
@@ -250,11 +276,11 @@ def _new_plan(
     outbox: Path, wanted: str, images: list[Verified], hashes: list[str], stale: list[Path]
 ) -> DeliveryPlan:
     suffixes = [_image_suffix(n, image.info.format) for n, image in enumerate(images)]
-    base = disk.choose_base(
-        outbox, wanted, [*suffixes, disk.RESULT_SUFFIX, disk.ERROR_SUFFIX], reusable=stale
+    base = files.choose_base(
+        outbox, wanted, [*suffixes, files.RESULT_SUFFIX, files.ERROR_SUFFIX], reusable=stale
     )
     names = tuple((f"{base}{suffix}", sha) for suffix, sha in zip(suffixes, hashes, strict=True))
-    return DeliveryPlan(base, names, f"{base}{disk.RESULT_SUFFIX}")
+    return DeliveryPlan(base, names, f"{base}{files.RESULT_SUFFIX}")
 
 
 def _ours(
@@ -265,7 +291,7 @@ def _ours(
     if [sha for _, sha in plan.images] != hashes:
         return False
     for name, sha in plan.images:
-        found = disk.file_sha256(outbox / name)
+        found = files.file_sha256(outbox / name)
         if found is not None and found != sha:
             return False
     sidecar = outbox / plan.sidecar
@@ -281,7 +307,7 @@ def _write_images(paths: list[Path], images: list[Verified], hashes: list[str]) 
     name taken by a file that is not ours) what this call wrote is removed again."""
     written: list[Path] = []
     for path, image, sha in zip(paths, images, hashes, strict=True):
-        if disk.file_sha256(path) == sha:
+        if files.file_sha256(path) == sha:
             continue  # written by the interrupted delivery this plan comes from
         _write_or_undo(path, image.data, written)
         written.append(path)
@@ -290,15 +316,14 @@ def _write_images(paths: list[Path], images: list[Verified], hashes: list[str]) 
 
 def _write_or_undo(path: Path, data: bytes, undo: list[Path]) -> None:
     try:
-        disk.write_new(path, data)
+        files.write_new(path, data)
     except FileExistsError:
-        for done in undo:
-            done.unlink(missing_ok=True)
+        _remove(undo)
         raise
 
 
 def _is_result_of(sidecar: Path, job_file: str, thread_id: str) -> bool:
-    data = disk.read_yaml(sidecar)
+    data = files.read_yaml(sidecar)
     return data is not None and data.get("job") == job_file and data.get("thread_id") == thread_id
 
 
@@ -306,7 +331,6 @@ def _result_fields(
     generation: Generation,
     written: list[Path],
     images: list[Verified],
-    *,
     job_file: str,
     prompt: str,
     refs: list[str],
@@ -321,7 +345,7 @@ def _result_fields(
                 "height": image.info.height,
                 "has_alpha": image.has_alpha,
                 "bytes": len(image.data),
-                "sha256": disk.sha256_of(image.data),
+                "sha256": files.sha256_of(image.data),
             }
             for path, image in zip(written, images, strict=True)
         ],
@@ -340,10 +364,10 @@ def _result_fields(
 
 def stale_errors(outbox: Path, wanted: str, job_file: str) -> list[Path]:
     """Error sidecars an earlier try of this same job left; a success replaces them."""
-    pattern = str(outbox / f"{glob.escape(wanted)}*{disk.ERROR_SUFFIX}")
+    pattern = str(outbox / f"{glob.escape(wanted)}*{files.ERROR_SUFFIX}")
     stale = []
     for name in glob.glob(pattern):
-        data = disk.read_yaml(Path(name))
+        data = files.read_yaml(Path(name))
         if data is not None and data.get("job") == job_file:
             stale.append(Path(name))
     return stale
@@ -364,7 +388,7 @@ def write_error(
 
     `refs` are the job's references as named (`ref_files`: where they are now, for thumbnails).
     """
-    disk.ensure_dir(outbox)
+    files.ensure_dir(outbox)
     stale = stale_errors(outbox, wanted, job_file)
     fields = {
         "job": job_file,
@@ -381,16 +405,16 @@ def write_error(
         "failed_at": _iso(datetime.now().astimezone()),
     }
     if stale:
-        base = stale[0].name[: -len(disk.ERROR_SUFFIX)]
+        base = stale[0].name[: -len(files.ERROR_SUFFIX)]
         fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
-        disk.replace_file(stale[0], disk.dump_yaml(fields))
+        files.replace_file(stale[0], files.dump_yaml(fields))
         return stale[0]
     while True:
-        base = disk.choose_base(outbox, wanted, [disk.ERROR_SUFFIX])
-        path = outbox / f"{base}{disk.ERROR_SUFFIX}"
+        base = files.choose_base(outbox, wanted, [files.ERROR_SUFFIX])
+        path = outbox / f"{base}{files.ERROR_SUFFIX}"
         fields["ref_thumbnails"] = write_thumbnails(outbox, base, ref_files)
         try:
-            disk.write_new(path, disk.dump_yaml(fields))
+            files.write_new(path, files.dump_yaml(fields))
             return path
         except FileExistsError:
             continue

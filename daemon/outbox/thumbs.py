@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon import files as disk
+from daemon import files
 
 FOLDER = "references"
 MAX_SIDE = 320  # pixels: enough for a thumbnail on a phone's high-density screen
@@ -27,10 +27,10 @@ def _write_one(outbox: Path, name: str, source: Path) -> str | None:
     data = _thumbnail(source)
     if data is None:
         return None
-    folder = disk.ensure_dir(outbox / FOLDER)
+    folder = files.ensure_dir(outbox / FOLDER)
     # Replaced, not added: the same base is the same job's sidecar (a retry's error, or the
     # success that replaces it).
-    disk.replace_file(folder / name, data, durable=False)
+    files.replace_file(folder / name, data, durable=False)
     return f"{FOLDER}/{name}"
 
 
@@ -43,7 +43,7 @@ def _thumbnail(source: Path) -> bytes | None:
 
     try:
         # Read as a regular file first: a FIFO named like a reference must not block the page.
-        data = disk.read_regular(source, limit=MAX_REFERENCE_BYTES)
+        data = files.read_regular(source, limit=MAX_REFERENCE_BYTES)
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 return None
