@@ -545,9 +545,8 @@ def test_gen_bad_flags_exit_2(world: World) -> None:
 
 def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> None:
     """process_job tells its caller the job's timeout_sec (the watchdog window) and references."""
-    from daemon.commands.oneshot import cached_setup
     from daemon.config import load_config
-    from daemon.pipeline.flow import Status, process_job
+    from daemon.pipeline.flow import Status, cached_setup, process_job
 
     path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
     config = load_config(world.config)

@@ -22,18 +22,15 @@ STATUS_NAME = "status.json"
 _LIMIT_NAMES = {"image-limit": "image limit", "usage-limit": "usage limit"}
 
 
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 @dataclass
-class Status:
-    """Mutable by the one worker only; every change is followed by `save()`."""
+class StatusFile:
+    """Mutable by the one worker only; every change is followed by `save()`. The times are
+    ISO 8601 with the offset, by the writer's clock."""
 
     path: Path
     state: str = "starting"  # starting | recovering | idle | working | paused | stopped
     pid: int = field(default_factory=os.getpid)
-    since: str = field(default_factory=_now)
+    since: str = ""  # when the daemon started
     current_job: str | None = None
     job_started_at: str | None = None
     queue_length: int = 0
@@ -42,7 +39,7 @@ class Status:
     last_failure: dict[str, Any] | None = None
     # The newest snapshot of each of the plan's limits, from the session logs of any job.
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
-    updated_at: str = field(default_factory=_now)
+    updated_at: str = ""
 
     def fields(self) -> dict[str, Any]:
         """What status.json holds."""
@@ -50,8 +47,8 @@ class Status:
         fields.pop("path")
         return fields
 
-    def save(self) -> None:
-        self.updated_at = _now()
+    def save(self, *, updated_at: str) -> None:
+        self.updated_at = updated_at
         fields = self.fields()
         replace_file(
             self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode(), durable=False
