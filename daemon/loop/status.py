@@ -82,13 +82,7 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
     lines.append(f"queued: {data.get('queue_length', 0)}")
     paused = data.get("paused")
     if paused:
-        lines.append(f"paused: {paused.get('summary') or paused.get('message')}")
-        if paused.get("summary") and paused.get("message") != paused["summary"]:
-            lines.append(f"  reason: {paused.get('message')}")
-        if paused.get("hint"):
-            lines.append(f"  hint: {paused['hint']}")
-        if paused.get("resumes_at"):
-            lines.append(f"  resumes at: {paused['resumes_at']}")
+        lines.extend(_pause_lines(paused))
     limits = from_json_list(data.get("rate_limits"))
     if limits:
         lines.append(f"quota: {describe_all(limits, now=now)}")
@@ -99,6 +93,17 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
             lines.append(f"{label}: {entry.get('job')} at {entry.get('at')}: {extra}")
     lines.append(f"updated: {data.get('updated_at')}")
     return "\n".join(lines)
+
+
+def _pause_lines(paused: dict[str, Any]) -> list[str]:
+    lines = [f"paused: {paused.get('summary') or paused.get('message')}"]
+    if paused.get("summary") and paused.get("message") != paused["summary"]:
+        lines.append(f"  reason: {paused.get('message')}")
+    if paused.get("hint"):
+        lines.append(f"  hint: {paused['hint']}")
+    if paused.get("resumes_at"):
+        lines.append(f"  resumes at: {paused['resumes_at']}")
+    return lines
 
 
 def not_running_notice(inbox: Path, config: Path | None) -> tuple[bool | None, str]:
