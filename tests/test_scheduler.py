@@ -150,6 +150,7 @@ def test_a_paused_queue_runs_nothing_until_the_reset_time(clock: FakeClock) -> N
 
 
 def test_a_reset_time_already_past_still_pauses_a_second(clock: FakeClock) -> None:
+    """A reset time codex names in the past (a slow clock) still pauses for a second."""
     s = scheduler(clock)
     past = datetime.fromtimestamp(START).astimezone() - timedelta(minutes=5)
     assert s.pause_for(UsageLimit("limit", retry_at=past)).until == START + 1.0
@@ -188,6 +189,7 @@ def test_a_disk_full_pause_probes_at_doubling_spacings(clock: FakeClock) -> None
 
 
 def test_only_a_disk_full_pause_probes_the_disk(clock: FakeClock) -> None:
+    """A network pause ends by time or a login; test writes would tell it nothing."""
     s = scheduler(clock)
     s.pause_for(NetworkDown("offline"))
     clock.advance(5)
