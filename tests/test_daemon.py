@@ -371,7 +371,9 @@ def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -
         cwd=REPO,
         check=True,
     ).stdout
-    assert "paused" in shown and "queued: 2" in shown and "hint" in shown
+    assert "paused" in shown
+    assert "queued: 2" in shown
+    assert "hint" in shown
 
     world.set_script()
     (world.codex_home / "auth.json").write_text('{"auth_mode": "chatgpt"}')
@@ -397,7 +399,8 @@ def test_usage_limit_pauses_until_the_time_codex_gives(world: DaemonWorld, start
     assert status["paused"]["error"] == "usage-limit"
     assert status["paused"]["resumes_at"]
     (sidecar,) = world.errors().values()
-    assert sidecar["retrying"] is True and sidecar["retry_at"]
+    assert sidecar["retrying"] is True
+    assert sidecar["retry_at"]
     assert world.jobs_in() == ["limited.prompt.yaml"]
     done_once(world, "limited.prompt.yaml")
     assert len(world.calls()) == 2
@@ -1015,7 +1018,8 @@ def test_gallery_follows_a_running_job_and_stops_refreshing_once_idle(
     assert '<meta http-equiv="refresh" content="5">' in working
     done_once(world, "slow.prompt.yaml")
     idle = daemon.wait_for(lambda: page_says("slow.png"), what="the finished page")
-    assert "Working on" not in idle and 'http-equiv="refresh"' not in idle
+    assert "Working on" not in idle
+    assert 'http-equiv="refresh"' not in idle
     assert daemon.stop() == 0
 
 

@@ -157,7 +157,8 @@ def world(tmp_path: Path) -> Iterator[World]:
 def assert_codex_gone(call: dict[str, Any]) -> None:
     """codex, its child and anything else of its process group have ended."""
     wait_for(lambda: not group_members(call["pid"]), deadline=10, what="codex's process group gone")
-    assert not pid_alive(call["pid"]) and not pid_alive(call["child_pid"])
+    assert not pid_alive(call["pid"])
+    assert not pid_alive(call["child_pid"])
 
 
 SIGNALS = [
@@ -199,7 +200,8 @@ def test_gen_second_ctrl_c_kills_a_codex_that_ignores_sigterm_at_once(world: Wor
     call = world.codex_started()
     gen.interrupt(signal.SIGINT, to_group=True)
     time.sleep(1.5)  # the first signal is being handled: codex got SIGTERM and ignores it
-    assert pid_alive(call["pid"]) and gen.proc.poll() is None
+    assert pid_alive(call["pid"])
+    assert gen.proc.poll() is None
     gen.interrupt(signal.SIGINT, to_group=True)
     assert gen.wait() == 130
     assert time.monotonic() - gen.started < LONG_GRACE_SEC
@@ -327,7 +329,8 @@ def test_once_second_signal_kills_a_codex_that_ignores_sigterm_at_once(world: Wo
     call = world.codex_started()
     once.interrupt(signal.SIGTERM, to_group=False)
     time.sleep(1.5)
-    assert pid_alive(call["pid"]) and once.proc.poll() is None
+    assert pid_alive(call["pid"])
+    assert once.proc.poll() is None
     once.interrupt(signal.SIGTERM, to_group=False)
     assert once.wait() == 143
     assert time.monotonic() - once.started < LONG_GRACE_SEC
@@ -409,7 +412,8 @@ def test_daemon_second_ctrl_c_stops_the_running_codex_at_once(world: World) -> N
         assert said["message"] == (
             f"waiting up to {LONG_GRACE_SEC} s for fox.prompt.yaml, Ctrl-C again to stop it now"
         )
-        assert pid_alive(call["pid"]) and daemon.running()
+        assert pid_alive(call["pid"])
+        assert daemon.running()
         signalled = time.monotonic()
         daemon.signal(signal.SIGINT)
         assert daemon.wait_exit(timeout=PROMPT_EXIT_SEC) == 0
@@ -463,7 +467,8 @@ def test_stop_request_first_signal_cancels_second_kills_and_the_first_names_the_
 
     stop = StopRequest()
     stop.handle(signal.SIGTERM, None)
-    assert stop.cancel.is_set() and not stop.now.is_set()
+    assert stop.cancel.is_set()
+    assert not stop.now.is_set()
     stop.handle(signal.SIGINT, None)
     assert stop.now.is_set()
     assert stop.exit_code == 143

@@ -84,8 +84,10 @@ def test_a_job_becomes_an_image_and_a_result_sidecar(world: World) -> None:
     assert world.files(world.outbox) == ["fox.png", "fox.result.yaml"]
     result = world.sidecar("fox.result.yaml")
     image = result["images"][0]
-    assert image["file"] == "fox.png" and image["format"] == "png"
-    assert image["width"] > 0 and image["height"] > 0
+    assert image["file"] == "fox.png"
+    assert image["format"] == "png"
+    assert image["width"] > 0
+    assert image["height"] > 0
     assert image["bytes"] == (world.outbox / "fox.png").stat().st_size
     assert len(image["sha256"]) == 64
     assert result["prompt"] == "a red fox"
@@ -368,7 +370,8 @@ def test_a_bad_job_file_fails_with_the_key_and_the_fix(world: World) -> None:
     world.job("typo", "promt: a cat\n")
     assert world.once() == 2
     error = _error(world, "typo")
-    assert "typo.prompt.yaml" in error["message"] and "prompt" in error["message"]
+    assert "typo.prompt.yaml" in error["message"]
+    assert "prompt" in error["message"]
     assert world.files(world.inbox / "failed") == ["typo.prompt.yaml"]
     assert world.calls() == []
 
@@ -393,7 +396,8 @@ def test_a_missing_reference_keeps_the_prompt_and_the_other_references(world: Wo
     assert error["refs"] == ["styles/ink.png", "gone.png"]
     assert error["ref_thumbnails"] == ["references/fox.ref-1.jpg", None]
     thumbnail = (world.outbox / "references" / "fox.ref-1.jpg").read_bytes()
-    assert sniff_format(thumbnail) is not None and sniff_format(thumbnail).value == "jpeg"
+    assert sniff_format(thumbnail) is not None
+    assert sniff_format(thumbnail).value == "jpeg"
 
 
 def test_a_result_keeps_thumbnails_of_its_references(world: World) -> None:
@@ -491,7 +495,8 @@ def test_gen_default_output_name(
     assert gen(world, "--prompt", "a cat") == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed.parent == tmp_path
-    assert printed.name.startswith("image-") and printed.suffix == ".png"
+    assert printed.name.startswith("image-")
+    assert printed.suffix == ".png"
 
 
 def test_gen_converts_to_the_extension_of_out(world: World, tmp_path: Path) -> None:
@@ -545,9 +550,8 @@ def test_gen_bad_flags_exit_2(world: World) -> None:
 
 def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> None:
     """process_job tells its caller the job's timeout_sec (the watchdog window) and references."""
-    from daemon.commands.oneshot import cached_setup
     from daemon.config import load_config
-    from daemon.pipeline.flow import Status, process_job
+    from daemon.pipeline.flow import Status, cached_setup, process_job
 
     path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
     config = load_config(world.config)

@@ -72,7 +72,8 @@ def test_the_prompt_is_byte_for_byte_between_the_markers_of_every_run(world: Wor
     assert world.once() == 0
     for call in world.calls():
         head, marker, rest = call["stdin"].partition("<<<REQUEST\n")
-        assert marker and rest == PROMPT + "\nREQUEST>>>\n"
+        assert marker
+        assert rest == PROMPT + "\nREQUEST>>>\n"
         assert head.splitlines()[-1].startswith("Make ")
 
 
@@ -104,7 +105,8 @@ def test_a_follow_up_run_without_an_image_is_retried_for_the_missing_only(world:
     assert [c["stdin"] for c in world.calls()] == [asked(3), asked(1), asked(1)]
     result = world.sidecar("fox.result.yaml")
     assert [r["images"] for r in result["runs"]] == [2, 1]
-    assert len(result["images"]) == 3 and result["complete"] is True
+    assert len(result["images"]) == 3
+    assert result["complete"] is True
     assert not (world.outbox / "fox.error.yaml").exists()
 
 
@@ -182,9 +184,10 @@ def test_a_crash_between_two_runs_neither_loses_nor_remakes_an_image(world: Worl
     world.script(images_by_call=[1, 2])
     variants_job(world, 3)
     # A patch of its own: undoing the test's monkeypatch would also drop the fake's script.
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(Crash):
+    with pytest.MonkeyPatch.context() as patch:
         crash_on_run(patch, 2)
-        world.once()
+        with pytest.raises(Crash):
+            world.once()
     assert len(world.calls()) == 1
     assert world.once() == 0
     calls = world.calls()
@@ -341,9 +344,11 @@ def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
         ]
     )
     assert code == 5
-    assert out.is_file() and not (tmp_path / "x-2.png").exists()
+    assert out.is_file()
+    assert not (tmp_path / "x-2.png").exists()
     err = capsys.readouterr().err
-    assert "image-limit" in err and f"1 of 3 images were written: {out}." in err
+    assert "image-limit" in err
+    assert f"1 of 3 images were written: {out}." in err
     assert len(world.calls()) == 1
 
 

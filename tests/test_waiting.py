@@ -149,7 +149,8 @@ def test_submit_wait_without_a_daemon_says_so_at_once_and_waits_for_one(
         if proc.poll() is None:
             proc.kill()
     text = out.wait_for(str(world.outbox / "pond.png"))
-    assert "\r" not in text and "\x1b" not in text
+    assert "\r" not in text
+    assert "\x1b" not in text
 
 
 def test_plain_progress_lines_show_the_running_job(world: DaemonWorld) -> None:
@@ -187,7 +188,8 @@ def test_status_after_the_daemon_was_killed_says_it_is_not_running(
     assert alive.stdout.startswith(f"state: idle (pid {daemon.pid}")
     assert "not running" not in alive.stdout
     daemon.kill9()
-    assert daemon.proc is not None and daemon.proc.wait(timeout=30) == -signal.SIGKILL
+    assert daemon.proc is not None
+    assert daemon.proc.wait(timeout=30) == -signal.SIGKILL
     assert (world.status() or {}).get("state") == "idle"
     dead = run_status(world)
     assert dead.returncode == 1

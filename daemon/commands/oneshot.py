@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from daemon import files as disk
-from daemon import logs
+from daemon import files, logs
 from daemon.codex.generation import (
     CodexSetup,
     Generation,
@@ -25,13 +21,12 @@ from daemon.config import Config
 from daemon.errors import Cancelled, InboxError, UsageError
 from daemon.images import ImageFormat, check_reference_argument
 from daemon.job.names import is_job_file
+from daemon.loop.backoff import retry_delay
 from daemon.outbox.delivery import verified_images
-from daemon.pipeline.flow import Outcome, Status, process_job
+from daemon.pipeline.ending import after_job, log_outcome, run_hooks
+from daemon.pipeline.flow import Outcome, Status, cached_setup, process_job
 from daemon.pipeline.recovery import recover_processing, remove_leftovers
 from daemon.watching.lock import InboxLock
-
-if TYPE_CHECKING:
-    from daemon.outbox.gallery import LiveState
 
 # Needed only once codex has finished: imported in the background while it runs.
 END_OF_JOB_MODULES = (
@@ -63,16 +58,7 @@ def generate_to_file(
     With `variants` codex runs until that many images exist; a failure part-way writes the
     images made and is then raised, naming them.
     """
-    if not prompt.strip():
-        raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
-    target = ImageFormat.named(out.suffix.lower().lstrip(".")) if out else None
-    if transparent and target is ImageFormat.JPEG:
-        raise UsageError(
-            f"--transparent cannot be kept in {out}: JPEG has no alpha channel.",
-            hint="Give --out a .png or .webp name, or leave out --transparent.",
-        )
-    for ref in refs:
-        check_reference_argument(ref)
+    target = _check_arguments(prompt, refs, out, transparent=transparent)
     setup = prepare_codex(config.codex)
     request = ImageRequest(
         prompt=prompt,
@@ -93,15 +79,36 @@ def generate_to_file(
     written = _write_images(merge(batch.generations), out, target)
     if batch.stopped is not None and not isinstance(batch.stopped, Cancelled):
         # A stop request after some images is answered like a stop after codex finished.
-        error = batch.stopped
-        made = ", ".join(str(p) for p in written)
-        raise type(error)(
-            f"{error.message} {len(written)} of {variants} images were written: {made}.",
-            hint=error.hint,
-            detail=error.detail,
-            retry_at=error.retry_at,
-        )
+        raise _part_written(batch.stopped, written, variants)
     return written
+
+
+def _check_arguments(
+    prompt: str, refs: Sequence[Path], out: Path | None, *, transparent: bool
+) -> ImageFormat | None:
+    """Refuse what cannot work before codex runs; the format `--out`'s extension asks for."""
+    if not prompt.strip():
+        raise UsageError("--prompt is empty.", hint="Give the prompt text after --prompt.")
+    target = ImageFormat.named(out.suffix.lower().lstrip(".")) if out else None
+    if transparent and target is ImageFormat.JPEG:
+        raise UsageError(
+            f"--transparent cannot be kept in {out}: JPEG has no alpha channel.",
+            hint="Give --out a .png or .webp name, or leave out --transparent.",
+        )
+    for ref in refs:
+        check_reference_argument(ref)
+    return target
+
+
+def _part_written(error: InboxError, written: list[Path], variants: int) -> InboxError:
+    """`error`, naming the images written before it."""
+    made = ", ".join(str(p) for p in written)
+    return type(error)(
+        f"{error.message} {len(written)} of {variants} images were written: {made}.",
+        hint=error.hint,
+        detail=error.detail,
+        retry_at=error.retry_at,
+    )
 
 
 def _write_images(
@@ -112,7 +119,7 @@ def _write_images(
     written = []
     for n, image in enumerate(verified_images(generation, target)):
         path = _output_path(out, n, image.info.format)
-        disk.replace_file(path, image.data)
+        files.replace_file(path, image.data)
         written.append(path)
         logs.get_logger().info(
             "image written",
@@ -135,18 +142,6 @@ def _output_path(out: Path | None, index: int, fmt: ImageFormat) -> Path:
     if index:
         out = out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
     return out.absolute()
-
-
-def cached_setup(config: Config) -> Callable[[], CodexSetup]:
-    """Probe codex on first use and remember it; a failed probe is tried again next time."""
-    found: list[CodexSetup] = []
-
-    def get() -> CodexSetup:
-        if not found:
-            found.append(prepare_codex(config.codex))
-        return found[0]
-
-    return get
 
 
 def pending_jobs(inbox: Path) -> list[Path]:
@@ -174,8 +169,8 @@ def process_inbox(
     raised naming it.
     """
     stop = stop or StopRequest()
-    disk.ensure_dir(config.inbox)
-    disk.ensure_dir(config.outbox)
+    files.ensure_dir(config.inbox)
+    files.ensure_dir(config.outbox)
     with InboxLock(config.inbox, command="once"):
         # A stop request cuts a retry's backoff short as well.
         return _drain(config, sleep or stop.sleep, stop)
@@ -226,71 +221,7 @@ def run_with_retries(
         if outcome.status is not Status.RETRY:
             return outcome
         log_outcome(outcome)
-        sleep(backoff(config, attempt))
+        sleep(retry_delay(config.retry, attempt))
         if stop.requested:  # the job waits in the inbox with its retrying error sidecar
             break
     return outcome
-
-
-def backoff(config: Config, attempt: int) -> float:
-    """Seconds before try `attempt + 1`: doubling from retry.backoff_sec, capped."""
-    return float(min(config.retry.backoff_sec * 2 ** (attempt - 1), config.retry.max_backoff_sec))
-
-
-def after_job(config: Config, *, live: LiveState | None = None) -> None:
-    """Work shared by every finished job; the gallery is rebuilt here when enabled.
-
-    `live` is the daemon's state, for a page that follows it while there is work."""
-    if not config.gallery:
-        return
-    from daemon.outbox.gallery import write_gallery
-
-    try:
-        write_gallery(config.outbox, live=live)
-    except InboxError as error:  # the page is a view: a full disk must not stop the jobs
-        logs.get_logger().warning("gallery not written", message=error.message)
-
-
-def run_hooks(
-    outcome: Outcome,
-    config: Config,
-    *,
-    environ: Mapping[str, str] = os.environ,
-    stop: threading.Event | None = None,
-) -> None:
-    """The configured hooks of a job that ended (done, or failed for good), one after the
-    other and bounded by hooks.timeout_sec each; a hook's own failure is only logged."""
-    hooks = config.hooks
-    if not (hooks.on_done or hooks.on_failed or hooks.notifier):
-        return
-    from daemon.pipeline.hooks import run_job_hooks
-
-    run_job_hooks(outcome, hooks, environ=environ, log=logs.get_logger(), stop=stop)
-
-
-# What each outcome means for the person reading the log: what happened, and what comes next.
-_OUTCOME_EVENTS = {
-    Status.DONE: "job finished",
-    Status.FAILED: "job failed; it is in failed/",
-    Status.RETRY: "job failed; it is tried again",
-    Status.PAUSED: "job waits in the inbox; the queue is paused",
-    Status.CANCELLED: "job stopped; it is back in the inbox",
-    Status.REQUEUED: "job left half-done by a crash; it is back in the inbox to run again",
-    Status.REMOVED: "job file removed before it ran",
-}
-
-
-def log_outcome(outcome: Outcome) -> None:
-    fields = {
-        "job": outcome.job,
-        "outcome": outcome.status.value,
-        "seconds": outcome.seconds,
-        "outputs": [p.name for p in outcome.outputs],
-    }
-    if outcome.error is not None:
-        fields.update(error=outcome.error.layer, message=outcome.error.message)
-        if outcome.error.retry_at:
-            fields["retry_at"] = outcome.error.retry_at.isoformat()
-    log = logs.get_logger()
-    quiet = outcome.status in (Status.DONE, Status.REQUEUED, Status.REMOVED, Status.CANCELLED)
-    (log.info if quiet else log.warning)(_OUTCOME_EVENTS[outcome.status], **fields)

@@ -22,18 +22,15 @@ STATUS_NAME = "status.json"
 _LIMIT_NAMES = {"image-limit": "image limit", "usage-limit": "usage limit"}
 
 
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 @dataclass
-class Status:
-    """Mutable by the one worker only; every change is followed by `save()`."""
+class StatusFile:
+    """Mutable by the one worker only; every change is followed by `save()`. The times are
+    ISO 8601 with the offset, by the writer's clock."""
 
     path: Path
     state: str = "starting"  # starting | recovering | idle | working | paused | stopped
     pid: int = field(default_factory=os.getpid)
-    since: str = field(default_factory=_now)
+    since: str = ""  # when the daemon started
     current_job: str | None = None
     job_started_at: str | None = None
     queue_length: int = 0
@@ -42,7 +39,7 @@ class Status:
     last_failure: dict[str, Any] | None = None
     # The newest snapshot of each of the plan's limits, from the session logs of any job.
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
-    updated_at: str = field(default_factory=_now)
+    updated_at: str = ""
 
     def fields(self) -> dict[str, Any]:
         """What status.json holds."""
@@ -50,8 +47,8 @@ class Status:
         fields.pop("path")
         return fields
 
-    def save(self) -> None:
-        self.updated_at = _now()
+    def save(self, *, updated_at: str) -> None:
+        self.updated_at = updated_at
         fields = self.fields()
         replace_file(
             self.path, json.dumps(fields, indent=2, ensure_ascii=False).encode(), durable=False
@@ -85,13 +82,7 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
     lines.append(f"queued: {data.get('queue_length', 0)}")
     paused = data.get("paused")
     if paused:
-        lines.append(f"paused: {paused.get('summary') or paused.get('message')}")
-        if paused.get("summary") and paused.get("message") != paused["summary"]:
-            lines.append(f"  reason: {paused.get('message')}")
-        if paused.get("hint"):
-            lines.append(f"  hint: {paused['hint']}")
-        if paused.get("resumes_at"):
-            lines.append(f"  resumes at: {paused['resumes_at']}")
+        lines.extend(_pause_lines(paused))
     limits = from_json_list(data.get("rate_limits"))
     if limits:
         lines.append(f"quota: {describe_all(limits, now=now)}")
@@ -102,6 +93,17 @@ def describe(data: dict[str, Any], *, now: datetime | None = None, running: bool
             lines.append(f"{label}: {entry.get('job')} at {entry.get('at')}: {extra}")
     lines.append(f"updated: {data.get('updated_at')}")
     return "\n".join(lines)
+
+
+def _pause_lines(paused: dict[str, Any]) -> list[str]:
+    lines = [f"paused: {paused.get('summary') or paused.get('message')}"]
+    if paused.get("summary") and paused.get("message") != paused["summary"]:
+        lines.append(f"  reason: {paused.get('message')}")
+    if paused.get("hint"):
+        lines.append(f"  hint: {paused['hint']}")
+    if paused.get("resumes_at"):
+        lines.append(f"  resumes at: {paused['resumes_at']}")
+    return lines
 
 
 def not_running_notice(inbox: Path, config: Path | None) -> tuple[bool | None, str]:

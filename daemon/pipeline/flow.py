@@ -15,8 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import files as disk
-from daemon.codex.generation import CodexSetup, ImageRequest, generate_variants, merge
+from daemon import files
+from daemon.codex.generation import (
+    CodexSetup,
+    ImageRequest,
+    generate_variants,
+    merge,
+    prepare_codex,
+)
 from daemon.codex.quota import RateLimit
 from daemon.config import Config
 from daemon.errors import (
@@ -26,9 +32,9 @@ from daemon.errors import (
     OutboxUnwritable,
     ReferenceMissing,
 )
-from daemon.job.names import JOB_SUFFIX, sibling_references
+from daemon.job.names import job_name, sibling_references
 from daemon.job.parse import Job, parse_job
-from daemon.outbox.delivery import deliver, find_progress, write_error
+from daemon.outbox.delivery import Progress, deliver, find_progress, write_error
 from daemon.pipeline.run_record import RunRecord
 
 
@@ -55,13 +61,33 @@ class Outcome:
     error: InboxError | None = None
     seconds: float = 0.0
 
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """A job moved into `processing/`, and what settling its outcome needs to know."""
+
+    job_file: str  # its name in the inbox root, as the outcome and the sidecars name it
+    job: Job
+    group: list[Path]
+    ref_names: list[str]  # as the person named them, relative to the inbox
+    setup: CodexSetup
+    started: float
+
     @property
-    def sidecar(self) -> Path | None:
-        return next((p for p in self.outputs if p.name.endswith(".yaml")), None)
+    def stem(self) -> str:
+        return job_name(self.group[0])
 
 
-def job_stem(path: Path) -> str:
-    return path.name[: -len(JOB_SUFFIX)]
+def cached_setup(config: Config) -> Callable[[], CodexSetup]:
+    """Probe codex on first use and remember it; a failed probe is tried again next time."""
+    found: list[CodexSetup] = []
+
+    def get() -> CodexSetup:
+        if not found:
+            found.append(prepare_codex(config.codex))
+        return found[0]
+
+    return get
 
 
 def process_job(
@@ -81,6 +107,41 @@ def process_job(
     named relative to the inbox, just before codex starts; `on_rate_limits` the plan's rate
     limits the run's session log records, whether the job succeeds or not.
     """
+    claimed = _claim_job(path, config, get_setup, final_attempt)
+    if isinstance(claimed, Outcome):
+        return claimed
+    request = _request(claimed.job, config)
+    progress = _progress(claimed, config)
+    record = _run_record(claimed, request, progress)
+    try:
+        record.save()
+    except InboxError as error:  # processing/ takes no write: put the job back and wait
+        _return_to_inbox(claimed.group, config.inbox, claimed.stem)
+        return _paused(claimed.job_file, error, claimed.started)
+    on_run(request.timeout_sec, record.refs)
+    events = _RunEvents(cancel=cancel, kill_now=kill_now, on_rate_limits=on_rate_limits)
+    try:
+        outputs = _generate_and_deliver(claimed, request, record, progress, config, events)
+    except Cancelled:
+        files.move_group(claimed.group, config.inbox, claimed.stem)
+        record.delete()
+        return Outcome(claimed.job_file, Status.CANCELLED, seconds=_since(claimed.started))
+    except OutboxUnwritable as error:
+        # codex's work is safe in its session log: the job and its run record stay in
+        # processing/, and recovery delivers it once the disk takes writes again.
+        return _paused(claimed.job_file, error, claimed.started)
+    except InboxError as error:
+        record.delete()
+        return _settle_claimed_failure(claimed, error, config, final_attempt)
+    record.delete()
+    return Outcome(claimed.job_file, Status.DONE, outputs, seconds=_since(claimed.started))
+
+
+def _claim_job(
+    path: Path, config: Config, get_setup: Callable[[], CodexSetup], final_attempt: bool
+) -> _Claimed | Outcome:
+    """Parse the job, make sure codex is there, and move the job into `processing/`; the
+    outcome instead when any of that fails, with the job's files where that puts them."""
     started = time.monotonic()
     group = [path, *sibling_references(path)]
     try:
@@ -99,19 +160,31 @@ def process_job(
     except FileNotFoundError:
         return Outcome(path.name, Status.REMOVED, seconds=_since(started))
     except InboxError as error:
-        return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
-    request = _request(job, config)
-    wanted = job.out or job.name
-    progress = find_progress(
-        config.outbox, job_file=path.name, wanted=wanted, prompt=job.prompt, variants=job.variants
+        return _paused(path.name, error, started)
+    return _Claimed(path.name, job, group, ref_names, setup, started)
+
+
+def _progress(claimed: _Claimed, config: Config) -> Progress | None:
+    """What an earlier, stopped run of this job already delivered: it is not made again."""
+    job = claimed.job
+    return find_progress(
+        config.outbox,
+        job_file=claimed.job_file,
+        wanted=job.out or job.name,
+        prompt=job.prompt,
+        variants=job.variants,
     )
-    record = RunRecord(
-        group[0],
-        job=path.name,
-        refs=ref_names,
+
+
+def _run_record(claimed: _Claimed, request: ImageRequest, progress: Progress | None) -> RunRecord:
+    job = claimed.job
+    return RunRecord(
+        claimed.group[0],
+        job=claimed.job_file,
+        refs=claimed.ref_names,
         prompt=job.prompt,
         prompt_source=job.prompt_source.value,
-        wanted=wanted,
+        wanted=job.out or job.name,
         format=job.format.value if job.format else None,
         timeout_sec=request.timeout_sec,
         transparent=job.transparent,
@@ -119,58 +192,78 @@ def process_job(
         variants=job.variants,
         progress=progress.sidecar if progress else None,
     )
-    try:
-        record.save()
-    except InboxError as error:  # processing/ takes no write: put the job back and wait
-        _return_to_inbox(group, config.inbox, job_stem(group[0]))
-        return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
-    on_run(request.timeout_sec, record.refs)
-    try:
-        batch = generate_variants(
-            request,
-            setup,
-            made=len(progress.images) if progress else 0,
-            on_thread_id=record.set_thread,
-            on_start=record.set_process,
-            on_generation=lambda generation: record.add_run(generation.thread_id),
-            cancel=cancel,
-            kill_now=kill_now,
-            on_rate_limits=on_rate_limits,
-        )
-        outputs = deliver(
-            merge(batch.generations),
-            config.outbox,
-            job_file=path.name,
-            prompt=job.prompt,
-            wanted=wanted,
-            fmt=job.format,
-            refs=record.refs,
-            prompt_source=job.prompt_source.value,
-            ref_files=job.refs,
-            on_plan=lambda plan: record.set_delivery(plan.to_json()),
-            transparent=job.transparent,
-            aspect=job.aspect,
-            variants=job.variants,
-            progress=progress,
-        )
-        if batch.stopped is not None:
-            raise _unfinished(batch.stopped, outputs[-1], job.variants)
-        disk.move_group(group, config.inbox / disk.DONE, job_stem(group[0]))
-    except Cancelled:
-        disk.move_group(group, config.inbox, job_stem(group[0]))
-        record.delete()
-        return Outcome(path.name, Status.CANCELLED, seconds=_since(started))
-    except OutboxUnwritable as error:
-        # codex's work is safe in its session log: the job and its run record stay in
-        # processing/, and recovery delivers it once the disk takes writes again.
-        return Outcome(path.name, Status.PAUSED, error=error, seconds=_since(started))
-    except InboxError as error:
-        record.delete()
-        return _settle_failure(
-            path.name, group, error, config, final_attempt, started, job, ref_names
-        )
-    record.delete()
-    return Outcome(path.name, Status.DONE, outputs, seconds=_since(started))
+
+
+@dataclass(frozen=True, slots=True)
+class _RunEvents:
+    """What the caller hands codex's run: the stop events and the rate-limit listener."""
+
+    cancel: threading.Event | None
+    kill_now: threading.Event | None
+    on_rate_limits: Callable[[tuple[RateLimit, ...]], None]
+
+
+def _generate_and_deliver(
+    claimed: _Claimed,
+    request: ImageRequest,
+    record: RunRecord,
+    progress: Progress | None,
+    config: Config,
+    events: _RunEvents,
+) -> tuple[Path, ...]:
+    """Run codex until the job's images exist, write them to the outbox and move the job to
+    `done/`; the outputs written. A run stopped part-way raises, after delivering what it made."""
+    job = claimed.job
+    batch = generate_variants(
+        request,
+        claimed.setup,
+        made=len(progress.images) if progress else 0,
+        on_thread_id=record.set_thread,
+        on_start=record.set_process,
+        on_generation=lambda generation: record.add_run(generation.thread_id),
+        cancel=events.cancel,
+        kill_now=events.kill_now,
+        on_rate_limits=events.on_rate_limits,
+    )
+    outputs = deliver(
+        merge(batch.generations),
+        config.outbox,
+        job_file=claimed.job_file,
+        prompt=job.prompt,
+        wanted=job.out or job.name,
+        fmt=job.format,
+        refs=record.refs,
+        prompt_source=job.prompt_source.value,
+        ref_files=job.refs,
+        on_plan=lambda plan: record.set_delivery(plan.to_json()),
+        transparent=job.transparent,
+        aspect=job.aspect,
+        variants=job.variants,
+        progress=progress,
+    )
+    if batch.stopped is not None:
+        raise _unfinished(batch.stopped, outputs[-1], job.variants)
+    files.move_group(claimed.group, config.inbox / files.DONE, claimed.stem)
+    return outputs
+
+
+def _paused(job_file: str, error: InboxError, started: float) -> Outcome:
+    return Outcome(job_file, Status.PAUSED, error=error, seconds=_since(started))
+
+
+def _settle_claimed_failure(
+    claimed: _Claimed, error: InboxError, config: Config, final_attempt: bool
+) -> Outcome:
+    return _settle_failure(
+        claimed.job_file,
+        claimed.group,
+        error,
+        config,
+        final_attempt,
+        claimed.started,
+        claimed.job,
+        claimed.ref_names,
+    )
 
 
 def _unfinished(error: InboxError, sidecar: Path, variants: int) -> InboxError:
@@ -181,7 +274,7 @@ def _unfinished(error: InboxError, sidecar: Path, variants: int) -> InboxError:
     """
     if isinstance(error, Cancelled):
         return error  # a stopped job goes back to the inbox without an error sidecar
-    data = disk.read_yaml(sidecar) or {}
+    data = files.read_yaml(sidecar) or {}
     made = len(data.get("images") or [])
     note = (
         f" {made} of {variants} images were made and are listed in {sidecar.name}; "
@@ -199,7 +292,7 @@ def claim(job: Job, inbox: Path) -> tuple[Job, list[Path]]:
     start's recovery reunites with their job file. FileNotFoundError when the job file is gone.
     """
     group = [job.path, *job.siblings]
-    where = disk.move_group(group, inbox / disk.PROCESSING, job.name)
+    where = files.move_group(group, inbox / files.PROCESSING, job.name)
     if job.path not in where:
         raise FileNotFoundError(job.path)
     # A sibling deleted in the meantime keeps its old path: codex's run then reports it.
@@ -258,7 +351,7 @@ def _settle_failure(
     give_up = error.disposition is Disposition.FINAL or (
         error.disposition is Disposition.RETRY and final_attempt
     )
-    stem = job_stem(group[0])
+    stem = job_name(group[0])
     wanted = (job.out or job.name) if job else stem
     prompt, ref_files = (job.prompt, list(job.refs)) if job else (None, group[1:])
     if isinstance(error, ReferenceMissing) and job is None:
@@ -277,11 +370,11 @@ def _settle_failure(
             ref_files=ref_files,
         )
     except InboxError as disk_error:
-        # Without a sidecar the failure would be silent: keep the job and wait for the disk.
+        # Without a sidecar the failure would be silent: keep the job and wait for the files.
         _return_to_inbox(group, config.inbox, stem)
-        return Outcome(job_file, Status.PAUSED, error=disk_error, seconds=_since(started))
+        return _paused(job_file, disk_error, started)
     if give_up:
-        disk.move_group(group, config.inbox / disk.FAILED, stem)
+        files.move_group(group, config.inbox / files.FAILED, stem)
         status = Status.FAILED
     else:
         _return_to_inbox(group, config.inbox, stem)
@@ -291,4 +384,4 @@ def _settle_failure(
 
 def _return_to_inbox(group: list[Path], inbox: Path, stem: str) -> None:
     if group and group[0].parent != inbox:
-        disk.move_group(group, inbox, stem)
+        files.move_group(group, inbox, stem)

@@ -71,13 +71,15 @@ class HookRun:
 def job_end(outcome: Outcome) -> JobEnd | None:
     """The hook's view of an outcome; None for outcomes that are not the end of a job (retries,
     pauses, cancels, crash leftovers put back, removed files)."""
+    # The outputs hold the images and one sidecar: the result's, or the error's.
+    sidecar = next((p for p in outcome.outputs if p.name.endswith(".yaml")), None)
     if outcome.status is Status.DONE:
-        images = tuple(p for p in outcome.outputs if p != outcome.sidecar)
+        images = tuple(p for p in outcome.outputs if p != sidecar)
         names = ", ".join(p.name for p in images)
-        return JobEnd(outcome.job, "done", outcome.sidecar, images, names or "done")
+        return JobEnd(outcome.job, "done", sidecar, images, names or "done")
     if outcome.status is Status.FAILED:
         message = outcome.error.message if outcome.error else "failed"
-        return JobEnd(outcome.job, "failed", outcome.sidecar, (), message)
+        return JobEnd(outcome.job, "failed", sidecar, (), message)
     return None
 
 
@@ -148,14 +150,18 @@ def run_hook(
     for name, tail in tails.items():
         tail.log(log, hook=hook, stream=name)
     result = HookRun(proc.returncode if finished else None, timed_out=not finished)
-    if not finished:
-        why = "the daemon is stopping" if stop is not None and stop.is_set() else "time limit"
+    _log_end(result, log, hook=hook, timeout=timeout, stopping=stop is not None and stop.is_set())
+    return result
+
+
+def _log_end(result: HookRun, log: Any, *, hook: str, timeout: float, stopping: bool) -> None:
+    if result.timed_out:
+        why = "the daemon is stopping" if stopping else "time limit"
         log.warning("hook stopped", hook=hook, reason=why, timeout_sec=timeout)
     elif not result.ok:
-        log.warning("hook failed", hook=hook, exit_code=proc.returncode)
+        log.warning("hook failed", hook=hook, exit_code=result.returncode)
     else:
         log.info("hook finished", hook=hook)
-    return result
 
 
 def _wait(

@@ -15,16 +15,16 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from daemon import files as disk
-from daemon.codex import run as codex
+from daemon import files
+from daemon.codex import run as codex_run
 from daemon.codex.generation import CodexSetup, Generation, merge, recover, remove_dead_run_folders
 from daemon.config import Config
 from daemon.errors import InboxError, OutboxUnwritable, RecoveryFailed
 from daemon.images import ImageFormat
-from daemon.job.names import is_job_file, sibling_references
+from daemon.job.names import is_job_file, job_name, sibling_references
 from daemon.outbox.delivery import DeliveryPlan, deliver, load_progress, write_error
 from daemon.outbox.thumbs import FOLDER as THUMBNAILS
-from daemon.pipeline.flow import Outcome, Status, job_stem
+from daemon.pipeline.flow import Outcome, Status
 from daemon.pipeline.run_record import RunRecord
 
 OnWait = Callable[[str, float], None]
@@ -42,7 +42,7 @@ def recover_processing(
     `on_wait(job, seconds)` is told before waiting up to `seconds` for a codex still running;
     setting `stop` ends such a wait at once, the codex stopped and its job treated as usual.
     """
-    processing = config.inbox / disk.PROCESSING
+    processing = config.inbox / files.PROCESSING
     outcomes = []
     if processing.is_dir():
         outcomes = [
@@ -63,10 +63,10 @@ def remove_leftovers(config: Config) -> None:
         config.outbox,
         config.outbox / THUMBNAILS,
         config.inbox,
-        config.inbox / disk.PROCESSING,
+        config.inbox / files.PROCESSING,
     ]
     for folder in folders:
-        disk.remove_dead_temp_files(folder, alive=codex.process_alive)
+        files.remove_dead_temp_files(folder, alive=codex_run.process_alive)
     remove_dead_run_folders()
 
 
@@ -82,7 +82,7 @@ def _return_orphans(processing: Path, inbox: Path) -> None:
         if orphan.name.startswith(".") and orphan.name.endswith(".run.json"):
             orphan.unlink(missing_ok=True)
         else:
-            disk.move_group([orphan], inbox, orphan.name)
+            files.move_group([orphan], inbox, orphan.name)
 
 
 # A recovery that raised this often for one job (a bug, or a session log that breaks it) gives
@@ -119,19 +119,19 @@ def _finish(
     on_wait: OnWait | None,
 ) -> Outcome:
     group = [path, *sibling_references(path)]
-    stem = job_stem(path)
+    stem = job_name(path)
     _wait_for_leftover_codex(record, stop, on_wait)
     try:
         outputs = _delivered(config.outbox, record) or _deliver_session(record, config, get_setup)
         complete = bool(outputs) and _is_complete(outputs[-1])
         if complete:
-            disk.move_group(group, config.inbox / disk.DONE, stem)
+            files.move_group(group, config.inbox / files.DONE, stem)
     except OutboxUnwritable as error:
         return Outcome(record.job, Status.PAUSED, error=error)  # kept for the next try
     if not complete:
         # Runs codex may still owe images: the job runs again, and an incomplete result
         # sidecar delivered here makes it ask only for the missing ones.
-        disk.move_group(group, config.inbox, stem)
+        files.move_group(group, config.inbox, stem)
         record.delete()
         return Outcome(record.job, Status.REQUEUED, outputs)
     record.delete()
@@ -144,7 +144,7 @@ def _give_up(path: Path, record: RunRecord, config: Config) -> Outcome:
         f"{record.job} could not be finished after a crash: recovering it failed "
         f"{record.failed_recoveries} times.",
     )
-    stem = job_stem(path)
+    stem = job_name(path)
     try:
         sidecar = write_error(
             config.outbox,
@@ -154,7 +154,7 @@ def _give_up(path: Path, record: RunRecord, config: Config) -> Outcome:
             prompt=record.prompt or None,
             retrying=False,
         )
-        disk.move_group([path, *sibling_references(path)], config.inbox / disk.FAILED, stem)
+        files.move_group([path, *sibling_references(path)], config.inbox / files.FAILED, stem)
     except OutboxUnwritable as disk_error:
         return Outcome(record.job, Status.PAUSED, error=disk_error)
     record.delete()
@@ -179,7 +179,7 @@ def _deliver_session(
             config.outbox,
             job_file=record.job,
             prompt=record.prompt,
-            wanted=record.wanted or job_stem(record.job_path),
+            wanted=record.wanted or job_name(record.job_path),
             fmt=ImageFormat(record.format) if record.format else None,
             refs=record.refs,
             plan=DeliveryPlan.from_json(record.delivery),
@@ -210,7 +210,7 @@ def _wait_for_leftover_codex(
     """A codex started by a process that died keeps running in its own session: let it
     finish (its image is this job's), but no longer than the job's own timeout allowed, nor
     past a stop request."""
-    if record.pgid is None or not codex.group_alive(record.pgid):
+    if record.pgid is None or not codex_run.group_alive(record.pgid):
         return
     remaining = record.timeout_sec or 300.0
     if record.started_at:
@@ -222,7 +222,7 @@ def _wait_for_leftover_codex(
             pass
     if on_wait is not None:
         on_wait(record.job, remaining)
-    codex.wait_for_group(record.pgid, deadline=time.monotonic() + remaining, stop=stop)
+    codex_run.wait_for_group(record.pgid, deadline=time.monotonic() + remaining, stop=stop)
 
 
 def _recovered_generations(
@@ -259,7 +259,7 @@ def _lists_run(data: dict[str, object], thread_id: str) -> bool:
 
 
 def _is_complete(sidecar: Path) -> bool:
-    data = disk.read_yaml(sidecar)
+    data = files.read_yaml(sidecar)
     return data is not None and data.get("complete") is not False
 
 
@@ -271,11 +271,11 @@ def _delivered(outbox: Path, record: RunRecord) -> tuple[Path, ...]:
     if plan is not None:
         names = [plan.sidecar]
     else:  # a record written before delivery plans were kept
-        wanted = record.wanted or job_stem(record.job_path)
-        pattern = str(outbox / f"{glob.escape(wanted)}*{disk.RESULT_SUFFIX}")
+        wanted = record.wanted or job_name(record.job_path)
+        pattern = str(outbox / f"{glob.escape(wanted)}*{files.RESULT_SUFFIX}")
         names = [os.path.basename(name) for name in glob.glob(pattern)]
     for name in names:
-        data = disk.read_yaml(outbox / name)
+        data = files.read_yaml(outbox / name)
         if data and data.get("job") == record.job and _lists_run(data, record.thread_id):
             images = [
                 outbox / str(i.get("file")) for i in data.get("images") or [] if isinstance(i, dict)

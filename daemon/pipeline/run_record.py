@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import files as disk
+from daemon import files
 from daemon.errors import InboxError
 from daemon.logs import get_logger
 
@@ -49,7 +49,7 @@ class RunRecord:
 
     def save(self) -> None:
         fields = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        disk.replace_file(self.path, json.dumps(fields).encode(), durable=False)
+        files.replace_file(self.path, json.dumps(fields).encode(), durable=False)
 
     def set_process(self, pgid: int) -> None:
         """codex started (its process group id): called the moment it is known."""
@@ -109,7 +109,7 @@ class RunRecord:
 def record_path(job_path: Path) -> Path:
     """`.<job file name>.run.json` beside the job, shortened to fit a file name if need be."""
     # The leading dot counts too: fitted as if it were part of the tail.
-    return job_path.with_name(f".{disk.fit_stem(job_path.name, ['.' + RECORD_SUFFIX])}.run.json")
+    return job_path.with_name(f".{files.fit_stem(job_path.name, ['.' + RECORD_SUFFIX])}.run.json")
 
 
 RECORD_SUFFIX = ".run.json"
