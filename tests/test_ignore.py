@@ -122,6 +122,8 @@ def test_once_and_run_take_the_same_files_as_jobs(tmp_path: Path) -> None:
 def test_submit_refuses_a_name_no_command_would_take(tmp_path: Path, name: str) -> None:
     """`submit --name` with a litter name is refused, not written as a job never taken."""
     config = default_config(environ={"HOME": str(tmp_path)})
-    with pytest.raises(UsageError, match="--name"):
+    with pytest.raises(UsageError, match="temporary file, which the daemon never takes") as caught:
         submit_job(prompt="a cat", refs=[], name=name, config=config)
+    assert caught.value.hint is not None
+    assert "~syncthing~" in caught.value.hint
     assert not any(config.inbox.iterdir())

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from daemon import files
+from daemon import files, yaml_text
 from daemon.config import Config
 from daemon.errors import Cancelled, UsageError, class_for_layer
 from daemon.images import check_reference_argument
@@ -52,7 +52,7 @@ def submit_job(
     if variants != 1:
         job["variants"] = variants
     text = yaml.safe_dump(job, allow_unicode=True, sort_keys=False, width=10**6)
-    if yaml.safe_load(text) != job:  # the prompt must arrive exactly as given
+    if yaml_text.load(text) != job:  # the prompt must arrive exactly as given
         raise UsageError("The prompt cannot be written to a job file unchanged.")
     inbox = files.ensure_dir(config.inbox)
     stem = _free_stem(inbox, name or f"job-{datetime.now():%Y%m%d-%H%M%S}")
@@ -65,13 +65,14 @@ def submit_job(
 
 
 def _free_stem(inbox: Path, wanted: str) -> str:
-    if (
-        "/" in wanted
-        or "\\" in wanted
-        or not wanted.strip()
-        or not is_job_file(wanted + JOB_SUFFIX)
-    ):
+    if "/" in wanted or "\\" in wanted or not wanted.strip():
         raise UsageError(f"--name {wanted!r} must be a plain file name without folders.")
+    if not is_job_file(wanted + JOB_SUFFIX):
+        raise UsageError(
+            f"--name {wanted!r} looks like a sync tool's or an editor's temporary file,"
+            " which the daemon never takes as a job.",
+            hint="Choose a name that does not start with '.', '~$' or '~syncthing~'.",
+        )
     places = [inbox, *(inbox / state for state in (files.PROCESSING, files.DONE, files.FAILED))]
     for n in range(1, 10_000):
         stem = wanted if n == 1 else f"{wanted}-{n}"
