@@ -15,7 +15,6 @@ import yaml
 from daemon.config import RetryConfig
 from daemon.errors import CodexFailed, NetworkDown, OutboxUnwritable, UsageLimit
 from daemon.loop.backoff import doubling, retry_delay
-from daemon.loop.notify import SystemdNotifier
 from daemon.loop.runner import Daemon
 from daemon.loop.scheduler import (
     IDLE_WAIT_SEC,
@@ -23,6 +22,7 @@ from daemon.loop.scheduler import (
     TICK_SEC,
     Scheduler,
 )
+from daemon.loop.sd_notify import SystemdNotifier
 from daemon.pipeline.flow import Outcome, Status
 
 START = 1_800_000_000.0  # a fixed Unix time: the fake clock's start

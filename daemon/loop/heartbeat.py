@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from daemon.logs import get_logger
-from daemon.loop.notify import SystemdNotifier, watchdog_interval
 from daemon.loop.scheduler import IDLE_WAIT_SEC, TICK_SEC
+from daemon.loop.sd_notify import SystemdNotifier, watchdog_interval
 
 log = get_logger()
 

@@ -13,7 +13,7 @@ from daemon.config import Config
 from daemon.errors import InboxError
 from daemon.job.names import is_job_file
 from daemon.logs import get_logger
-from daemon.loop.notify import SystemdNotifier
+from daemon.loop.sd_notify import SystemdNotifier
 from daemon.loop.status import STATUS_NAME, StatusFile, pause_summary
 from daemon.outbox.gallery import LiveState, live_state
 from daemon.pipeline.flow import Outcome, Status

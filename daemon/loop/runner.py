@@ -23,9 +23,9 @@ from daemon.errors import InboxError
 from daemon.logs import get_logger
 from daemon.loop import readiness
 from daemon.loop.heartbeat import Heartbeat
-from daemon.loop.notify import SystemdNotifier
 from daemon.loop.publish import Publisher, RefreshGallery
 from daemon.loop.scheduler import Scheduler
+from daemon.loop.sd_notify import SystemdNotifier
 from daemon.pipeline import ending
 from daemon.pipeline import flow as pipeline
 from daemon.pipeline.flow import Outcome, Status

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.loop.notify import SystemdNotifier, watchdog_interval
+from daemon.loop.sd_notify import SystemdNotifier, watchdog_interval
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_without_notify_socket_nothing_happens() -> None:
 def test_vanished_socket_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A socket path that no longer exists does not raise; the failure is only a debug log line."""
     notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level(logging.DEBUG, logger="daemon.loop.notify"):
+    with caplog.at_level(logging.DEBUG, logger="daemon.loop.sd_notify"):
         notifier.ready()
     assert "READY=1" in caplog.text
 
