@@ -52,16 +52,18 @@ def test_abstract_namespace_socket() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(b"\0" + name.encode())
         sock.settimeout(10)
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": "@" + name})
-        assert notifier.enabled
-        notifier.ready()
+        SystemdNotifier({"NOTIFY_SOCKET": "@" + name}).ready()
         assert sock.recv(4096) == b"READY=1"
 
 
-def test_without_notify_socket_nothing_happens() -> None:
-    """Outside systemd the notifier is disabled and its calls are silent no-ops."""
+def _no_socket(*args: object, **kwargs: object) -> socket.socket:
+    raise AssertionError("a socket was opened without NOTIFY_SOCKET")
+
+
+def test_without_notify_socket_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside systemd the notifier's calls are silent no-ops: no socket is even created."""
     notifier = SystemdNotifier({})
-    assert not notifier.enabled
+    monkeypatch.setattr(socket, "socket", _no_socket)
     notifier.ready()
     notifier.status("x")
     notifier.watchdog()

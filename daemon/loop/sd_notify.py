@@ -22,11 +22,6 @@ class SystemdNotifier:
         env = os.environ if environ is None else environ
         self._address = _socket_address(env.get("NOTIFY_SOCKET", ""))
 
-    @property
-    def enabled(self) -> bool:
-        """True when running under a service manager that listens for notifications."""
-        return self._address is not None
-
     def ready(self) -> None:
         """The daemon is up and watching: systemd ends `start` and counts the unit as active."""
         self.send("READY=1")
