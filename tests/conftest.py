@@ -1,16 +1,19 @@
-"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, a CODEX_HOME bound to it."""
+"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, a CODEX_HOME bound to it,
+a daemon's world and the daemons a test starts; no test may leave a thread of its own running."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.codex_home import make_codex_home
+from tests.support.daemon_proc import DaemonProcess, DaemonWorld
 from tests.support.mock_openai import MockOpenAI
+from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
 
 CODEX_VERSION = "0.171.0"
 
@@ -73,3 +76,44 @@ def mock_openai() -> Iterator[MockOpenAI]:
 def codex_home(tmp_path: Path, mock_openai: MockOpenAI) -> Path:
     """A private CODEX_HOME with a test ChatGPT login, pointed at the mock's port."""
     return make_codex_home(tmp_path / "codex-home", port=mock_openai.port)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> DaemonWorld:
+    """Inbox, outbox, CODEX_HOME, config and fake codex of one daemon, in tmp_path/world."""
+    return DaemonWorld(tmp_path / "world")
+
+
+@pytest.fixture
+def daemons(world: DaemonWorld) -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; any still running at the end are killed, the world's codex too."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill_if_running()
+    world.kill_codex_leftovers()
+
+
+@pytest.fixture
+def start(
+    world: DaemonWorld, daemons: list[DaemonProcess]
+) -> Iterator[Callable[..., DaemonProcess]]:
+    """start(target=world, ready=True, **world.daemon's options) -> a started DaemonProcess,
+    cleaned up after the test with every codex of its world."""
+    worlds = [world]
+
+    def starter(
+        target: DaemonWorld | None = None, *, ready: bool = True, **options: object
+    ) -> DaemonProcess:
+        on = target or world
+        if on not in worlds:
+            worlds.append(on)
+        daemon = on.daemon(**options)  # type: ignore[arg-type]
+        daemons.append(daemon)
+        return daemon.start(ready=ready)
+
+    yield starter
+    for daemon in daemons:
+        daemon.kill_if_running()
+    for each in worlds:
+        each.kill_codex_leftovers()

@@ -23,45 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.daemon_proc import (
-    REPO,
-    DaemonProcess,
-    DaemonWorld,
-    pid_alive,
-    wait_for,
-)
+from tests.support.daemon_proc import REPO, DaemonWorld
+from tests.support.procs import pid_alive, wait_for
 from tests.support.rollout_shapes import tiny_png
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> DaemonWorld:
-    return DaemonWorld(tmp_path / "world")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test starts; any still running at the end are killed, their codex too."""
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill_if_running()
-        for call in daemon.world.calls():
-            for pid in (call.get("pid"), call.get("child_pid")):
-                if pid_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def start(world: DaemonWorld, daemons: list[DaemonProcess]):  # type: ignore[no-untyped-def]
-    """start(**kwargs) -> a started DaemonProcess on `world`, cleaned up after the test."""
-
-    def starter(target: DaemonWorld | None = None, **kwargs: object) -> DaemonProcess:
-        ready = bool(kwargs.pop("ready", True))
-        daemon = DaemonProcess(target or world, **kwargs)  # type: ignore[arg-type]
-        daemons.append(daemon)
-        return daemon.start(ready=ready)
-
-    return starter
 
 
 def done_once(world: DaemonWorld, job_file: str) -> dict[str, object]:
@@ -253,7 +217,7 @@ def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(
     call = world.calls()[0]
     wait_for(
         lambda: not pid_alive(call["pid"]) and not pid_alive(call["child_pid"]),
-        deadline=10,
+        timeout=10,
         what="codex and its child gone",
     )
     assert world.results() == {}
@@ -309,7 +273,7 @@ def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, star
     for call in calls:
         wait_for(
             lambda c=call: not pid_alive(c["pid"]) and not pid_alive(c["child_pid"]),
-            deadline=10,
+            timeout=10,
             what="timed-out codex gone",
         )
     assert daemon.stop() == 0
@@ -411,7 +375,7 @@ def test_network_down_is_noticed_in_seconds(world: DaemonWorld, start) -> None:
     world.set_script(scenario="network_down")
     daemon = start()
     world.write_job("offline", "prompt: a modem\ntimeout_sec: 600\n")
-    status = daemon.wait_for(lambda: status_is(world, state="paused"), deadline=30, what="paused")
+    status = daemon.wait_for(lambda: status_is(world, state="paused"), timeout=30, what="paused")
     assert status["paused"]["error"] == "network"
     call = world.calls()[0]
     assert not pid_alive(call["pid"])
@@ -672,7 +636,7 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
         finished = set(world.jobs_in("done")) | set(world.jobs_in("failed"))
         return finished >= set(written)
 
-    daemon.wait_for(all_settled, deadline=120, what="every fuzzed job done or failed")
+    daemon.wait_for(all_settled, timeout=120, what="every fuzzed job done or failed")
     sidecar_jobs = [d.get("job") for d in [*world.results().values(), *world.errors().values()]]
     for name in written:
         assert sidecar_jobs.count(name) == 1, name
@@ -699,7 +663,7 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> N
     for name in names:
         shutil.copy(staging / f"{name}.prompt.yaml", world.inbox)
     daemon.wait_for(
-        lambda: len(world.jobs_in("done")) == count, deadline=240, what=f"{count} jobs done"
+        lambda: len(world.jobs_in("done")) == count, timeout=240, what=f"{count} jobs done"
     )
     calls = world.calls()
     prompts = [c["stdin"] for c in calls]
@@ -808,7 +772,7 @@ def test_real_codex_turns_a_saved_job_into_an_image(
     )
     start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
     world.write_job("real", "prompt: a small red square on white\n")
-    wait_for(lambda: world.results_for("real.prompt.yaml"), deadline=180, what="real result")
+    wait_for(lambda: world.results_for("real.prompt.yaml"), timeout=180, what="real result")
     (result,) = world.results_for("real.prompt.yaml")
     assert result["codex_version"].endswith("0.171.0")
     image = world.outbox / result["images"][0]["file"]
@@ -851,7 +815,7 @@ def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
         base = world.env(NOTIFY_SOCKET=str(folder / "notify.sock"), WATCHDOG_USEC="1000000")
         daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=base))
         status = daemon.wait_for(
-            lambda: status_is(world, state="paused"), deadline=180, what="paused"
+            lambda: status_is(world, state="paused"), timeout=180, what="paused"
         )
         resets = datetime.fromtimestamp(mock_openai.image_limit_resets_at()).astimezone()
         until = f"image limit until {resets:%H:%M}"
@@ -915,7 +879,7 @@ def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
     world.write_job("a-first", "prompt: a fox\n")
     world.write_job("b-second", "prompt: a hare\n")
     daemon = start(env=codex_env(mock_openai.port, codex_home=codex_home, base=world.env()))
-    daemon.wait_for(lambda: status_is(world, state="paused"), deadline=180, what="paused")
+    daemon.wait_for(lambda: status_is(world, state="paused"), timeout=180, what="paused")
     assert len(mock_openai.image_requests()) == 1
     mock_openai.scenario = "image"
     for job in ("a-first", "b-second"):

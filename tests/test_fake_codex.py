@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.codex.session_log import find_session_log, generated_images, scan_rollout
+from tests.support.procs import pid_alive, wait_for
 from tests.support.rollout_shapes import USAGE_LIMIT_MESSAGE
 
 FAKE = Path(__file__).parent / "support" / "fake_codex.py"
@@ -237,21 +237,6 @@ def _start_hang(
     return proc
 
 
-def _gone(pid: int, deadline: float = 30.0) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie child of an exited parent is reaped by init; check its state.
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups")
 def test_hang_dies_with_its_child_on_sigterm_to_the_group(tmp_path: Path) -> None:
     """hang keeps running until SIGTERM to its process group ends it and its child."""
@@ -262,7 +247,7 @@ def test_hang_dies_with_its_child_on_sigterm_to_the_group(tmp_path: Path) -> Non
     os.killpg(proc.pid, signal.SIGTERM)
 
     assert proc.wait(timeout=30) != 0
-    assert _gone(child)
+    wait_for(lambda: not pid_alive(child), timeout=30, what=f"child {child} gone")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups")
@@ -277,7 +262,7 @@ def test_hang_ignoring_sigterm_needs_sigkill(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
 
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert _gone(child)
+    wait_for(lambda: not pid_alive(child), timeout=30, what=f"child {child} gone")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups")

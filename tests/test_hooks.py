@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.daemon_proc import REPO, DaemonProcess, DaemonWorld, pid_alive, wait_for
+from tests.support.daemon_proc import REPO, DaemonProcess, DaemonWorld
+from tests.support.procs import kill_alive, pid_alive, wait_for
 
 NOT_ON_MACOS = pytest.mark.skipif(sys.platform == "darwin", reason="macOS notifies with osascript")
 BAD_JOB = "prompt: a fox\nnot_a_key: 1\n"  # refused as written: failed/ at once, no retry
@@ -98,16 +99,13 @@ def hooked(tmp_path: Path) -> Iterator[Hooked]:
     """The world; any hook process a test left behind is killed at the end."""
     world = Hooked(tmp_path)
     yield world
-    for entry in world.pids():
-        for pid in (entry["pid"], entry["child"]):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    kill_alive(pid for entry in world.pids() for pid in (entry["pid"], entry["child"]))
 
 
 @pytest.fixture
 def daemon(hooked: Hooked) -> Iterator[DaemonProcess]:
     """A daemon on the hooked world, not started yet; killed at the end if still running."""
-    process = DaemonProcess(hooked.world)
+    process = hooked.world.daemon()
     yield process
     process.kill_if_running()
 

@@ -22,8 +22,8 @@ from daemon.errors import ConfigError, RecoveryFailed
 from daemon.pipeline.recovery import recover_processing, remove_leftovers
 from daemon.pipeline.run_record import RunRecord, record_path
 from tests.support import rollout_shapes as shapes
-from tests.support.daemon_proc import wait_for
 from tests.support.mock_openai import MockOpenAI
+from tests.support.procs import wait_for
 from tests.test_e2e_real_codex import RealWorld
 from tests.test_pipeline import World
 

@@ -14,7 +14,7 @@ import yaml
 from daemon.cli import main
 from daemon.images import sniff_format
 from tests.support import rollout_shapes as shapes
-from tests.support.procs import wait_gone
+from tests.support.procs import pid_alive, wait_for
 
 FAKE = Path(__file__).parent / "support" / "fake_codex.py"
 
@@ -315,8 +315,7 @@ def test_a_hang_is_ended_by_the_job_timeout(world: World) -> None:
     assert _error(world, "slow")["error"] == "timeout"
     for call in world.calls():
         for pid in (call["pid"], call.get("child_pid")):
-            if pid:
-                assert wait_gone(pid), f"codex process {pid} still running"
+            wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"codex {pid} gone")
 
 
 @pytest.mark.parametrize(

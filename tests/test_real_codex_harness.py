@@ -31,6 +31,7 @@ from tests.support.mock_openai import (
     referenced_paths,
     user_prompt,
 )
+from tests.support.procs import wait_for
 
 RUN_TIMEOUT_SEC = 60.0
 # Quotes, non-ASCII, U+2028 and surrounding whitespace: all must reach the model untouched.
@@ -166,15 +167,6 @@ def generated_files(home: Path, thread_id: str) -> list[Path]:
     """Files codex saved under generated_images/<thread_id>/."""
     folder = home / "generated_images" / thread_id
     return sorted(folder.iterdir()) if folder.is_dir() else []
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = RUN_TIMEOUT_SEC) -> None:
-    """Poll until condition() holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 # -- successful turns ------------------------------------------------------------------------------
@@ -425,7 +417,7 @@ def test_hanging_server_needs_caller_timeout(codex_bin, codex_home, mock_openai,
         codex_bin, codex_home, mock_openai.port, tmp_path / "work", "A red square.\n"
     )
     try:
-        wait_for(lambda: bool(mock_openai.requests_to("/v1/responses")))
+        wait_for(lambda: mock_openai.requests_to("/v1/responses"), what="codex asks the mock")
         time.sleep(2.0)  # codex is now waiting on a reply that never comes; it must still be alive
         assert proc.poll() is None
     finally:
@@ -502,7 +494,7 @@ def test_stop_returns_while_a_request_hangs() -> None:
     mock = MockOpenAI(Scenario.HANG).start()
     conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
     conn.request("POST", "/v1/responses", body=b"{}", headers={"Content-Type": "application/json"})
-    wait_for(lambda: bool(mock.requests_to("/v1/responses")), timeout=10)
+    wait_for(lambda: mock.requests_to("/v1/responses"), timeout=10, what="codex asks the mock")
     started = time.monotonic()
     mock.stop()
 

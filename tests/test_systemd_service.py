@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon_proc import FAKE_CODEX, DaemonWorld, pid_alive, wait_for
+from tests.support.daemon_proc import FAKE_CODEX, DaemonWorld
+from tests.support.procs import pid_alive, wait_for
 
 pytestmark = pytest.mark.systemd
 
@@ -149,7 +150,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
         # units that want a desktop session); this test's unit does not depend on any of them.
         state = wait_for(
             lambda: _system_state(mgr) in ("running", "degraded") and _system_state(mgr),
-            deadline=DEADLINE,
+            timeout=DEADLINE,
             what="user manager running",
             alive=lambda: _manager_alive(mgr),
         )
@@ -267,10 +268,7 @@ def world(manager: UserManager, tmp_path: Path) -> Iterator[DaemonWorld]:
     finally:
         manager.remove_drop_in()
         manager.cli("service", "uninstall")
-        for call in world.calls():
-            for pid in (call.get("pid"), call.get("child_pid")):
-                if pid_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        world.kill_codex_leftovers()
 
 
 def run_record(world: DaemonWorld, job_file: str) -> dict[str, Any]:
@@ -313,7 +311,7 @@ def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[s
     assert pid_alive(call["pid"]), "codex died with the daemon"
     wait_for(
         lambda: manager.show("StatusText") == f"recovering {job}: {RECOVERING}",
-        deadline=RESTART_SEC + DEADLINE,
+        timeout=RESTART_SEC + DEADLINE,
         what="the restarted daemon waiting for the leftover codex",
     )
     assert int(manager.show("MainPID")) not in (0, main)
@@ -322,7 +320,7 @@ def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[s
 
 def assert_nothing_left(control_group: str, call: dict[str, Any]) -> None:
     for pid in (call["pid"], call.get("child_pid")):
-        wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"pid {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"pid {pid} gone")
     assert cgroup_procs(control_group) == []
 
 
@@ -353,7 +351,7 @@ def test_installed_unit_survives_kill_9_and_stops_clean(
     call = kill_9_mid_job(manager, world, "crash.prompt.yaml")
     wait_for(
         lambda: world.jobs_in("done") == ["crash.prompt.yaml", "first.prompt.yaml"],
-        deadline=DEADLINE,
+        timeout=DEADLINE,
         what="crashed job done",
     )
     calls = world.calls()
@@ -429,5 +427,5 @@ def test_unit_cleans_up_what_a_daemon_failing_to_stop_leaves(
     manager.systemctl("stop", UNIT)
     assert manager.show("Result") == "timeout"
     for pid in (int(p) for p in pids.read_text().split()):
-        wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"child {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"child {pid} gone")
     assert cgroup_procs(control_group) == []

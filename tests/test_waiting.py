@@ -10,29 +10,14 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
 import yaml
 
 from daemon.watching.lock import InboxLock
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld, wait_for
+from tests.support.daemon_proc import DaemonProcess, DaemonWorld
+from tests.support.procs import wait_for
 from tests.support.rollout_shapes import tiny_png
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> DaemonWorld:
-    return DaemonWorld(tmp_path / "world")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill_if_running()
 
 
 class Output:
@@ -140,7 +125,7 @@ def test_submit_wait_without_a_daemon_says_so_at_once_and_waits_for_one(
         assert f"gpt-image-inbox once --config {world.config_path}" in text
         assert f"gpt-image-inbox run --config {world.config_path}" in text
         assert proc.poll() is None  # still waiting
-        daemon = DaemonProcess(world)
+        daemon = world.daemon()
         daemons.append(daemon)
         daemon.start()
         out.wait_for("A daemon has started: gpt-image-inbox run (pid ")
@@ -178,7 +163,7 @@ def test_status_after_the_daemon_was_killed_says_it_is_not_running(
 ) -> None:
     """While the daemon runs, `status` shows its state; after `kill -9` (status.json still
     says idle) it says the daemon is not running and how to start it, and exits 1."""
-    daemon = DaemonProcess(world)
+    daemon = world.daemon()
     daemons.append(daemon)
     daemon.start()
     wait_for(lambda: (world.status() or {}).get("state") == "idle", what="status idle")
@@ -201,7 +186,7 @@ def test_the_daemon_logs_job_started_with_its_references(
     world: DaemonWorld, daemons: list[DaemonProcess]
 ) -> None:
     """A `job started` line names the job and its references before its `job finished`."""
-    daemon = DaemonProcess(world)
+    daemon = world.daemon()
     daemons.append(daemon)
     daemon.start()
     (world.inbox / "pet.png").write_bytes(tiny_png(2))

@@ -20,7 +20,7 @@ from watchdog.observers.polling import PollingObserver
 from daemon.watching.ignore import SF_DATALESS
 from daemon.watching.settle import JobState, Settler
 from daemon.watching.watcher import InboxWatcher
-from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
+from tests.support.procs import wait_for
 
 SETTLE = 0.2
 DEADLINE = 20.0
@@ -31,15 +31,6 @@ def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "inbox"
     folder.mkdir()
     return folder
-
-
-def wait_for(condition: Callable[[], bool], deadline: float = DEADLINE) -> None:
-    """Polls `condition` until true; fails after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def take_all(watcher: InboxWatcher, count: int, *, quiet: float = 0.6) -> list[str]:

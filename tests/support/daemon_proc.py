@@ -1,7 +1,8 @@
-"""A real `python -m daemon run` subprocess on real folders, with a fake codex, for daemon tests.
+"""A real `gpt-image-inbox run` subprocess on real folders, for daemon tests and benchmarks.
 
 `DaemonWorld` lays out inbox, outbox, CODEX_HOME, the config and the fake codex's script;
 `DaemonProcess` starts the daemon, sends it signals and polls for conditions with a deadline.
+No pytest here: bench/ starts its daemons with `DaemonProcess` too.
 """
 
 from __future__ import annotations
@@ -12,55 +13,20 @@ import signal
 import site
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+from tests.support.procs import TIMEOUT, Timeout, kill_alive, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_CODEX = REPO / "tests" / "support" / "fake_codex.py"
 JOB_SUFFIX = ".prompt.yaml"
-DEADLINE = 60.0
 
-
-class Timeout(AssertionError):
-    """A polled condition did not come true before its deadline."""
-
-
-def wait_for(
-    condition: Callable[[], Any],
-    *,
-    deadline: float = DEADLINE,
-    what: str = "condition",
-    interval: float = 0.05,
-    alive: Callable[[], None] | None = None,
-) -> Any:
-    """Poll `condition` until it returns something truthy, which is returned; `alive` may raise
-    early (a daemon that died will never meet the condition)."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if alive is not None:
-            alive()
-        if time.monotonic() > end:
-            raise Timeout(f"{what}: not met within {deadline:g} s")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True while `pid` runs (a zombie counts as gone)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+T = TypeVar("T")
 
 
 @dataclass
@@ -131,6 +97,26 @@ class DaemonWorld:
         tmp.write_text(json.dumps(conf), encoding="utf-8")
         os.replace(tmp, self.script_path)
 
+    def daemon(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        log_name: str = "daemon.log",
+    ) -> DaemonProcess:
+        """A daemon on this world, not started yet (`env` defaults to `self.env()`)."""
+        return DaemonProcess(
+            self.config_path,
+            env=env if env is not None else self.env(),
+            command=[self.python, "-m", "daemon"],
+            prefix=prefix,
+            log_path=self.root / log_name,
+        )
+
+    def kill_codex_leftovers(self) -> None:
+        """SIGKILL every fake codex (and its child) this world's calls record still running."""
+        kill_alive(pid for call in self.calls() for pid in (call.get("pid"), call.get("child_pid")))
+
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         path = os.pathsep.join([str(REPO), *site.getsitepackages()])
@@ -196,37 +182,32 @@ class DaemonWorld:
 
 
 class DaemonProcess:
-    """`python -m daemon run --config ...` as a child process; stderr (JSON log lines) to a file."""
+    """`gpt-image-inbox run --config PATH` as a child process in the config's folder; its
+    stdout and stderr (JSON log lines) go to a file."""
 
     def __init__(
         self,
-        world: DaemonWorld,
+        config: Path,
         *,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "daemon"),
         prefix: Sequence[str] = (),
-        log_name: str = "daemon.log",
+        log_path: Path | None = None,
     ) -> None:
-        self.world = world
-        self.env = env if env is not None else world.env()
-        self.prefix = list(prefix)
-        self.log_path = world.root / log_name
+        self.config = config
+        self.env = dict(env if env is not None else os.environ)
+        self.argv = [*prefix, *command, "run", "--config", str(config)]
+        self.log_path = log_path or config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self, *, ready: bool = True) -> DaemonProcess:
         """Start the daemon; with `ready`, wait until it logs that it is watching."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    *self.prefix,
-                    self.world.python,
-                    "-m",
-                    "daemon",
-                    "run",
-                    "--config",
-                    str(self.world.config_path),
-                ],
-                cwd=self.world.root,
+                self.argv,
+                cwd=self.config.parent,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -235,6 +216,15 @@ class DaemonProcess:
         if ready:
             self.wait_for(lambda: self.logged("watching"), what="daemon watching")
         return self
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill_if_running()
 
     @property
     def pid(self) -> int:
@@ -250,10 +240,18 @@ class DaemonProcess:
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def wait_for(
-        self, condition: Callable[[], Any], *, deadline: float = DEADLINE, what: str = "condition"
-    ) -> Any:
+        self,
+        condition: Callable[[], T],
+        *,
+        timeout: float = TIMEOUT,
+        what: str = "condition",
+        interval: float = 0.05,
+    ) -> T:
+        """`procs.wait_for`, failing at once if the daemon exits, with its log's tail."""
         try:
-            return wait_for(condition, deadline=deadline, what=what, alive=self.check_alive)
+            return wait_for(
+                condition, timeout=timeout, what=what, interval=interval, alive=self.check_alive
+            )
         except Timeout as exc:
             raise Timeout(f"{exc}\n--- daemon log ---\n{self.log_tail()}") from None
 
@@ -267,14 +265,14 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
 
-    def wait_exit(self, timeout: float = DEADLINE) -> int:
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
         assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Timeout(f"daemon still running after {timeout:g} s\n{self.log_tail()}") from None
 
-    def stop(self, timeout: float = DEADLINE) -> int:
+    def stop(self, timeout: float = TIMEOUT) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.running():
             self.signal(signal.SIGTERM)
@@ -286,7 +284,7 @@ class DaemonProcess:
         """This run's JSON log lines (other output, such as a traceback, as {"raw": line})."""
         try:
             with self.log_path.open("rb") as f:
-                f.seek(getattr(self, "_log_offset", 0))
+                f.seek(self._log_offset)
                 text = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return []
