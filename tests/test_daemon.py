@@ -608,6 +608,9 @@ YAMLISH = st.lists(
 ).map("".join)
 
 
+FUZZ_BATCH = 10  # job files dropped together in one example
+
+
 def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
     world: DaemonWorld, start
 ) -> None:
@@ -617,33 +620,43 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
     written: list[str] = []
 
     @settings(
-        max_examples=int(os.environ.get("DAEMON_FUZZ_EXAMPLES", "30")),
+        max_examples=max(1, int(os.environ.get("DAEMON_FUZZ_EXAMPLES", "30")) // FUZZ_BATCH),
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(content=st.one_of(st.binary(max_size=300), YAMLISH.map(str.encode)))
-    def drop(content: bytes) -> None:
-        name = f"fuzz-{len(written):03d}.prompt.yaml"
-        staging = world.root / name
-        staging.write_bytes(content)
-        os.rename(staging, world.inbox / name)
-        written.append(name)
+    @given(
+        contents=st.lists(
+            st.one_of(st.binary(max_size=300), YAMLISH.map(str.encode)),
+            min_size=FUZZ_BATCH,
+            max_size=FUZZ_BATCH,
+        )
+    )
+    def drop(contents: list[bytes]) -> None:
+        batch = []
+        for content in contents:  # a batch at once: the daemon sees them side by side
+            name = f"fuzz-{len(written):03d}.prompt.yaml"
+            staging = world.root / name
+            staging.write_bytes(content)
+            os.rename(staging, world.inbox / name)
+            written.append(name)
+            batch.append(name)
+
+        def all_settled() -> bool:
+            finished = set(world.jobs_in("done")) | set(world.jobs_in("failed"))
+            return finished >= set(batch)
+
+        daemon.wait_for(all_settled, timeout=120, what="every fuzzed job done or failed")
+        errors = world.errors().values()
+        sidecar_jobs = [d.get("job") for d in [*world.results().values(), *errors]]
+        for name in batch:
+            assert sidecar_jobs.count(name) == 1, name
+            if name in world.jobs_in("failed"):
+                assert any(d.get("job") == name and d["retrying"] is False for d in errors)
 
     drop()
 
-    def all_settled() -> bool:
-        finished = set(world.jobs_in("done")) | set(world.jobs_in("failed"))
-        return finished >= set(written)
-
-    daemon.wait_for(all_settled, timeout=120, what="every fuzzed job done or failed")
-    sidecar_jobs = [d.get("job") for d in [*world.results().values(), *world.errors().values()]]
-    for name in written:
-        assert sidecar_jobs.count(name) == 1, name
-        if name in world.jobs_in("failed"):
-            assert any(
-                d.get("job") == name and d["retrying"] is False for d in world.errors().values()
-            )
+    assert written
     assert_settled(world)
     assert all("raw" not in e for e in daemon.log_lines()), "a traceback in the log"
     assert daemon.stop() == 0
