@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.codex_home import make_codex_home
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.mock_openai import MockOpenAI
 from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
+from tests.support.world import World
 
 CODEX_VERSION = "0.171.0"
 
@@ -79,13 +80,16 @@ def codex_home(tmp_path: Path, mock_openai: MockOpenAI) -> Path:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> DaemonWorld:
-    """Inbox, outbox, CODEX_HOME, config and fake codex of one daemon, in tmp_path/world."""
-    return DaemonWorld(tmp_path / "world")
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """Inbox, outbox, CODEX_HOME, config and fake codex of one daemon, in tmp_path/world; the
+    environment names the fake codex's script for `once` run in this process (World.once)."""
+    made = World(tmp_path / "world")
+    monkeypatch.setenv("FAKE_CODEX_SCRIPT", str(made.script_path))
+    return made
 
 
 @pytest.fixture
-def daemons(world: DaemonWorld) -> Iterator[list[DaemonProcess]]:
+def daemons(world: World) -> Iterator[list[DaemonProcess]]:
     """Daemons a test starts; any still running at the end are killed, the world's codex too."""
     started: list[DaemonProcess] = []
     yield started
@@ -95,15 +99,13 @@ def daemons(world: DaemonWorld) -> Iterator[list[DaemonProcess]]:
 
 
 @pytest.fixture
-def start(
-    world: DaemonWorld, daemons: list[DaemonProcess]
-) -> Iterator[Callable[..., DaemonProcess]]:
+def start(world: World, daemons: list[DaemonProcess]) -> Iterator[Callable[..., DaemonProcess]]:
     """start(target=world, ready=True, **world.daemon's options) -> a started DaemonProcess,
     cleaned up after the test with every codex of its world."""
     worlds = [world]
 
     def starter(
-        target: DaemonWorld | None = None, *, ready: bool = True, **options: object
+        target: World | None = None, *, ready: bool = True, **options: object
     ) -> DaemonProcess:
         on = target or world
         if on not in worlds:

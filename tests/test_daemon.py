@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.daemon_proc import REPO, DaemonWorld
 from tests.support.procs import pid_alive, wait_for
 from tests.support.rollout_shapes import tiny_png
+from tests.support.world import REPO, World
 
 
-def done_once(world: DaemonWorld, job_file: str) -> dict[str, object]:
+def done_once(world: World, job_file: str) -> dict[str, object]:
     """The job's one result sidecar, once it is complete and the job file sits in done/."""
     wait_for(
         lambda: job_file in world.jobs_in("done") and world.results_for(job_file),
@@ -39,7 +39,7 @@ def done_once(world: DaemonWorld, job_file: str) -> dict[str, object]:
     return results[0]
 
 
-def assert_settled(world: DaemonWorld) -> None:
+def assert_settled(world: World) -> None:
     """Nothing is left half-way: processing/ holds no file, the inbox root no job."""
     processing = world.inbox / "processing"
     assert not processing.exists() or not list(processing.iterdir())
@@ -51,7 +51,7 @@ def assert_settled(world: DaemonWorld) -> None:
 
 @pytest.mark.parametrize("polling", [False, True], ids=["native", "polling"])
 def test_jobs_copied_renamed_and_with_a_sibling_reference_become_images(
-    world: DaemonWorld, start, polling: bool
+    world: World, start, polling: bool
 ) -> None:
     """A job written slowly like `cp`, one renamed in from an editor's temp file and one with a
     sibling reference each become an image with its sidecar, their files moving to done/."""
@@ -87,7 +87,7 @@ def test_jobs_copied_renamed_and_with_a_sibling_reference_become_images(
 # --- 2. kill -9 at any moment, then a restart --------------------------------------------------
 
 
-def run_record(world: DaemonWorld, job_file: str) -> dict[str, object] | None:
+def run_record(world: World, job_file: str) -> dict[str, object] | None:
     """processing/.<job>.run.json, the daemon's note of the codex thread of a running job."""
     try:
         return json.loads((world.inbox / "processing" / f".{job_file}.run.json").read_text())
@@ -95,14 +95,14 @@ def run_record(world: DaemonWorld, job_file: str) -> dict[str, object] | None:
         return None
 
 
-def wait_codex_gone(world: DaemonWorld) -> None:
+def wait_codex_gone(world: World) -> None:
     """Wait until every fake codex process (and its child) has ended."""
     wait_for(lambda: not any(pid_alive(c["pid"]) for c in world.calls()), what="fake codex exited")
 
 
 @pytest.mark.parametrize("moment", ["claimed", "codex_running", "codex_finished"])
 def test_kill_9_then_restart_finishes_every_job_exactly_once(
-    world: DaemonWorld, start, moment: str
+    world: World, start, moment: str
 ) -> None:
     """Killed with SIGKILL mid-job and restarted, the daemon finishes every job once, leaves
     nothing in processing/, and never runs codex again for a run that had already finished."""
@@ -144,7 +144,7 @@ def test_kill_9_then_restart_finishes_every_job_exactly_once(
     assert world.errors() == {}
 
 
-def test_restart_after_the_outbox_write_does_not_deliver_twice(world: DaemonWorld, start) -> None:
+def test_restart_after_the_outbox_write_does_not_deliver_twice(world: World, start) -> None:
     """A crash between writing the result and moving the job to done/ (the job and its run
     record still in processing/) is finished on restart without a second copy of the image."""
     daemon = start()
@@ -172,7 +172,7 @@ def test_restart_after_the_outbox_write_does_not_deliver_twice(world: DaemonWorl
     assert_settled(world)
 
 
-def test_many_kills_at_random_moments_lose_and_duplicate_nothing(world: DaemonWorld, start) -> None:
+def test_many_kills_at_random_moments_lose_and_duplicate_nothing(world: World, start) -> None:
     """Jobs under a daemon killed again and again at varying moments all end up done, each with
     one result, once a daemon finally runs undisturbed."""
     world.set_script(delay_sec=0.3)
@@ -200,9 +200,7 @@ def test_many_kills_at_random_moments_lose_and_duplicate_nothing(world: DaemonWo
 # --- 3. SIGTERM and SIGINT -------------------------------------------------------------------
 
 
-def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(
-    world: DaemonWorld, start
-) -> None:
+def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(world: World, start) -> None:
     """SIGTERM while codex hangs: after the shutdown grace the run is stopped, the job is back in
     the inbox root, no codex process is left, and the daemon exits 0."""
     world.write_config(shutdown_grace_sec=1)
@@ -225,7 +223,7 @@ def test_sigterm_stops_a_hanging_job_within_grace_and_puts_it_back(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_lets_a_job_finish_within_grace(world: DaemonWorld, start, sig: int) -> None:
+def test_stop_signal_lets_a_job_finish_within_grace(world: World, start, sig: int) -> None:
     """SIGTERM or SIGINT while a job can still finish within the grace: it finishes, exit 0."""
     world.write_config(shutdown_grace_sec=20)
     world.set_script(delay_sec=1.0)
@@ -238,7 +236,7 @@ def test_stop_signal_lets_a_job_finish_within_grace(world: DaemonWorld, start, s
     assert world.jobs_in("done") == ["nearly.prompt.yaml"]
 
 
-def test_stop_signal_takes_no_new_job(world: DaemonWorld, start) -> None:
+def test_stop_signal_takes_no_new_job(world: World, start) -> None:
     """After SIGTERM the daemon takes no further job: queued ones wait in the inbox."""
     world.write_config(shutdown_grace_sec=20)
     world.set_script(delay_sec=1.0)
@@ -255,7 +253,7 @@ def test_stop_signal_takes_no_new_job(world: DaemonWorld, start) -> None:
 # --- 4. a hanging codex and retries ------------------------------------------------------------
 
 
-def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, start) -> None:
+def test_hanging_codex_is_timed_out_retried_then_failed(world: World, start) -> None:
     """A codex that hangs is stopped at the job's timeout_sec, tried retry.attempts times, and
     then the job fails with a sidecar that says it is not retried."""
     world.write_config(retry={"attempts": 2, "backoff_sec": 0.2})
@@ -279,9 +277,7 @@ def test_hanging_codex_is_timed_out_retried_then_failed(world: DaemonWorld, star
     assert daemon.stop() == 0
 
 
-def test_transient_failure_then_success_removes_the_error_sidecar(
-    world: DaemonWorld, start
-) -> None:
+def test_transient_failure_then_success_removes_the_error_sidecar(world: World, start) -> None:
     """A server error is retried after a backoff; when the retry succeeds the job is done and its
     earlier `retrying: true` sidecar is gone."""
     world.write_config(retry={"attempts": 3, "backoff_sec": 2, "max_backoff_sec": 2})
@@ -300,14 +296,14 @@ def test_transient_failure_then_success_removes_the_error_sidecar(
 # --- 5. pauses: login, usage limit, network ----------------------------------------------------
 
 
-def status_is(world: DaemonWorld, **fields: object) -> dict[str, object] | None:
+def status_is(world: World, **fields: object) -> dict[str, object] | None:
     status = world.status()
     if status and all(status.get(k) == v for k, v in fields.items()):
         return status
     return None
 
 
-def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -> None:
+def test_login_pause_resumes_when_auth_json_changes(world: World, start) -> None:
     """Logged out: the job waits in the inbox with a `retrying: true` sidecar, status.json says
     paused with a hint and counts each waiting job once; `codex login` (auth.json rewritten)
     resumes the queue without a restart."""
@@ -347,7 +343,7 @@ def test_login_pause_resumes_when_auth_json_changes(world: DaemonWorld, start) -
     assert daemon.stop() == 0
 
 
-def test_usage_limit_pauses_until_the_time_codex_gives(world: DaemonWorld, start) -> None:
+def test_usage_limit_pauses_until_the_time_codex_gives(world: World, start) -> None:
     """A usage limit with "try again in 3 seconds" pauses the queue, the job waiting in the
     inbox, and resumes on its own at that time."""
     world.set_script(
@@ -369,7 +365,7 @@ def test_usage_limit_pauses_until_the_time_codex_gives(world: DaemonWorld, start
     assert daemon.stop() == 0
 
 
-def test_network_down_is_noticed_in_seconds(world: DaemonWorld, start) -> None:
+def test_network_down_is_noticed_in_seconds(world: World, start) -> None:
     """codex waiting for the network pauses the queue in seconds, long before the job timeout,
     and no codex is left waiting."""
     world.set_script(scenario="network_down")
@@ -383,7 +379,7 @@ def test_network_down_is_noticed_in_seconds(world: DaemonWorld, start) -> None:
     assert daemon.stop() == 0
 
 
-def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, start) -> None:
+def test_status_counts_a_job_waiting_for_its_retry_once(world: World, start) -> None:
     """While another job runs, a job back in the inbox for a retry counts once in the queue
     length, and the running job is shown as the current one, not as queued."""
     world.write_config(retry={"attempts": 3, "backoff_sec": 30, "max_backoff_sec": 30})
@@ -407,7 +403,7 @@ def test_status_counts_a_job_waiting_for_its_retry_once(world: DaemonWorld, star
 
 
 def test_second_daemon_on_the_same_inbox_exits_at_once_naming_the_first(
-    world: DaemonWorld, start
+    world: World, start
 ) -> None:
     """A second `run` on the same inbox exits non-zero at once, naming the first one's pid."""
     first = start()
@@ -427,7 +423,7 @@ def test_second_daemon_on_the_same_inbox_exits_at_once_naming_the_first(
     assert first.stop() == 0
 
 
-def test_sighup_reloads_the_configuration(world: DaemonWorld, start) -> None:
+def test_sighup_reloads_the_configuration(world: World, start) -> None:
     """After SIGHUP the daemon uses the edited config (a new outbox); a broken config is
     reported and the running one kept."""
     daemon = start()
@@ -461,7 +457,7 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def nobody_world() -> Iterator[DaemonWorld]:
+def nobody_world() -> Iterator[World]:
     """A world owned by an unprivileged user, so that a read-only folder really stops writes."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run the daemon as another user")
@@ -474,7 +470,7 @@ def nobody_world() -> Iterator[DaemonWorld]:
         pytest.skip("no system Python of this version for the unprivileged daemon")
     root = Path(tempfile.mkdtemp(prefix="daemon-nobody-"))
     root.chmod(0o755)
-    world = DaemonWorld(root / "world", python=python)
+    world = World(root / "world", python=python)
     for path in [world.root, *world.root.rglob("*")]:
         os.chown(path, NOBODY, NOBODY)
     yield world
@@ -509,7 +505,7 @@ def test_unwritable_outbox_keeps_the_job_and_resumes_when_fixed(nobody_world, st
 
 
 @pytest.fixture
-def small_outbox(world: DaemonWorld) -> Iterator[Path]:
+def small_outbox(world: World) -> Iterator[Path]:
     """The outbox on a real 256 KiB tmpfs (root only), unmounted at the end."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         if os.environ.get("CI"):
@@ -530,7 +526,7 @@ def small_outbox(world: DaemonWorld) -> Iterator[Path]:
 
 
 def test_a_disk_with_some_room_but_not_enough_pauses_with_a_growing_backoff(
-    world: DaemonWorld, start, small_outbox: Path
+    world: World, start, small_outbox: Path
 ) -> None:
     """The image does not fit, a small test write does: the queue does not flip between paused
     and resumed twice a second, and once there is room the job is delivered without codex
@@ -612,7 +608,7 @@ FUZZ_BATCH = 10  # job files dropped together in one example
 
 
 def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
-    world: DaemonWorld, start
+    world: World, start
 ) -> None:
     """Random bytes and YAML-like text dropped as job files into one running daemon: each ends
     with a result or an error sidecar, none is left behind, and the daemon stays up."""
@@ -662,7 +658,7 @@ def test_fuzzed_job_files_each_end_with_a_sidecar_and_never_crash_the_daemon(
     assert daemon.stop() == 0
 
 
-def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> None:
+def test_burst_of_jobs_is_done_exactly_once_each(world: World, start) -> None:
     """200 job files copied in at once are all done, each once: none lost, none run twice; the
     gallery, rebuilt sparingly during the burst, shows every one of them once the queue is empty."""
     world.write_config(gallery=True)
@@ -697,7 +693,7 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: DaemonWorld, start) -> N
 # --- 11. submit --wait; 12. systemd notifications ---------------------------------------------
 
 
-def submit(world: DaemonWorld, *args: str) -> subprocess.CompletedProcess[str]:
+def submit(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "submit", "--config", str(world.config_path), *args],
         cwd=world.root,
@@ -709,7 +705,7 @@ def submit(world: DaemonWorld, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_submit_wait_prints_the_image_path(world: DaemonWorld, start) -> None:
+def test_submit_wait_prints_the_image_path(world: World, start) -> None:
     """`submit --wait` against a running daemon prints the image's path and exits 0; the
     reference travels with the job."""
     ref = world.root / "photo.png"
@@ -724,7 +720,7 @@ def test_submit_wait_prints_the_image_path(world: DaemonWorld, start) -> None:
     assert len(world.calls()[0]["refs"]) == 1
 
 
-def test_submit_wait_exits_with_the_failed_jobs_code(world: DaemonWorld, start) -> None:
+def test_submit_wait_exits_with_the_failed_jobs_code(world: World, start) -> None:
     """`submit --wait` for a job that is refused exits with the job's code (7) and says why."""
     world.set_script(scenario="refuse")
     start()
@@ -734,7 +730,7 @@ def test_submit_wait_exits_with_the_failed_jobs_code(world: DaemonWorld, start) 
     assert "refused" in done.stderr
 
 
-def test_systemd_notifications(world: DaemonWorld, start) -> None:
+def test_systemd_notifications(world: World, start) -> None:
     """Under systemd the daemon sends READY=1 once watching, STATUS= lines as it works,
     WATCHDOG=1 pings when WATCHDOG_USEC is set, and STOPPING=1 on SIGTERM."""
     folder = Path(tempfile.mkdtemp(prefix="notify-"))  # a short path: sun_path is 108 bytes
@@ -774,7 +770,7 @@ def test_systemd_notifications(world: DaemonWorld, start) -> None:
 
 @pytest.mark.real_codex
 def test_real_codex_turns_a_saved_job_into_an_image(
-    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+    world: World, start, codex_bin: Path, mock_openai, codex_home: Path
 ) -> None:
     """A job file saved into the inbox of a running daemon becomes an image through the real
     codex CLI (against the mock server on 127.0.0.1)."""
@@ -797,7 +793,7 @@ def test_real_codex_turns_a_saved_job_into_an_image(
 
 @pytest.mark.real_codex
 def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
-    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+    world: World, start, codex_bin: Path, mock_openai, codex_home: Path
 ) -> None:
     """Two queued jobs, the plan's image limit on the first (real codex, the images endpoint
     answering 429): the queue pauses until the reset, the second job spends no try, and
@@ -877,7 +873,7 @@ def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
 
 @pytest.mark.real_codex
 def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
-    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+    world: World, start, codex_bin: Path, mock_openai, codex_home: Path
 ) -> None:
     """An image limit that resets in a few seconds: the queue waits for the reset, not a
     backoff of its own, then runs the waiting job and the one queued behind it."""
@@ -909,7 +905,7 @@ def test_real_codex_image_limit_resumes_at_the_reset_and_runs_the_queue(
 
 @pytest.mark.real_codex
 def test_real_codex_rate_limits_reach_sidecar_status_status_line_and_gallery(
-    world: DaemonWorld, start, codex_bin: Path, mock_openai, codex_home: Path
+    world: World, start, codex_bin: Path, mock_openai, codex_home: Path
 ) -> None:
     """The server's rate-limit headers, as the real codex logs them, show in the result
     sidecar, status.json, `status`, the STATUS= line and the gallery header."""
@@ -971,9 +967,7 @@ def test_real_codex_rate_limits_reach_sidecar_status_status_line_and_gallery(
     assert 'http-equiv="refresh"' not in page  # idle: the page stopped following the daemon
 
 
-def test_gallery_follows_a_running_job_and_stops_refreshing_once_idle(
-    world: DaemonWorld, start
-) -> None:
+def test_gallery_follows_a_running_job_and_stops_refreshing_once_idle(world: World, start) -> None:
     """While a job runs the page names it and reloads itself; once the queue is empty the page
     is rebuilt one last time, without the refresh."""
     world.write_config(gallery=True)
@@ -996,7 +990,7 @@ def test_gallery_follows_a_running_job_and_stops_refreshing_once_idle(
     assert daemon.stop() == 0
 
 
-def test_gallery_shows_a_pause_and_refreshes_while_paused(world: DaemonWorld, start) -> None:
+def test_gallery_shows_a_pause_and_refreshes_while_paused(world: World, start) -> None:
     """A pause is on the page at once, with its reason, and the page reloads itself."""
     world.write_config(gallery=True)
     world.set_script(scenario="usage_limit")

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.daemon_proc import REPO, DaemonProcess, DaemonWorld
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.procs import kill_alive, pid_alive, wait_for
+from tests.support.world import REPO, World
 
 NOT_ON_MACOS = pytest.mark.skipif(sys.platform == "darwin", reason="macOS notifies with osascript")
 BAD_JOB = "prompt: a fox\nnot_a_key: 1\n"  # refused as written: failed/ at once, no retry
@@ -64,10 +65,10 @@ def read_lines(path: Path) -> list[Any]:
 
 
 class Hooked:
-    """A DaemonWorld with the hook script written next to it and what the hook recorded."""
+    """A World with the hook script written next to it and what the hook recorded."""
 
     def __init__(self, root: Path) -> None:
-        self.world = DaemonWorld(root / "world")
+        self.world = World(root / "world")
         self.script = root / "hook.py"
         self.script.write_text(HOOK, encoding="utf-8")
         self.record = root / "hook-calls.jsonl"

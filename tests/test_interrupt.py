@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
+from tests.support import world as shared
 from tests.support.codex_home import codex_env
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.mock_openai import MockOpenAI
 from tests.support.procs import pid_alive, wait_for
 from tests.support.rollout_shapes import tiny_png
@@ -99,8 +100,8 @@ class Command:
         return lines[-1]
 
 
-class World(DaemonWorld):
-    """A DaemonWorld whose commands get a TMPDIR of their own, to see temp folders left."""
+class World(shared.World):
+    """A shared World whose commands get a TMPDIR of their own, to see temp folders left."""
 
     @property
     def tmp(self) -> Path:

@@ -17,12 +17,7 @@ from daemon.errors import JobError
 from daemon.images import ImageFormat, convert, has_alpha, sniff_format
 from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
 from daemon.job.parse import load_job_schema, parse_job
-from tests.test_pipeline import World
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
+from tests.support.world import World
 
 
 def png(image: Image.Image) -> bytes:
@@ -138,7 +133,7 @@ def test_other_aspects_are_refused(text: str) -> None:
 
 def test_a_plain_job_has_no_option_lines(world: World) -> None:
     """Without the keys, codex gets exactly the instruction it always got."""
-    world.job("plain", "prompt: a fox\n")
+    world.write_job("plain", "prompt: a fox\n")
     assert world.once() == 0
     assert world.calls()[0]["stdin"] == codex.wrap_prompt("a fox", has_refs=False)
 
@@ -148,7 +143,7 @@ def test_transparent_and_aspect_are_lines_of_their_own_before_the_request(world:
     markers is byte for byte the one written."""
     prompt = '  A fox "sticker"\n  on two lines \n'
     job = {"prompt": prompt, "transparent": True, "aspect": "9:16", "format": "png"}
-    world.job("fox", yaml.safe_dump(job, allow_unicode=True))
+    world.write_job("fox", yaml.safe_dump(job, allow_unicode=True))
     assert world.once() == 0
     stdin = world.calls()[0]["stdin"]
     assert f"<<<REQUEST\n{prompt}\nREQUEST>>>\n" in stdin
@@ -176,8 +171,8 @@ def test_wrap_prompt_puts_each_option_on_its_line_in_order() -> None:
 def test_alpha_survives_the_format_conversion(world: World, fmt: str, ext: str) -> None:
     """A transparent image converted by `format: webp` (or png) keeps its transparent pixels;
     the sidecar says `has_alpha: true`, `transparent: true` and the asked aspect."""
-    world.script(image_b64=base64.b64encode(transparent_png()).decode())
-    world.job("cut", f"prompt: a cut-out\ntransparent: true\naspect: square\nformat: {fmt}\n")
+    world.set_script(image_b64=base64.b64encode(transparent_png()).decode())
+    world.write_job("cut", f"prompt: a cut-out\ntransparent: true\naspect: square\nformat: {fmt}\n")
     assert world.once() == 0
     data = (world.outbox / f"cut.{ext}").read_bytes()
     assert sniff_format(data[:16]) is ImageFormat(fmt)
@@ -195,8 +190,8 @@ def test_alpha_survives_the_format_conversion(world: World, fmt: str, ext: str) 
 
 def test_an_opaque_image_has_no_alpha_in_the_sidecar(world: World) -> None:
     """An RGBA image whose every pixel is opaque says `has_alpha: false`, like an RGB one."""
-    world.script(image_b64=base64.b64encode(png(Image.new("RGBA", (4, 4), "red"))).decode())
-    world.job("solid", "prompt: a red square\naspect: 4:3\n")
+    world.set_script(image_b64=base64.b64encode(png(Image.new("RGBA", (4, 4), "red"))).decode())
+    world.write_job("solid", "prompt: a red square\naspect: 4:3\n")
     assert world.once() == 0
     result = world.sidecar("solid.result.yaml")
     assert result["images"][0]["has_alpha"] is False
@@ -206,7 +201,7 @@ def test_an_opaque_image_has_no_alpha_in_the_sidecar(world: World) -> None:
 def test_a_transparent_jpeg_job_fails_before_codex_runs(world: World) -> None:
     """`transparent: true` with `format: jpeg`: exit 2, an error sidecar naming both keys and
     the fix, the job in failed/, and codex never started."""
-    world.job("flat", "prompt: a fox\ntransparent: true\nformat: jpeg\n")
+    world.write_job("flat", "prompt: a fox\ntransparent: true\nformat: jpeg\n")
     assert world.once() == 2
     error = world.sidecar("flat.error.yaml")
     assert "`transparent: true` cannot be kept with `format: jpeg`" in error["message"]
@@ -241,7 +236,7 @@ def test_has_alpha_is_false_for_jpeg_and_rgb() -> None:
 
 
 def gen(world: World, *args: str) -> int:
-    return main(["gen", "--config", str(world.config), *args])
+    return main(["gen", "--config", str(world.config_path), *args])
 
 
 def test_gen_transparent_to_a_jpg_is_bad_arguments(
@@ -285,7 +280,7 @@ def test_submit_writes_the_keys_into_the_job(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`submit --transparent --aspect 16:9` writes a job with both keys that parses as such."""
-    args = ["submit", "--config", str(world.config), "--prompt", "a fox", "--name", "fox"]
+    args = ["submit", "--config", str(world.config_path), "--prompt", "a fox", "--name", "fox"]
     assert main([*args, "--transparent", "--aspect", "16:9"]) == 0
     job_path = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job_path.read_text()) == {
@@ -301,7 +296,7 @@ def test_submit_without_the_flags_writes_only_the_prompt(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without the flags the job file is `prompt:` alone, as before."""
-    assert main(["submit", "--config", str(world.config), "--prompt", "a fox"]) == 0
+    assert main(["submit", "--config", str(world.config_path), "--prompt", "a fox"]) == 0
     job_path = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job_path.read_text()) == {"prompt": "a fox"}
 

@@ -22,8 +22,8 @@ from daemon.commands.submit import submit_job
 from daemon.config import default_config
 from daemon.watching.settle import JobState
 from daemon.watching.watcher import InboxWatcher
-from tests.support.daemon_proc import DaemonWorld
 from tests.support.rollout_shapes import tiny_png
+from tests.support.world import World
 
 LONG_SETTLE = 30.0
 AT_ONCE = 15.0  # a generous deadline, still well short of the settle time
@@ -209,7 +209,7 @@ def test_polling_observer_keeps_the_settle_time(inbox: Path, tmp_path: Path) -> 
 @linux_only
 def test_daemon_runs_a_job_renamed_in_without_waiting_for_the_settle_time(tmp_path: Path) -> None:
     """`gpt-image-inbox run` with settle_sec 30 starts codex for a job renamed in within 15 s."""
-    world = DaemonWorld(tmp_path / "world")
+    world = World(tmp_path / "world")
     world.write_config(watch={"settle_sec": LONG_SETTLE})
     daemon = world.daemon().start()
     try:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from daemon.codex import run as codex
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.procs import pid_alive, wait_for
+from tests.support.world import World
 
 RECOVERING = "STATUS=recovering victim.prompt.yaml: waiting for the codex an earlier run left"
 
@@ -56,7 +57,7 @@ def notifications() -> Iterator[Notifications]:
     notes.close()
 
 
-def crash_mid_job(world: DaemonWorld, daemons: list[DaemonProcess]) -> dict[str, object]:
+def crash_mid_job(world: World, daemons: list[DaemonProcess]) -> dict[str, object]:
     """A daemon killed with SIGKILL while codex runs the job `victim`; returns codex's call."""
     first = world.daemon()
     daemons.append(first)
@@ -75,7 +76,7 @@ def crash_mid_job(world: DaemonWorld, daemons: list[DaemonProcess]) -> dict[str,
 
 
 def test_ready_comes_before_the_recovery_wait_and_the_watchdog_is_fed_during_it(
-    world: DaemonWorld, daemons: list[DaemonProcess], notifications: Notifications
+    world: World, daemons: list[DaemonProcess], notifications: Notifications
 ) -> None:
     """The restarted daemon sends READY=1 before it waits for the leftover codex, says in STATUS=
     what it waits for, pings the watchdog throughout, and takes that codex's image."""
@@ -97,7 +98,7 @@ def test_ready_comes_before_the_recovery_wait_and_the_watchdog_is_fed_during_it(
 
 
 def test_sigterm_during_the_recovery_wait_stops_codex_and_keeps_the_job(
-    world: DaemonWorld, daemons: list[DaemonProcess]
+    world: World, daemons: list[DaemonProcess]
 ) -> None:
     """SIGTERM while the restarted daemon waits for a hanging leftover codex: after the shutdown
     grace that codex is stopped, the job is back in the inbox root, run once, and the exit is 0."""

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon_proc import FAKE_CODEX, DaemonWorld
 from tests.support.procs import pid_alive, wait_for
+from tests.support.world import FAKE_CODEX, World
 
 pytestmark = pytest.mark.systemd
 
@@ -250,9 +250,9 @@ def _stop_manager(mgr: UserManager) -> None:
 
 
 @pytest.fixture
-def world(manager: UserManager, tmp_path: Path) -> Iterator[DaemonWorld]:
+def world(manager: UserManager, tmp_path: Path) -> Iterator[World]:
     """Inbox, outbox and fake codex in the manager's HOME; nothing of them outlives the test."""
-    world = DaemonWorld(manager.home / f"world-{tmp_path.name}")
+    world = World(manager.home / f"world-{tmp_path.name}")
     # The service gets no test environment: a wrapper names the fake codex's script.
     wrapper = world.root / "codex"
     wrapper.write_text(
@@ -271,7 +271,7 @@ def world(manager: UserManager, tmp_path: Path) -> Iterator[DaemonWorld]:
         world.kill_codex_leftovers()
 
 
-def run_record(world: DaemonWorld, job_file: str) -> dict[str, Any]:
+def run_record(world: World, job_file: str) -> dict[str, Any]:
     try:
         data = json.loads((world.inbox / "processing" / f".{job_file}.run.json").read_text())
     except (OSError, ValueError):
@@ -291,7 +291,7 @@ def cgroup_procs(control_group: str) -> list[int]:
     return sorted(pids)
 
 
-def install(manager: UserManager, world: DaemonWorld) -> None:
+def install(manager: UserManager, world: World) -> None:
     done = manager.cli("service", "install", "--config", str(world.config_path))
     assert done.returncode == 0, done.stdout + done.stderr
     # loginctl (the linger hint) finds no logind here and fails at once: install says nothing.
@@ -299,7 +299,7 @@ def install(manager: UserManager, world: DaemonWorld) -> None:
     wait_for(lambda: manager.show("ActiveState") == "active", what="unit active")
 
 
-def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[str, Any]:
+def kill_9_mid_job(manager: UserManager, world: World, job: str) -> dict[str, Any]:
     """SIGKILL the daemon while codex runs `job`; returns that codex's recorded call."""
     wait_for(lambda: run_record(world, job).get("thread_id"), what=f"{job}: codex running")
     wait_for(lambda: manager.show("StatusText") == f"working on {job}", what="STATUS working")
@@ -324,9 +324,7 @@ def assert_nothing_left(control_group: str, call: dict[str, Any]) -> None:
     assert cgroup_procs(control_group) == []
 
 
-def test_installed_unit_survives_kill_9_and_stops_clean(
-    manager: UserManager, world: DaemonWorld
-) -> None:
+def test_installed_unit_survives_kill_9_and_stops_clean(manager: UserManager, world: World) -> None:
     """Installed and started, the daemon reports its status; after `kill -9` mid-job systemd
     restarts it and the job is done with exactly one codex run; `systemctl --user stop` mid-job
     leaves no process of the unit and the job back in the inbox; uninstall removes the unit."""
@@ -384,7 +382,7 @@ def test_installed_unit_survives_kill_9_and_stops_clean(
 
 
 def test_stop_during_the_recovery_wait_leaves_nothing_and_keeps_the_job(
-    manager: UserManager, world: DaemonWorld
+    manager: UserManager, world: World
 ) -> None:
     """A stop while the restarted daemon waits for the codex a killed one left: that codex is
     stopped within the shutdown grace, nothing of the unit runs on, and the job is back in the
@@ -404,7 +402,7 @@ def test_stop_during_the_recovery_wait_leaves_nothing_and_keeps_the_job(
 
 
 def test_unit_cleans_up_what_a_daemon_failing_to_stop_leaves(
-    manager: UserManager, world: DaemonWorld
+    manager: UserManager, world: World
 ) -> None:
     """The shipped KillMode and ExecStopPost with a stand-in daemon that ignores SIGTERM and
     leaves a child in a session of its own: the child survives a `kill -9` of the main process
