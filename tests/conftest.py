@@ -80,6 +80,14 @@ def codex_home(tmp_path: Path, mock_openai: MockOpenAI) -> Path:
 
 
 @pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """An empty inbox folder, for tests of the watcher and of job files."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     """Inbox, outbox, CODEX_HOME, config and fake codex of one daemon, in tmp_path/world; the
     environment names the fake codex's script for `once` run in this process (World.once)."""

@@ -152,18 +152,7 @@ def test_restart_after_the_outbox_write_does_not_deliver_twice(world: World, sta
     result = done_once(world, "twice.prompt.yaml")
     assert daemon.stop() == 0
     # Put the disk back as it was at that moment: job and thread id in processing/.
-    processing = world.inbox / "processing"
-    os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
-    record = {
-        "job": "twice.prompt.yaml",
-        "refs": [],
-        "prompt": "a red fox\n",
-        "wanted": "twice",
-        "format": None,
-        "thread_id": result["thread_id"],
-        "started_at": result["started_at"],
-    }
-    (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
+    world.crash_after_delivery("twice.prompt.yaml", result)
     start()
     wait_for(lambda: world.jobs_in("done") == ["twice.prompt.yaml"], what="job in done/")
     assert len(world.results()) == 1
@@ -694,15 +683,7 @@ def test_burst_of_jobs_is_done_exactly_once_each(world: World, start) -> None:
 
 
 def submit(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", "submit", "--config", str(world.config_path), *args],
-        cwd=world.root,
-        env=world.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return world.cli("submit", *args)
 
 
 def test_submit_wait_prints_the_image_path(world: World, start) -> None:
@@ -834,14 +815,7 @@ def test_real_codex_image_limit_pauses_the_queue_until_the_reset(
         # The paused loop keeps ticking (and the watchdog pinged) while no job starts.
         start_pings = got.count("WATCHDOG=1")
         wait_for(lambda: received("WATCHDOG=1", count=start_pings + 3), what="pings")
-        shown = subprocess.run(
-            [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
-            env=world.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-        )
+        shown = world.cli("status", cwd=REPO)
         page = (world.outbox / "index.html").read_text("utf-8")
         assert daemon.stop() == 0
     shutil.rmtree(folder, ignore_errors=True)
@@ -937,14 +911,7 @@ def test_real_codex_rate_limits_reach_sidecar_status_status_line_and_gallery(
         (result,) = done_once(world, "quota.prompt.yaml") and world.results_for("quota.prompt.yaml")
         wait_for(lambda: received("STATUS=idle, 0 queued, image limit 80 % used"), what="STATUS=")
         status = daemon.wait_for(lambda: status_is(world, state="idle"), what="idle")
-        shown = subprocess.run(
-            [sys.executable, "-m", "daemon", "status", "--config", str(world.config_path)],
-            env=world.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-        )
+        shown = world.cli("status", cwd=REPO)
         page = (world.outbox / "index.html").read_text("utf-8")
         assert daemon.stop() == 0
     shutil.rmtree(folder, ignore_errors=True)

@@ -5,39 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.codex_home import codex_env
 from tests.support.mock_openai import MockOpenAI, make_png
-from tests.support.world import World
+from tests.support.world import RealWorld
 
 pytestmark = pytest.mark.real_codex
-
-
-class RealWorld(World):
-    """A World whose codex is the real CLI, logged in to the mock OpenAI server."""
-
-    def __init__(self, root: Path, codex_bin: Path, home: Path, mock: MockOpenAI) -> None:
-        self.mock = mock
-        codex = {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120}
-        settings = {"gallery": True, "retry": {"attempts": 2, "backoff_sec": 0.1}, "codex": codex}
-        super().__init__(root, settings=settings)
-
-    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", *args, "--config", str(self.config_path)],
-            env=codex_env(self.mock.port),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=cwd,
-        )
 
 
 @pytest.fixture

@@ -84,15 +84,7 @@ class Hooked:
         return read_lines(Path(f"{self.record}.pids"))
 
     def once(self, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", "once", "--config", str(self.world.config_path)],
-            cwd=self.world.root,
-            env=env or self.world.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return self.world.cli("once", env=env)
 
 
 @pytest.fixture
@@ -390,19 +382,7 @@ def test_a_job_finished_by_crash_recovery_runs_its_hook(hooked: Hooked) -> None:
     world.write_job("twice")
     assert hooked.once().returncode == 0
     [result] = world.results().values()
-    processing = world.inbox / "processing"
-    processing.mkdir(exist_ok=True)
-    os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
-    record = {
-        "job": "twice.prompt.yaml",
-        "refs": [],
-        "prompt": "a red fox\n",
-        "wanted": "twice",
-        "format": None,
-        "thread_id": result["thread_id"],
-        "started_at": result["started_at"],
-    }
-    (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
+    world.crash_after_delivery("twice.prompt.yaml", result)
     world.write_config(hooks={"on_done": hooked.argv()})
     done = hooked.once()
     assert done.returncode == 0, done.stderr

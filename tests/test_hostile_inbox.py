@@ -24,8 +24,7 @@ from daemon.pipeline.run_record import RunRecord, record_path
 from tests.support import rollout_shapes as shapes
 from tests.support.mock_openai import MockOpenAI
 from tests.support.procs import wait_for
-from tests.support.world import World
-from tests.test_e2e_real_codex import RealWorld
+from tests.support.world import RealWorld, World
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -24,13 +24,6 @@ from daemon.job.parse import (
 )
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
 def job_file(inbox: Path, text: str | bytes, name: str = "cat") -> Path:
     path = inbox / f"{name}{JOB_SUFFIX}"
     if isinstance(text, str):

@@ -17,6 +17,7 @@ from daemon.errors import JobError
 from daemon.images import ImageFormat, convert, has_alpha, sniff_format
 from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
 from daemon.job.parse import load_job_schema, parse_job
+from tests.support.pixels import lowest_alpha
 from tests.support.world import World
 
 
@@ -31,14 +32,6 @@ def transparent_png() -> bytes:
     image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     image.putpixel((3, 3), (10, 20, 200, 255))
     return png(image)
-
-
-def lowest_alpha(data: bytes) -> int:
-    with Image.open(io.BytesIO(data)) as image:
-        if "A" not in image.getbands():
-            return 255
-        low, _ = image.getchannel("A").getextrema()
-        return int(low)
 
 
 def before_marker(stdin: str) -> list[str]:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from daemon.images import sniff_format
 from daemon.job.look import TRANSPARENT_INSTRUCTION
 from tests.support.mock_openai import MockOpenAI, request_between_markers
-from tests.test_e2e_real_codex import RealWorld
+from tests.support.pixels import lowest_alpha
+from tests.support.world import RealWorld
 
 pytestmark = pytest.mark.real_codex
 
@@ -22,15 +21,6 @@ LANDSCAPE_LINE = "Aspect ratio 3:2, landscape (wider than tall)."
 @pytest.fixture
 def world(tmp_path: Path, codex_bin: Path, codex_home: Path, mock_openai: MockOpenAI) -> RealWorld:
     return RealWorld(tmp_path, codex_bin, codex_home, mock_openai)
-
-
-def lowest_alpha(data: bytes) -> int:
-    """The lowest alpha value of the image's pixels (255 when it has no alpha channel)."""
-    with Image.open(io.BytesIO(data)) as image:
-        if "A" not in image.getbands():
-            return 255
-        low, _ = image.getchannel("A").getextrema()
-        return int(low)
 
 
 def sent_text(world: RealWorld) -> str:

@@ -35,13 +35,6 @@ linux_only = pytest.mark.skipif(
 
 
 @pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def native(inbox: Path) -> Iterator[InboxWatcher]:
     """A running watcher with the native observer and a settle time of 30 s."""
     with InboxWatcher(inbox, settle_sec=LONG_SETTLE, rescan_sec=5.0) as watcher:

@@ -148,13 +148,7 @@ def test_plain_progress_lines_show_the_running_job(world: World) -> None:
 
 
 def run_status(world: World) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [world.python, "-m", "daemon", "status", "--config", str(world.config_path)],
-        env=world.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return world.cli("status")
 
 
 def test_status_after_the_daemon_was_killed_says_it_is_not_running(

@@ -26,13 +26,6 @@ SETTLE = 0.2
 DEADLINE = 20.0
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
 def take_all(watcher: InboxWatcher, count: int, *, quiet: float = 0.6) -> list[str]:
     """Takes jobs like the pipeline does (moving each out of the root), until `count` arrived
     and then nothing more for `quiet` seconds; returns their names in delivery order."""

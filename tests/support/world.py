@@ -2,7 +2,8 @@
 script in one folder, and what a user sees there afterwards (sidecars, job files, calls).
 
 Tests of the long-running daemon start it with `World.daemon()`; tests of `once` run it in this
-process with `World.once()`; `settings` holds what a test module's config says differently.
+process with `World.once()`; `settings` holds what a test's config says differently. A
+`RealWorld` has the real codex CLI, logged in to the mock OpenAI server, in place of the fake.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import site
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from tests.support.codex_home import codex_env
 from tests.support.daemon_proc import DaemonProcess
+from tests.support.mock_openai import MockOpenAI
 from tests.support.procs import kill_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,9 +191,57 @@ class World:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def cli(
+        self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`gpt-image-inbox ARGS --config <this config>` as a child process, to its end
+        (`env` defaults to `self.env()`)."""
+        return subprocess.run(
+            [self.python, "-m", "daemon", *args, "--config", str(self.config_path)],
+            env=env if env is not None else self.env(),
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def crash_after_delivery(self, job_file: str, result: Mapping[str, Any]) -> None:
+        """Put the disk back as a crash right after `result` was delivered leaves it: the job
+        file (now in done/) back in processing/ with its run record."""
+        processing = self.inbox / "processing"
+        processing.mkdir(exist_ok=True)
+        os.replace(self.inbox / "done" / job_file, processing / job_file)
+        record = {
+            "job": job_file,
+            "refs": [],
+            "prompt": result["prompt"],
+            "wanted": job_file.removesuffix(JOB_SUFFIX),
+            "format": None,
+            "thread_id": result["thread_id"],
+            "started_at": result["started_at"],
+        }
+        (processing / f".{job_file}.run.json").write_text(json.dumps(record), encoding="utf-8")
+
     def once(self) -> int:
         """`gpt-image-inbox once` in this process (the fake codex's script named in os.environ,
         see `once_world`); its exit code."""
         from daemon.cli import main
 
         return main(["once", "--config", str(self.config_path)])
+
+
+class RealWorld(World):
+    """A World whose codex is the real CLI, logged in to the mock OpenAI server."""
+
+    def __init__(self, root: Path, codex_bin: Path, home: Path, mock: MockOpenAI) -> None:
+        self.mock = mock
+        codex = {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120}
+        settings = {"gallery": True, "retry": {"attempts": 2, "backoff_sec": 0.1}, "codex": codex}
+        super().__init__(root, settings=settings)
+
+    def cli(
+        self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`World.cli`, in an environment for the real codex (none of the fake's variables)."""
+        return super().cli(*args, env=env or codex_env(self.mock.port), cwd=cwd)
