@@ -396,15 +396,7 @@ def test_second_daemon_on_the_same_inbox_exits_at_once_naming_the_first(
 ) -> None:
     """A second `run` on the same inbox exits non-zero at once, naming the first one's pid."""
     first = start()
-    second = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(world.config_path)],
-        cwd=REPO,
-        env=world.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    second = world.cli("run", cwd=REPO)
     assert second.returncode != 0
     assert f"pid {first.pid}" in second.stderr
     assert "already working on" in second.stderr

@@ -289,15 +289,7 @@ def test_desktop_notification_without_notify_send_is_a_config_error(
     (tmp_path / "empty").mkdir()
     world.write_config(hooks={"notify": "desktop"})
     env = world.env(PATH=str(tmp_path / "empty"))
-    done = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(world.config_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = world.cli("run", env=env, cwd=REPO)
     assert done.returncode == 2
     assert "hooks.notify: desktop notifications need notify-send" in done.stderr
 

@@ -228,16 +228,12 @@ def test_has_alpha_is_false_for_jpeg_and_rgb() -> None:
 # --- gen and submit ------------------------------------------------------------------------------
 
 
-def gen(world: World, *args: str) -> int:
-    return main(["gen", "--config", str(world.config_path), *args])
-
-
 def test_gen_transparent_to_a_jpg_is_bad_arguments(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`gen --transparent --out x.jpg` exits 2 naming the flag and the file; codex never runs."""
     out = tmp_path / "x.jpg"
-    assert gen(world, "--prompt", "a fox", "--transparent", "--out", str(out)) == 2
+    assert world.main("gen", "--prompt", "a fox", "--transparent", "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"gpt-image-inbox: arguments: --transparent cannot be kept in {out}")
     assert "hint: Give --out a .png or .webp name" in err
@@ -248,7 +244,7 @@ def test_gen_passes_its_flags_as_instruction_lines(world: World, tmp_path: Path)
     """`gen --transparent --aspect 16:9` sends both lines; the prompt stays as given."""
     out = tmp_path / "x.webp"
     args = ["--prompt", "a fox", "--transparent", "--aspect", "16:9", "--out", str(out)]
-    assert gen(world, *args) == 0
+    assert world.main("gen", *args) == 0
     stdin = world.calls()[0]["stdin"]
     lines = before_marker(stdin)
     assert lines[-2] == TRANSPARENT_INSTRUCTION
@@ -262,7 +258,7 @@ def test_gen_refuses_a_bad_aspect_as_bad_arguments(
 ) -> None:
     """A bad `--aspect` is a usage error (exit 2) naming the flag; codex never runs."""
     with pytest.raises(SystemExit) as info:
-        gen(world, "--prompt", "x", "--aspect", aspect)
+        world.main("gen", "--prompt", "x", "--aspect", aspect)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --aspect: {aspect!r} is not" in err or "1:4 to 4:1" in err, err

@@ -11,7 +11,6 @@ import pytest
 from daemon.errors import InboxError
 from tests.support import rollout_shapes as shapes
 from tests.support.world import World
-from tests.test_pipeline import gen
 
 
 def log_events(text: str) -> list[dict[str, object]]:
@@ -45,7 +44,7 @@ def test_gen_without_an_image_says_nothing_of_another_try(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.set_script(scenario="text_only")
-    assert gen(world, "--prompt", "x", "--out", str(tmp_path / "o.png")) == 7
+    assert world.main("gen", "--prompt", "x", "--out", str(tmp_path / "o.png")) == 7
     err = capsys.readouterr().err
     assert err.startswith("gpt-image-inbox: no-image: ")
     assert "again" not in err

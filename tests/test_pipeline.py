@@ -408,16 +408,12 @@ def test_recovery_returns_an_unfinished_job_to_the_inbox_and_runs_it(world: Worl
 # --- gen -----------------------------------------------------------------------------------
 
 
-def gen(world: World, *args: str) -> int:
-    return main(["gen", "--config", str(world.config_path), *args])
-
-
 def test_gen_prints_the_path_and_exits_0(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """gen writes --out and prints its absolute path on stdout, nothing else."""
     out = tmp_path / "result.png"
-    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert world.main("gen", "--prompt", "a cat", "--out", str(out)) == 0
     assert capsys.readouterr().out == f"{out}\n"
     assert sniff_format(out.read_bytes()[:16]).value == "png"
 
@@ -430,7 +426,7 @@ def test_gen_default_output_name(
 ) -> None:
     """Without --out the image is ./image-YYYYMMDD-HHMMSS.<ext>."""
     monkeypatch.chdir(tmp_path)
-    assert gen(world, "--prompt", "a cat") == 0
+    assert world.main("gen", "--prompt", "a cat") == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed.parent == tmp_path
     assert printed.name.startswith("image-") and printed.suffix == ".png"
@@ -439,7 +435,7 @@ def test_gen_default_output_name(
 def test_gen_converts_to_the_extension_of_out(world: World, tmp_path: Path) -> None:
     """--out x.webp gives a WebP file."""
     out = tmp_path / "x.webp"
-    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert world.main("gen", "--prompt", "a cat", "--out", str(out)) == 0
     assert sniff_format(out.read_bytes()[:16]).value == "webp"
 
 
@@ -465,7 +461,7 @@ def test_gen_exit_codes_match_the_skill(
 ) -> None:
     """Each failure has the skill's exit code and one sentence on stderr naming the layer."""
     world.set_script(**setup)
-    assert gen(world, *args, "--out", str(tmp_path / "o.png")) == code
+    assert world.main("gen", *args, "--out", str(tmp_path / "o.png")) == code
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"gpt-image-inbox: {layer}: ")
@@ -474,14 +470,14 @@ def test_gen_exit_codes_match_the_skill(
 def test_gen_without_codex_is_exit_3(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing codex CLI is exit code 3."""
     world.write_config(codex={"command": [str(world.root / "nope")]})
-    assert gen(world, "--prompt", "x") == 3
+    assert world.main("gen", "--prompt", "x") == 3
     assert "codex-missing" in capsys.readouterr().err
 
 
 def test_gen_bad_flags_exit_2(world: World) -> None:
     """Unknown flags are bad arguments: exit 2."""
     with pytest.raises(SystemExit) as info:
-        gen(world, "--prompt", "x", "--bogus")
+        world.main("gen", "--prompt", "x", "--bogus")
     assert info.value.code == 2
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from daemon import cli
 from tests.support.codex_home import codex_env
 from tests.support.daemon_proc import DaemonProcess
 from tests.support.mock_openai import MockOpenAI
@@ -223,12 +224,13 @@ class World:
         }
         (processing / f".{job_file}.run.json").write_text(json.dumps(record), encoding="utf-8")
 
-    def once(self) -> int:
-        """`gpt-image-inbox once` in this process (the fake codex's script named in os.environ,
-        see `once_world`); its exit code."""
-        from daemon.cli import main
+    def main(self, command: str, *args: str) -> int:
+        """`gpt-image-inbox COMMAND --config <this config> ARGS` in this process; its exit code.
+        The fake codex finds its script through os.environ (the `world` fixture sets it)."""
+        return cli.main([command, "--config", str(self.config_path), *args])
 
-        return main(["once", "--config", str(self.config_path)])
+    def once(self) -> int:
+        return self.main("once")
 
 
 class RealWorld(World):
