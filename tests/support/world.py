@@ -182,9 +182,10 @@ class World:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.outbox / "status.json").read_text(encoding="utf-8"))
+            data = json.loads((self.outbox / "status.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
 
     def write_job(self, name: str, text: str = "prompt: a red fox\n") -> Path:
         """A job file written in one go under its final name."""
