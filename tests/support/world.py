@@ -38,36 +38,24 @@ class World:
     root: Path
     settings: dict[str, Any] = field(default_factory=dict)
     python: str = sys.executable  # runs the daemon and the fake codex
+    inbox: Path = field(init=False, repr=False)
+    outbox: Path = field(init=False, repr=False)
+    codex_home: Path = field(init=False, repr=False)
+    config_path: Path = field(init=False, repr=False)
+    script_path: Path = field(init=False, repr=False)  # what the fake codex does
+    record_path: Path = field(init=False, repr=False)  # what it was asked, one line a call
 
     def __post_init__(self) -> None:
+        self.inbox = self.root / "inbox"
+        self.outbox = self.root / "outbox"
+        self.codex_home = self.root / "codex-home"
+        self.config_path = self.root / "config.yaml"
+        self.script_path = self.root / "fake-codex.json"
+        self.record_path = self.root / "codex-calls.jsonl"
         for folder in (self.inbox, self.outbox, self.codex_home):
             folder.mkdir(parents=True, exist_ok=True)
         self.set_script()
         self.write_config()
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
-
-    @property
-    def codex_home(self) -> Path:
-        return self.root / "codex-home"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def script_path(self) -> Path:
-        return self.root / "fake-codex.json"
-
-    @property
-    def record_path(self) -> Path:
-        return self.root / "codex-calls.jsonl"
 
     def write_config(self, **overrides: Any) -> None:
         """The config: fast settle and backoff, the fake codex; `overrides` merge per section."""
