@@ -102,9 +102,11 @@ def test_the_image_limit_keeps_the_queue_and_says_when(world: RealWorld) -> None
     assert (error["error"], error["code"], error["retrying"]) == ("image-limit", 5, True)
     resets_at = world.mock.image_limit_resets_at()
     retry_at = datetime.fromisoformat(error["retry_at"])
-    assert retry_at.utcoffset() is not None and retry_at.timestamp() == resets_at
+    assert retry_at.utcoffset() is not None
+    assert retry_at.timestamp() == resets_at
     assert "image limit" in error["message"]
-    assert first.exists() and not (world.inbox / "failed").exists()
+    assert first.exists()
+    assert not (world.inbox / "failed").exists()
     assert (second.stat().st_mtime_ns, second.stat().st_ino) == (before.st_mtime_ns, before.st_ino)
     assert not (world.outbox / "second.error.yaml").exists()
     assert len(world.mock.image_requests()) == 1  # the second job spent no try
@@ -126,7 +128,8 @@ def test_gen_at_the_image_limit_exits_5_naming_it_and_the_reset(
         "gpt-image-inbox: image-limit: The ChatGPT plan's image limit is reached; "
         f"it resets at {clock_text(resets)}."
     ), done.stderr
-    assert done.stdout == "" and not out.exists()
+    assert done.stdout == ""
+    assert not out.exists()
 
 
 def clock_text(moment: datetime) -> str:

@@ -152,7 +152,8 @@ def test_a_fifo_named_like_a_reference_is_refused_without_hanging(world: World) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     error = world.sidecar("piped.error.yaml")
-    assert error["error"] == "reference" and error["code"] == 4
+    assert error["error"] == "reference"
+    assert error["code"] == 4
     assert "not a regular file" in error["message"]
     assert (world.outbox / "plain.png").exists()
     assert b"Traceback" not in stderr
@@ -185,7 +186,8 @@ def test_a_damaged_reference_is_a_bad_reference_not_a_missing_image(
     world.write_job("cut", "prompt: the reference is broken\n")
     world.once()
     error = world.sidecar("cut.error.yaml")
-    assert error["code"] == 4 and error["error"] == "reference"
+    assert error["code"] == 4
+    assert error["error"] == "reference"
     assert world.calls() == []
 
 
@@ -204,13 +206,15 @@ def test_a_job_file_linking_out_of_the_inbox_is_never_read(world: World, tmp_pat
     world.config_path.write_text(yaml.safe_dump(data))
     world.once()
     error = world.sidecar("leak.error.yaml")
-    assert error["error"] == "job" and "outside the inbox" in error["message"]
+    assert error["error"] == "job"
+    assert "outside the inbox" in error["message"]
     assert error["prompt"] is None
     assert world.calls() == []
     for path in world.outbox.iterdir():
         assert b"private file" not in path.read_bytes(), path
     moved = world.inbox / "failed" / "leak.prompt.yaml"
-    assert moved.is_symlink() and secret.stat().st_nlink == 1
+    assert moved.is_symlink()
+    assert secret.stat().st_nlink == 1
 
 
 def test_a_link_inside_the_inbox_is_a_job_like_any_other(world: World) -> None:
@@ -234,7 +238,8 @@ def test_an_outbox_inside_the_inbox_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, tmp_path / "in", tmp_path / "in" / "results"))
     assert caught.value.exit_code == 2
-    assert "outbox" in str(caught.value) and "inside the inbox" in str(caught.value)
+    assert "outbox" in str(caught.value)
+    assert "inside the inbox" in str(caught.value)
     assert "`inbox`" in str(caught.value)
 
 
@@ -282,7 +287,8 @@ def test_a_recovery_that_raises_twice_gives_the_job_up_with_a_sidecar(
     assert [o.status.value for o in outcomes] == ["failed"]
     assert isinstance(outcomes[0].error, RecoveryFailed)
     error = world.sidecar("stuck.error.yaml")
-    assert error["error"] == "recovery" and error["retrying"] is False
+    assert error["error"] == "recovery"
+    assert error["retrying"] is False
     assert error["prompt"] == "stuck\n"
     assert world.files(world.inbox / "failed") == ["stuck.prompt.yaml"]
     assert world.files(processing) == []
@@ -337,7 +343,8 @@ def test_a_decompression_bomb_through_the_real_codex_ends_with_a_sidecar(
     assert done.returncode == 7, done.stderr
     assert "Traceback" not in done.stderr
     error = world.sidecar("bomb.error.yaml")
-    assert error["error"] == "no-image" and "2500000000 pixels" in error["message"]
+    assert error["error"] == "no-image"
+    assert "2500000000 pixels" in error["message"]
     assert error["retrying"] is False
     assert (world.inbox / "failed" / "bomb.prompt.yaml").exists()
     assert len(mock_openai.image_requests()) == 2  # both tries reached the image tool

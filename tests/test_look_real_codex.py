@@ -44,7 +44,8 @@ def test_a_transparent_job_asks_for_a_transparent_background_and_keeps_alpha_in_
     text = sent_text(world)
     assert f"{TRANSPARENT_INSTRUCTION}\n<<<REQUEST\n{prompt}\nREQUEST>>>" in text
     data = (world.outbox / "fox.webp").read_bytes()
-    assert sniff_format(data[:16]) is not None and sniff_format(data[:16]).value == "webp"
+    assert sniff_format(data[:16]) is not None
+    assert sniff_format(data[:16]).value == "webp"
     assert lowest_alpha(data) == 0
     result = world.sidecar("fox.result.yaml")
     assert result["transparent"] is True
@@ -78,7 +79,8 @@ def test_an_aspect_job_carries_the_instruction_and_the_prompt_unchanged(
     assert done.returncode == 0, done.stderr
     text = sent_text(world)
     head, marker, _ = text.partition("<<<REQUEST\n")
-    assert marker and "landscape (wider than tall), 3:2 (width:height)" in head
+    assert marker
+    assert "landscape (wider than tall), 3:2 (width:height)" in head
     assert request_between_markers(text) == prompt
     # The model added the asked line of its own after the request; the request is untouched.
     assert [body["prompt"] for body in world.mock.image_bodies()] == [f"{prompt}\n{LANDSCAPE_LINE}"]
@@ -97,7 +99,8 @@ def test_gen_transparent_writes_a_webp_with_alpha(world: RealWorld, tmp_path: Pa
     assert done.stdout == f"{out}\n"
     assert [body.get("background") for body in world.mock.image_bodies()] == ["transparent"]
     data = out.read_bytes()
-    assert sniff_format(data[:16]) is not None and sniff_format(data[:16]).value == "webp"
+    assert sniff_format(data[:16]) is not None
+    assert sniff_format(data[:16]).value == "webp"
     assert lowest_alpha(data) == 0
 
 

@@ -49,7 +49,8 @@ class CodexRun:
 
     @property
     def thread_id(self) -> str:
-        assert self.events and self.events[0]["type"] == "thread.started", self.events
+        assert self.events, "codex printed no event"
+        assert self.events[0]["type"] == "thread.started", self.events
         return str(self.events[0]["thread_id"])
 
     @property
@@ -278,7 +279,8 @@ def test_refused_generation_exits_zero_with_failed_item(run_codex, codex_home, m
     assert (item["status"], item["result"], item["failure"]) == ("failed", "", None)
     [output] = payloads(lines, "custom_tool_call_output")
     reason = output["output"][-1]["text"]
-    assert "image generation failed: http 400" in reason and "moderation_blocked" in reason
+    assert "image generation failed: http 400" in reason
+    assert "moderation_blocked" in reason
     assert generated_files(codex_home, run.thread_id) == []
     assert "error" not in task_complete(lines)
 
@@ -323,7 +325,8 @@ def test_image_limit_exits_zero_with_a_typed_failed_item(
     [output] = payloads(lines, "custom_tool_call_output")
     reason = output["output"][-1]["text"]
     assert "image generation failed: http 429 Too Many Requests" in reason
-    assert "usage_limit_reached" in reason and "resets_at" in reason
+    assert "usage_limit_reached" in reason
+    assert "resets_at" in reason
     assert generated_files(codex_home, run.thread_id) == []
     assert "error" not in task_complete(lines)
 
@@ -454,9 +457,8 @@ def test_hosted_tool_request_gets_image_generation_call() -> None:
         "image_generation_call",
         b"\x89PNG fake",
     )
-    assert (
-        events[-1] == {**events[-1], "type": "response.completed"} and events[-1]["response"]["id"]
-    )
+    assert events[-1] == {**events[-1], "type": "response.completed"}
+    assert events[-1]["response"]["id"]
 
 
 def test_namespace_tool_request_gets_function_call_with_references() -> None:
