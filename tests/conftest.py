@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,22 +109,21 @@ def daemons(world: World) -> Iterator[list[DaemonProcess]]:
 
 @pytest.fixture
 def start(world: World, daemons: list[DaemonProcess]) -> Iterator[Callable[..., DaemonProcess]]:
-    """start(target=world, ready=True, **world.daemon's options) -> a started DaemonProcess,
+    """start(target=world, ready=True, **World.daemon's options) -> a started DaemonProcess,
     cleaned up after the test with every codex of its world."""
-    worlds = [world]
+    others: list[World] = []  # worlds besides `world`: `daemons` does not know their codex
 
     def starter(
-        target: World | None = None, *, ready: bool = True, **options: object
+        target: World | None = None, *, ready: bool = True, **options: Any
     ) -> DaemonProcess:
-        on = target or world
-        if on not in worlds:
-            worlds.append(on)
-        daemon = on.daemon(**options)  # type: ignore[arg-type]
+        if target is not None and target not in others:
+            others.append(target)
+        daemon = (target or world).daemon(**options)
         daemons.append(daemon)
         return daemon.start(ready=ready)
 
     yield starter
-    for daemon in daemons:
+    for daemon in daemons:  # first, so that none starts another codex
         daemon.kill_if_running()
-    for each in worlds:
-        each.kill_codex_leftovers()
+    for other in others:
+        other.kill_codex_leftovers()
