@@ -158,9 +158,9 @@ def test_jobs_present_before_start_are_found(inbox: Path) -> None:
 def test_deleted_queued_job_is_dropped(watcher: InboxWatcher) -> None:
     """A job removed before it was taken is never handed over."""
     path = job(watcher.inbox, "gone")
-    wait_for(lambda: watcher.counts()[JobState.READY] == 1)
+    wait_for(lambda: watcher.counts()[JobState.READY] == 1, timeout=DEADLINE)
     path.unlink()
-    wait_for(lambda: watcher.queued() == 0)
+    wait_for(lambda: watcher.queued() == 0, timeout=DEADLINE)
     job(watcher.inbox, "kept")
     assert take_all(watcher, 1) == ["kept.prompt.yaml"]
 
@@ -170,9 +170,9 @@ def test_edited_ready_job_settles_again(inbox: Path) -> None:
     for polling in (False, True):
         with InboxWatcher(inbox, settle_sec=1.0, polling=polling) as w:
             path = job(inbox, f"edited-{polling}", "first")
-            wait_for(lambda: w.counts()[JobState.READY] == 1)
+            wait_for(lambda: w.counts()[JobState.READY] == 1, timeout=DEADLINE)
             path.write_text("prompt: second, longer\n")
-            wait_for(lambda: w.counts()[JobState.SETTLING] == 1)
+            wait_for(lambda: w.counts()[JobState.SETTLING] == 1, timeout=DEADLINE)
             assert take_all(w, 1) == [path.name]
             assert "second" in (inbox / "processing" / path.name).read_text()
 
@@ -183,9 +183,9 @@ def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> 
     job(inbox, "before")
     assert take_all(watcher, 1) == ["before.prompt.yaml"]
     shutil.rmtree(inbox)
-    wait_for(lambda: watcher.observer_kind is None)
+    wait_for(lambda: watcher.observer_kind is None, timeout=DEADLINE)
     inbox.mkdir()
-    wait_for(lambda: watcher.observer_kind is not None)
+    wait_for(lambda: watcher.observer_kind is not None, timeout=DEADLINE)
     job(inbox, "after")
     assert take_all(watcher, 1) == ["after.prompt.yaml"]
 
@@ -246,7 +246,7 @@ def test_stopped_observer_is_restarted(inbox: Path, polling: bool) -> None:
         for emitter in list(made[0].emitters):
             emitter.stop()
             emitter.join()
-        wait_for(lambda: len(made) == 2 and w.observer_kind is not None)
+        wait_for(lambda: len(made) == 2 and w.observer_kind is not None, timeout=DEADLINE)
         job(inbox, "after-restart")
         assert take_all(w, 1) == ["after-restart.prompt.yaml"]
 
@@ -276,7 +276,7 @@ def test_unreadable_inbox_is_not_listed_in_a_tight_loop(inbox: Path) -> None:
 
     job(inbox, "waiting")
     with InboxWatcher(inbox, settle_sec=SETTLE, listdir=failing_listdir) as w:
-        wait_for(lambda: len(calls) >= 3)
+        wait_for(lambda: len(calls) >= 3, timeout=DEADLINE)
         time.sleep(1.0)  # the span whose listings are counted, not a synchronisation
         assert w.queued() == 1
     assert len(calls) < 60  # about 20 a second at settle 0.2 s; a tight loop makes thousands
