@@ -1,19 +1,22 @@
-"""What the benchmarks share: result rows, statistics, the codex binary, daemon processes."""
+"""What the benchmarks share: result rows, statistics, the codex binary, daemon processes.
+
+Polling and the daemon process are the tests' own (tests/support), which need no pytest.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.daemon_proc import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("gpt-image-inbox")
@@ -111,61 +114,23 @@ def default_settle_sec() -> float:
     return float(WatchConfig().settle_sec)
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, step: float = 0.002) -> bool:
-    """Poll `condition` until it holds or `timeout` passes; returns whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
-class DaemonProcess:
-    """`gpt-image-inbox run --config PATH` in its own process, logs to a file."""
-
-    def __init__(self, config: Path, *, env: Mapping[str, str] | None = None) -> None:
-        self.config = config
-        self.env = dict(env if env is not None else os.environ)
-        self.log_path = config.with_suffix(".log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, outbox: Path, *, timeout: float = 60.0) -> DaemonProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(CONSOLE_SCRIPT), "run", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=self.env,
+def start_daemon(
+    config: Path, outbox: Path, *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> DaemonProcess:
+    """`gpt-image-inbox run --config PATH`, the console script a user starts, once its status
+    says idle (start-up done, nothing queued); logs to the config's name with `.log`."""
+    daemon = DaemonProcess(config, env=env, command=[str(CONSOLE_SCRIPT)]).start(ready=False)
+    try:
+        daemon.wait_for(
+            lambda: _state(outbox / "status.json") == "idle",
+            timeout=timeout,
+            what="daemon idle",
+            interval=0.02,
         )
-        log.close()
-        status = outbox / "status.json"
-        if not wait_for(lambda: _state(status) == "idle", timeout=timeout, step=0.02):
-            self.stop()
-            raise RuntimeError(f"daemon did not become idle; see {self.log_path}")
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> DaemonProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    except AssertionError:  # not idle in time, or exited: the message has the log's tail
+        daemon.kill_if_running()
+        raise
+    return daemon
 
 
 def _state(status: Path) -> str | None:

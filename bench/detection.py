@@ -20,7 +20,6 @@ from pathlib import Path
 
 from bench.common import (
     INSTANT_CODEX,
-    DaemonProcess,
     Options,
     Report,
     default_settle_sec,
@@ -28,7 +27,7 @@ from bench.common import (
     job_text,
     median,
     percentile,
-    wait_for,
+    start_daemon,
     write_config,
 )
 
@@ -92,7 +91,7 @@ def measure(root: Path, *, polling: bool, how: str, jobs: int) -> list[float]:
     env = {**os.environ, "INSTANT_CODEX_RECORD": str(record)}
     latencies = []
     rng = random.Random(5)
-    with DaemonProcess(config, env=env).start(root / "out") as proc:
+    with start_daemon(config, root / "out", env=env) as proc:
         for n in range(jobs):
             time.sleep(rng.uniform(0, 0.5))  # land at different phases of the daemon's ticks
             name, prompt = f"job-{n}", f"detection job {n}"
@@ -100,14 +99,18 @@ def measure(root: Path, *, polling: bool, how: str, jobs: int) -> list[float]:
                 arrived = drop_job(stage, root / "in", name, prompt)
             else:
                 arrived = _write_job(root / "in", name, prompt)
-            if not wait_for(lambda n=n: _count(record) > n, timeout=60, step=0.01):
-                raise RuntimeError(f"codex was not started for {name}; see {proc.log_path}")
+            proc.wait_for(
+                lambda n=n: _count(record) > n,
+                timeout=60,
+                what=f"codex started for {name}",
+                interval=0.01,
+            )
             started = json.loads(record.read_text().splitlines()[n])["t"]
             latencies.append(started - arrived)
             result = root / "out" / f"{name}.result.yaml"
-            wait_for(result.exists, timeout=60, step=0.01)
+            proc.wait_for(result.exists, timeout=60, what=f"{result.name}", interval=0.01)
             moved = root / "in" / "done" / f"{name}.prompt.yaml"
-            wait_for(moved.exists, timeout=60, step=0.01)
+            proc.wait_for(moved.exists, timeout=60, what=f"{name} in done/", interval=0.01)
     return latencies
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench.common import DaemonProcess, Options, Report, cpu_seconds, rss_mb, write_config
+from bench.common import Options, Report, cpu_seconds, rss_mb, start_daemon, write_config
 
 RSS_LIMIT_MB = 60.0
 CPU_LIMIT = 0.05  # CPU-seconds per minute
@@ -25,7 +25,7 @@ def run(opts: Options) -> Report:
         command=[sys.executable],
         home=root / "home",
     )
-    with DaemonProcess(config).start(root / "out") as proc:
+    with start_daemon(config, root / "out") as proc:
         time.sleep(WARM_UP_SEC)  # start-up work (imports, first scan) is not idling
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)

@@ -16,18 +16,18 @@ from typing import Any
 from bench.common import (
     CODEX_VERSION,
     CONSOLE_SCRIPT,
-    DaemonProcess,
     Options,
     Report,
     default_settle_sec,
     drop_job,
     job_text,
     median,
-    wait_for,
+    start_daemon,
     write_config,
 )
 from daemon.codex import run as codex
 from daemon.watching.settle import ARRIVAL_QUIET_SEC
+from tests.support.daemon_proc import DaemonProcess
 
 PROMPT = "A red fox in the snow, watercolour."
 OLD_SESSIONS = 20_000
@@ -88,7 +88,7 @@ def _variant(root: Path, binary: Path, port: int, rounds: int, *, old: int) -> d
     )
     version = codex.probe_version([str(binary)], env=env)
     bare, daemon, daemon_idle, once, listing = [], [], [], [], []
-    with DaemonProcess(d_cfg, env=env).start(root / "d-out") as proc:
+    with start_daemon(d_cfg, root / "d-out", env=env) as proc:
         # Warm-up: the first run pays for cold disk caches and codex's one-time session index.
         first_run = _bare(binary, version, env, timeout=FIRST_RUN_TIMEOUT)
         _daemon_job(proc, stage, root, "warmup")
@@ -140,11 +140,15 @@ def _daemon_job(proc: DaemonProcess, stage: Path, root: Path, name: str) -> tupl
     outbox = root / "d-out"
     result = outbox / f"{name}.result.yaml"
     renamed = drop_job(stage, root / "d-in", name, PROMPT)
-    if not wait_for(result.exists, timeout=JOB_TIMEOUT):
-        raise RuntimeError(f"no result for {name}; see {proc.log_path}")
+    proc.wait_for(result.exists, timeout=JOB_TIMEOUT, what=f"result of {name}", interval=0.002)
     seen = time.time() - renamed
     done = root / "d-in" / "done" / f"{name}.prompt.yaml"
-    wait_for(lambda: done.exists() and _idle(outbox), timeout=JOB_TIMEOUT)
+    proc.wait_for(
+        lambda: done.exists() and _idle(outbox),
+        timeout=JOB_TIMEOUT,
+        what=f"{name} done, daemon idle",
+        interval=0.002,
+    )
     return seen, time.time() - renamed
 
 

@@ -104,7 +104,7 @@ def fmt_value(value: float, unit: str) -> str:
     if unit == "x":
         return f"{value:.3f}"
     if unit in ("s", "ms", "MB", "CPU-s/min") and abs(value) < 10:
-        return f"{value:.3f}" if unit == "s" or unit == "CPU-s/min" else f"{value:.1f}"
+        return f"{value:.3f}" if unit in {"s", "CPU-s/min"} else f"{value:.1f}"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.1f}"
     return f"{value:,.0f}"

@@ -1,16 +1,21 @@
-"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, a CODEX_HOME bound to it."""
+"""Shared fixtures: the pinned real codex CLI, a mock OpenAI server, a CODEX_HOME bound to it,
+a daemon's world and the daemons a test starts; no test may leave a thread of its own running."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.codex_home import make_codex_home
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.mock_openai import MockOpenAI
+from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
+from tests.support.world import World
 
 CODEX_VERSION = "0.171.0"
 
@@ -73,3 +78,52 @@ def mock_openai() -> Iterator[MockOpenAI]:
 def codex_home(tmp_path: Path, mock_openai: MockOpenAI) -> Path:
     """A private CODEX_HOME with a test ChatGPT login, pointed at the mock's port."""
     return make_codex_home(tmp_path / "codex-home", port=mock_openai.port)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """An empty inbox folder, for tests of the watcher and of job files."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """Inbox, outbox, CODEX_HOME, config and fake codex of one daemon, in tmp_path/world; the
+    environment names the fake codex's script for `once` run in this process (World.once)."""
+    made = World(tmp_path / "world")
+    monkeypatch.setenv("FAKE_CODEX_SCRIPT", str(made.script_path))
+    return made
+
+
+@pytest.fixture
+def daemons(world: World) -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; any still running at the end are killed, the world's codex too."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill_if_running()
+    world.kill_codex_leftovers()
+
+
+@pytest.fixture
+def start(world: World, daemons: list[DaemonProcess]) -> Iterator[Callable[..., DaemonProcess]]:
+    """start(target=world, ready=True, **World.daemon's options) -> a started DaemonProcess,
+    cleaned up after the test with every codex of its world."""
+    others: list[World] = []  # worlds besides `world`: `daemons` does not know their codex
+
+    def starter(
+        target: World | None = None, *, ready: bool = True, **options: Any
+    ) -> DaemonProcess:
+        if target is not None and target not in others:
+            others.append(target)
+        daemon = (target or world).daemon(**options)
+        daemons.append(daemon)
+        return daemon.start(ready=ready)
+
+    yield starter
+    for daemon in daemons:  # first, so that none starts another codex
+        daemon.kill_if_running()
+    for other in others:
+        other.kill_codex_leftovers()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import textwrap
 import time
@@ -25,7 +24,7 @@ from daemon.errors import (
     NotLoggedIn,
     UsageLimit,
 )
-from tests.support.procs import wait_gone
+from tests.support.procs import kill_alive, pid_alive, wait_for
 
 V169 = codex.CodexVersion("codex-cli 0.169.0", (0, 169, 0))
 V117 = codex.CodexVersion("codex-cli 0.117.0", (0, 117, 0))
@@ -259,9 +258,10 @@ def test_network_wait_ends_the_run_early(tmp_path: Path) -> None:
 
 
 def _assert_gone(pid: int) -> None:
-    if not wait_gone(pid):
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"process {pid} survived the timeout")
+    try:
+        wait_for(lambda: not pid_alive(pid), timeout=10, what=f"process {pid} gone")
+    finally:
+        kill_alive([pid])
 
 
 # --- failure classification ------------------------------------------------------------

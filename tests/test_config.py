@@ -302,12 +302,20 @@ log_level: loud
             ("codex:\n  command: 'codex \"x'\n", "codex.command", "cannot be split"),
             ("codex:\n  extra_args: {a: 1}\n", "codex.extra_args", "list of non-empty strings"),
             ("codex: [1]\n", "codex", "must be a mapping"),
+            ("hooks:\n  on_done: []\n", "hooks.on_done", "is empty"),
+            ("hooks:\n  on_failed: ['']\n", "hooks.on_failed", "list of non-empty strings"),
+            ("hooks:\n  on_done: {a: 1}\n", "hooks.on_done", "list of non-empty strings"),
+            ("hooks:\n  notify: email\n", "hooks.notify", "not 'email'"),
+            ("hooks:\n  timeout_sec: -1\n", "hooks.timeout_sec", "more than 0"),
+            ("hooks: [a]\n", "hooks", "must be a mapping"),
+            ("on_done: [x]\n", "on_done", "did you mean `hooks.on_done`?"),
         ],
     )
     def test_wrong_values_name_key_problem_and_fix(
         self, tmp_path: Path, text: str, key: str, words: str
     ) -> None:
-        """Each wrong value is reported under its dotted key, saying what is wrong and the fix."""
+        """Each wrong value (hooks' too) is reported under its dotted key, saying what is wrong
+        and the fix."""
         [problem] = problems_of(write(tmp_path, text))
         assert problem.startswith(f"{key}: ")
         assert words in problem
@@ -408,27 +416,6 @@ class TestHooks:
         assert "no shell" in problems[1]
         assert "must be `desktop` or left empty, not true/false" in problems[3]
         assert all("Fix:" in p for p in problems)
-
-    @pytest.mark.parametrize(
-        ("text", "key", "words"),
-        [
-            ("hooks:\n  on_done: []\n", "hooks.on_done", "is empty"),
-            ("hooks:\n  on_failed: ['']\n", "hooks.on_failed", "list of non-empty strings"),
-            ("hooks:\n  on_done: {a: 1}\n", "hooks.on_done", "list of non-empty strings"),
-            ("hooks:\n  notify: email\n", "hooks.notify", "not 'email'"),
-            ("hooks:\n  timeout_sec: -1\n", "hooks.timeout_sec", "more than 0"),
-            ("hooks: [a]\n", "hooks", "must be a mapping"),
-            ("on_done: [x]\n", "on_done", "did you mean `hooks.on_done`?"),
-        ],
-    )
-    def test_wrong_hook_values_name_key_problem_and_fix(
-        self, tmp_path: Path, text: str, key: str, words: str
-    ) -> None:
-        """Each wrong hooks value is reported under its dotted key with the fix."""
-        [problem] = problems_of(write(tmp_path, text))
-        assert problem.startswith(f"{key}: ")
-        assert words in problem
-        assert "Fix:" in problem
 
     @pytest.mark.skipif(sys.platform == "darwin", reason="macOS notifies with osascript")
     def test_desktop_notify_finds_notify_send_on_path_or_says_it_is_missing(

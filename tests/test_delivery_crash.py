@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from daemon import files
-from tests.test_pipeline import World
+from tests.support.world import World
 
 
 class Crash(BaseException):
     """The process dies here."""
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
 
 
 @contextlib.contextmanager
@@ -62,8 +56,8 @@ def assert_delivered_once(world: World) -> None:
 def test_a_crash_before_any_write_of_the_delivery_is_finished_by_the_restart(
     world: World, write: int
 ) -> None:
-    world.script(scenario="two_images")
-    world.job("pair", "prompt: two of them\n")
+    world.set_script(scenario="two_images")
+    world.write_job("pair", "prompt: two of them\n")
     with crash_on_call("write_new", write):
         world.once()
     assert world.once() == 0
@@ -74,8 +68,8 @@ def test_a_crash_after_the_sidecar_before_the_move_to_done(
     world: World,
 ) -> None:
     """The claim is move 1, the move to done/ move 2."""
-    world.script(scenario="two_images")
-    world.job("pair", "prompt: two of them\n")
+    world.set_script(scenario="two_images")
+    world.write_job("pair", "prompt: two of them\n")
     with crash_on_call("move_group", 2):
         world.once()
     assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
@@ -88,8 +82,8 @@ def test_a_crash_during_the_recovery_of_a_crashed_delivery(
 ) -> None:
     """The first run dies after the first image, its recovery dies after the second one: the
     third start still ends with each image once."""
-    world.script(scenario="two_images")
-    world.job("pair", "prompt: two of them\n")
+    world.set_script(scenario="two_images")
+    world.write_job("pair", "prompt: two of them\n")
     with crash_on_call("write_new", 2):
         world.once()
     with crash_on_call("write_new", 2):  # the recovery writes image 2, then the sidecar
@@ -103,8 +97,8 @@ def test_a_file_of_someone_else_under_a_planned_name_is_left_alone(
 ) -> None:
     """A crash after the plan was saved; meanwhile another writer took `pair.2.png`. The restart
     neither adopts nor overwrites that file: it delivers under a new name."""
-    world.script(scenario="two_images")
-    world.job("pair", "prompt: two of them\n")
+    world.set_script(scenario="two_images")
+    world.write_job("pair", "prompt: two of them\n")
     with crash_on_call("write_new", 1):
         world.once()
     (world.outbox / "pair.2.png").write_bytes(b"another program's file")

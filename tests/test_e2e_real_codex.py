@@ -5,51 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.codex_home import codex_env
 from tests.support.mock_openai import MockOpenAI, make_png
+from tests.support.world import RealWorld
 
 pytestmark = pytest.mark.real_codex
-
-
-class RealWorld:
-    def __init__(self, root: Path, codex_bin: Path, home: Path, mock: MockOpenAI) -> None:
-        self.inbox, self.outbox = root / "inbox", root / "outbox"
-        self.inbox.mkdir()
-        self.mock = mock
-        self.config = root / "config.yaml"
-        self.env = codex_env(mock.port)
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "inbox": str(self.inbox),
-                    "outbox": str(self.outbox),
-                    "retry": {"attempts": 2, "backoff_sec": 0.1},
-                    "codex": {"command": [str(codex_bin)], "home": str(home), "timeout_sec": 120},
-                }
-            )
-        )
-
-    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", *args, "--config", str(self.config)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=cwd,
-        )
-
-    def sidecar(self, name: str) -> dict[str, Any]:
-        return yaml.safe_load((self.outbox / name).read_text())
 
 
 @pytest.fixture
@@ -137,9 +102,11 @@ def test_the_image_limit_keeps_the_queue_and_says_when(world: RealWorld) -> None
     assert (error["error"], error["code"], error["retrying"]) == ("image-limit", 5, True)
     resets_at = world.mock.image_limit_resets_at()
     retry_at = datetime.fromisoformat(error["retry_at"])
-    assert retry_at.utcoffset() is not None and retry_at.timestamp() == resets_at
+    assert retry_at.utcoffset() is not None
+    assert retry_at.timestamp() == resets_at
     assert "image limit" in error["message"]
-    assert first.exists() and not (world.inbox / "failed").exists()
+    assert first.exists()
+    assert not (world.inbox / "failed").exists()
     assert (second.stat().st_mtime_ns, second.stat().st_ino) == (before.st_mtime_ns, before.st_ino)
     assert not (world.outbox / "second.error.yaml").exists()
     assert len(world.mock.image_requests()) == 1  # the second job spent no try
@@ -161,7 +128,8 @@ def test_gen_at_the_image_limit_exits_5_naming_it_and_the_reset(
         "gpt-image-inbox: image-limit: The ChatGPT plan's image limit is reached; "
         f"it resets at {clock_text(resets)}."
     ), done.stderr
-    assert done.stdout == "" and not out.exists()
+    assert done.stdout == ""
+    assert not out.exists()
 
 
 def clock_text(moment: datetime) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.daemon_proc import REPO, DaemonProcess, DaemonWorld, pid_alive, wait_for
+from tests.support.daemon_proc import DaemonProcess
+from tests.support.procs import kill_alive, pid_alive, wait_for
+from tests.support.world import REPO, World
 
 NOT_ON_MACOS = pytest.mark.skipif(sys.platform == "darwin", reason="macOS notifies with osascript")
 BAD_JOB = "prompt: a fox\nnot_a_key: 1\n"  # refused as written: failed/ at once, no retry
@@ -63,10 +65,10 @@ def read_lines(path: Path) -> list[Any]:
 
 
 class Hooked:
-    """A DaemonWorld with the hook script written next to it and what the hook recorded."""
+    """A World with the hook script written next to it and what the hook recorded."""
 
     def __init__(self, root: Path) -> None:
-        self.world = DaemonWorld(root / "world")
+        self.world = World(root / "world")
         self.script = root / "hook.py"
         self.script.write_text(HOOK, encoding="utf-8")
         self.record = root / "hook-calls.jsonl"
@@ -82,15 +84,7 @@ class Hooked:
         return read_lines(Path(f"{self.record}.pids"))
 
     def once(self, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", "once", "--config", str(self.world.config_path)],
-            cwd=self.world.root,
-            env=env or self.world.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return self.world.cli("once", env=env)
 
 
 @pytest.fixture
@@ -98,16 +92,13 @@ def hooked(tmp_path: Path) -> Iterator[Hooked]:
     """The world; any hook process a test left behind is killed at the end."""
     world = Hooked(tmp_path)
     yield world
-    for entry in world.pids():
-        for pid in (entry["pid"], entry["child"]):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    kill_alive(pid for entry in world.pids() for pid in (entry["pid"], entry["child"]))
 
 
 @pytest.fixture
 def daemon(hooked: Hooked) -> Iterator[DaemonProcess]:
     """A daemon on the hooked world, not started yet; killed at the end if still running."""
-    process = DaemonProcess(hooked.world)
+    process = hooked.world.daemon()
     yield process
     process.kill_if_running()
 
@@ -298,15 +289,7 @@ def test_desktop_notification_without_notify_send_is_a_config_error(
     (tmp_path / "empty").mkdir()
     world.write_config(hooks={"notify": "desktop"})
     env = world.env(PATH=str(tmp_path / "empty"))
-    done = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(world.config_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = world.cli("run", env=env, cwd=REPO)
     assert done.returncode == 2
     assert "hooks.notify: desktop notifications need notify-send" in done.stderr
 
@@ -391,19 +374,7 @@ def test_a_job_finished_by_crash_recovery_runs_its_hook(hooked: Hooked) -> None:
     world.write_job("twice")
     assert hooked.once().returncode == 0
     [result] = world.results().values()
-    processing = world.inbox / "processing"
-    processing.mkdir(exist_ok=True)
-    os.replace(world.inbox / "done" / "twice.prompt.yaml", processing / "twice.prompt.yaml")
-    record = {
-        "job": "twice.prompt.yaml",
-        "refs": [],
-        "prompt": "a red fox\n",
-        "wanted": "twice",
-        "format": None,
-        "thread_id": result["thread_id"],
-        "started_at": result["started_at"],
-    }
-    (processing / ".twice.prompt.yaml.run.json").write_text(json.dumps(record))
+    world.crash_after_delivery("twice.prompt.yaml", result)
     world.write_config(hooks={"on_done": hooked.argv()})
     done = hooked.once()
     assert done.returncode == 0, done.stderr

@@ -22,15 +22,9 @@ from daemon.errors import ConfigError, RecoveryFailed
 from daemon.pipeline.recovery import recover_processing, remove_leftovers
 from daemon.pipeline.run_record import RunRecord, record_path
 from tests.support import rollout_shapes as shapes
-from tests.support.daemon_proc import wait_for
 from tests.support.mock_openai import MockOpenAI
-from tests.test_e2e_real_codex import RealWorld
-from tests.test_pipeline import World
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
+from tests.support.procs import wait_for
+from tests.support.world import RealWorld, World
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -51,7 +45,7 @@ def png_declaring(width: int, height: int) -> bytes:
 
 def once_process(world: World, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", "once", "--config", str(world.config)],
+        [sys.executable, "-m", "daemon", "once", "--config", str(world.config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
@@ -68,11 +62,13 @@ def test_a_decompression_bomb_from_codex_fails_that_job_and_the_next_one_runs(
     """An image in the session log declaring 50000 x 50000 pixels is refused undecoded, with an
     error sidecar; the job after it still becomes an image."""
     bomb = png_declaring(50_000, 50_000)
-    world.script(
-        image_b64=base64.b64encode(bomb).decode(), image_b64_calls=2
-    )  # both tries of the first job
-    world.job("a-bomb", "prompt: first\n")
-    world.job("b-next", "prompt: second\n")
+    world.write_config(retry={"attempts": 2})
+    world.set_script(
+        image_b64=base64.b64encode(bomb).decode(),
+        image_b64_calls=2,  # both tries of the first job
+    )
+    world.write_job("a-bomb", "prompt: first\n")
+    world.write_job("b-next", "prompt: second\n")
     os.utime(world.inbox / "b-next.prompt.yaml", (time.time() + 5, time.time() + 5))
     world.once()
     error = world.sidecar("a-bomb.error.yaml")
@@ -90,7 +86,7 @@ def test_a_job_name_of_236_bytes_is_done_with_every_name_within_255_bytes(world:
     a second job of the same name is still told apart."""
     stem = "é" * 118  # 236 bytes of UTF-8
     for _ in range(2):
-        world.job(stem, "prompt: a long name\n")
+        world.write_job(stem, "prompt: a long name\n")
         assert world.once() == 0
     names = world.files(world.outbox)
     assert len([n for n in names if n.endswith(".png")]) == 2
@@ -114,8 +110,8 @@ def test_fitted_names_stay_apart_and_keep_their_tails() -> None:
 def test_a_job_file_deleted_while_codex_runs_still_delivers_its_image(world: World) -> None:
     """codex has spent the quota: the image is delivered, the sibling reference still goes to
     done/, and `once` ends without a traceback."""
-    world.script(delay_sec=3.0)
-    world.job("gone", "prompt: deleted mid-run\n")
+    world.set_script(delay_sec=3.0)
+    world.write_job("gone", "prompt: deleted mid-run\n")
     (world.inbox / "gone.png").write_bytes(shapes.tiny_png(2))
     proc = once_process(world)
     claimed = world.inbox / "processing" / "gone.prompt.yaml"
@@ -131,8 +127,8 @@ def test_a_job_file_deleted_while_codex_runs_still_delivers_its_image(world: Wor
 
 def test_the_inbox_removed_while_codex_runs_is_not_a_disk_full(world: World) -> None:
     """The image is delivered and the inbox is not recreated behind the person's back."""
-    world.script(delay_sec=3.0)
-    world.job("orphan", "prompt: the inbox vanishes\n")
+    world.set_script(delay_sec=3.0)
+    world.write_job("orphan", "prompt: the inbox vanishes\n")
     proc = once_process(world)
     wait_for(lambda: world.calls(), what="codex started")
     subprocess.run(["rm", "-rf", str(world.inbox)], check=True)
@@ -146,9 +142,9 @@ def test_the_inbox_removed_while_codex_runs_is_not_a_disk_full(world: World) -> 
 def test_a_fifo_named_like_a_reference_is_refused_without_hanging(world: World) -> None:
     """A FIFO sibling is not opened: the job fails as a bad reference (code 4) and the
     command ends by itself; the next job runs."""
-    world.job("piped", "prompt: with a pipe\n")
+    world.write_job("piped", "prompt: with a pipe\n")
     os.mkfifo(world.inbox / "piped.png")
-    world.job("plain", "prompt: no pipe\n")
+    world.write_job("plain", "prompt: no pipe\n")
     proc = once_process(world)
     try:
         _, stderr = proc.communicate(timeout=60)
@@ -156,14 +152,15 @@ def test_a_fifo_named_like_a_reference_is_refused_without_hanging(world: World) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     error = world.sidecar("piped.error.yaml")
-    assert error["error"] == "reference" and error["code"] == 4
+    assert error["error"] == "reference"
+    assert error["code"] == 4
     assert "not a regular file" in error["message"]
     assert (world.outbox / "plain.png").exists()
     assert b"Traceback" not in stderr
 
 
 def test_a_fifo_named_like_a_job_is_refused_without_hanging(world: World) -> None:
-    world.job("a", "prompt: fine\n")
+    world.write_job("a", "prompt: fine\n")
     os.mkfifo(world.inbox / "b.prompt.yaml")
     proc = once_process(world)
     try:
@@ -186,10 +183,11 @@ def test_a_damaged_reference_is_a_bad_reference_not_a_missing_image(
     Image.new("RGB", (64, 64), "red").save(path, format="JPEG")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:4] + b"x" * 500)
-    world.job("cut", "prompt: the reference is broken\n")
+    world.write_job("cut", "prompt: the reference is broken\n")
     world.once()
     error = world.sidecar("cut.error.yaml")
-    assert error["code"] == 4 and error["error"] == "reference"
+    assert error["code"] == 4
+    assert error["error"] == "reference"
     assert world.calls() == []
 
 
@@ -203,18 +201,20 @@ def test_a_job_file_linking_out_of_the_inbox_is_never_read(world: World, tmp_pat
     secret.write_text("prompt: the contents of a private file\n")
     os.symlink(secret, world.inbox / "leak.prompt.yaml")
     world.write_config()
-    data = yaml.safe_load(world.config.read_text())
+    data = yaml.safe_load(world.config_path.read_text())
     data["gallery"] = True
-    world.config.write_text(yaml.safe_dump(data))
+    world.config_path.write_text(yaml.safe_dump(data))
     world.once()
     error = world.sidecar("leak.error.yaml")
-    assert error["error"] == "job" and "outside the inbox" in error["message"]
+    assert error["error"] == "job"
+    assert "outside the inbox" in error["message"]
     assert error["prompt"] is None
     assert world.calls() == []
     for path in world.outbox.iterdir():
         assert b"private file" not in path.read_bytes(), path
     moved = world.inbox / "failed" / "leak.prompt.yaml"
-    assert moved.is_symlink() and secret.stat().st_nlink == 1
+    assert moved.is_symlink()
+    assert secret.stat().st_nlink == 1
 
 
 def test_a_link_inside_the_inbox_is_a_job_like_any_other(world: World) -> None:
@@ -238,7 +238,8 @@ def test_an_outbox_inside_the_inbox_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, tmp_path / "in", tmp_path / "in" / "results"))
     assert caught.value.exit_code == 2
-    assert "outbox" in str(caught.value) and "inside the inbox" in str(caught.value)
+    assert "outbox" in str(caught.value)
+    assert "inside the inbox" in str(caught.value)
     assert "`inbox`" in str(caught.value)
 
 
@@ -273,7 +274,7 @@ def test_a_recovery_that_raises_twice_gives_the_job_up_with_a_sidecar(
     job = processing / "stuck.prompt.yaml"
     job.write_text("prompt: stuck\n")
     RunRecord(job, job="stuck.prompt.yaml", refs=[], prompt="stuck\n", wanted="stuck").save()
-    config = load_config(world.config)
+    config = load_config(world.config_path)
 
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug in recovery")
@@ -286,7 +287,8 @@ def test_a_recovery_that_raises_twice_gives_the_job_up_with_a_sidecar(
     assert [o.status.value for o in outcomes] == ["failed"]
     assert isinstance(outcomes[0].error, RecoveryFailed)
     error = world.sidecar("stuck.error.yaml")
-    assert error["error"] == "recovery" and error["retrying"] is False
+    assert error["error"] == "recovery"
+    assert error["retrying"] is False
     assert error["prompt"] == "stuck\n"
     assert world.files(world.inbox / "failed") == ["stuck.prompt.yaml"]
     assert world.files(processing) == []
@@ -315,10 +317,10 @@ def test_leftovers_of_killed_processes_are_removed_and_live_ones_kept(
         kept_for_codex = temp_root / f"gpt-image-inbox-{dead.pid}-ghi"
         kept_for_codex.mkdir()
         (kept_for_codex / ".codex-pgid").write_text(str(codex_left.pid))
-        world.outbox.mkdir()
+        world.outbox.mkdir(exist_ok=True)
         (world.outbox / f".fox.png.{dead.pid}-0123abcd.tmp").write_bytes(b"half")
         (world.outbox / f".cat.png.{alive.pid}-0123abcd.tmp").write_bytes(b"being written")
-        remove_leftovers(load_config(world.config))
+        remove_leftovers(load_config(world.config_path))
         assert sorted(p.name for p in temp_root.iterdir()) == sorted(
             [f"gpt-image-inbox-{alive.pid}-def", kept_for_codex.name]
         )
@@ -341,7 +343,8 @@ def test_a_decompression_bomb_through_the_real_codex_ends_with_a_sidecar(
     assert done.returncode == 7, done.stderr
     assert "Traceback" not in done.stderr
     error = world.sidecar("bomb.error.yaml")
-    assert error["error"] == "no-image" and "2500000000 pixels" in error["message"]
+    assert error["error"] == "no-image"
+    assert "2500000000 pixels" in error["message"]
     assert error["retrying"] is False
     assert (world.inbox / "failed" / "bomb.prompt.yaml").exists()
     assert len(mock_openai.image_requests()) == 2  # both tries reached the image tool

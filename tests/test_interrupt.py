@@ -26,9 +26,11 @@ from typing import Any
 
 import pytest
 
+from tests.support import world as shared
 from tests.support.codex_home import codex_env
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld, pid_alive, wait_for
+from tests.support.daemon_proc import DaemonProcess
 from tests.support.mock_openai import MockOpenAI
+from tests.support.procs import pid_alive, wait_for
 from tests.support.rollout_shapes import tiny_png
 
 # Long enough that "gone before the grace ran out" cannot be luck on a busy machine.
@@ -98,8 +100,8 @@ class Command:
         return lines[-1]
 
 
-class World(DaemonWorld):
-    """A DaemonWorld whose commands get a TMPDIR of their own, to see temp folders left."""
+class World(shared.World):
+    """A shared World whose commands get a TMPDIR of their own, to see temp folders left."""
 
     @property
     def tmp(self) -> Path:
@@ -134,7 +136,7 @@ class World(DaemonWorld):
         return Command(proc, stderr_path, time.monotonic())
 
     def daemon(self) -> DaemonProcess:
-        return DaemonProcess(self, env={**self.env(), "TMPDIR": str(self.tmp)})
+        return super().daemon(env={**self.env(), "TMPDIR": str(self.tmp)})
 
     def codex_started(self, count: int = 1) -> dict[str, Any]:
         """The `count`-th codex call, once it runs and its run folder exists."""
@@ -156,7 +158,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def assert_codex_gone(call: dict[str, Any]) -> None:
     """codex, its child and anything else of its process group have ended."""
-    wait_for(lambda: not group_members(call["pid"]), deadline=10, what="codex's process group gone")
+    wait_for(lambda: not group_members(call["pid"]), timeout=10, what="codex's process group gone")
     assert not pid_alive(call["pid"])
     assert not pid_alive(call["child_pid"])
 
@@ -441,7 +443,7 @@ def test_real_codex_launcher_and_native_binary_die_on_ctrl_c(
     )
     env = codex_env(mock_openai.port, codex_home=codex_home, base=world.env())
     gen = world.command("gen", "--prompt", "a fox", "--out", str(world.root / "o.png"), env=env)
-    wait_for(lambda: mock_openai.requests_to("/v1/responses"), deadline=120, what="codex asks")
+    wait_for(lambda: mock_openai.requests_to("/v1/responses"), timeout=120, what="codex asks")
     (launcher,) = children_of(gen.proc.pid)
     members = group_members(launcher)
     assert len(members) >= 2, members  # node and the native binary, in codex's own group
@@ -449,7 +451,7 @@ def test_real_codex_launcher_and_native_binary_die_on_ctrl_c(
     try:
         gen.interrupt(signal.SIGINT, to_group=True)
         assert gen.wait() == 130
-        wait_for(lambda: not group_members(launcher), deadline=10, what="real codex gone")
+        wait_for(lambda: not group_members(launcher), timeout=10, what="real codex gone")
         assert "stopped: codex was stopped, no image was written" in gen.stopped_line()
     finally:
         for pid in group_members(launcher):

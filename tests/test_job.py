@@ -16,13 +16,6 @@ from daemon.job.parse import MAX_JOB_BYTES, Job, PromptSource, parse_job
 from daemon.job.schema import load_job_schema
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
 def job_file(inbox: Path, text: str | bytes, name: str = "cat") -> Path:
     path = inbox / f"{name}{JOB_SUFFIX}"
     if isinstance(text, str):

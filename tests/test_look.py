@@ -18,12 +18,8 @@ from daemon.images import ImageFormat, convert, has_alpha, sniff_format
 from daemon.job.look import RATIO_PATTERN, TRANSPARENT_INSTRUCTION, BadAspect, parse_aspect
 from daemon.job.parse import parse_job
 from daemon.job.schema import load_job_schema
-from tests.test_pipeline import World
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
+from tests.support.pixels import lowest_alpha
+from tests.support.world import World
 
 
 def png(image: Image.Image) -> bytes:
@@ -37,14 +33,6 @@ def transparent_png() -> bytes:
     image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     image.putpixel((3, 3), (10, 20, 200, 255))
     return png(image)
-
-
-def lowest_alpha(data: bytes) -> int:
-    with Image.open(io.BytesIO(data)) as image:
-        if "A" not in image.getbands():
-            return 255
-        low, _ = image.getchannel("A").getextrema()
-        return int(low)
 
 
 def before_marker(stdin: str) -> list[str]:
@@ -139,7 +127,7 @@ def test_other_aspects_are_refused(text: str) -> None:
 
 def test_a_plain_job_has_no_option_lines(world: World) -> None:
     """Without the keys, codex gets exactly the instruction it always got."""
-    world.job("plain", "prompt: a fox\n")
+    world.write_job("plain", "prompt: a fox\n")
     assert world.once() == 0
     assert world.calls()[0]["stdin"] == wrap_prompt("a fox", has_refs=False)
 
@@ -149,7 +137,7 @@ def test_transparent_and_aspect_are_lines_of_their_own_before_the_request(world:
     markers is byte for byte the one written."""
     prompt = '  A fox "sticker"\n  on two lines \n'
     job = {"prompt": prompt, "transparent": True, "aspect": "9:16", "format": "png"}
-    world.job("fox", yaml.safe_dump(job, allow_unicode=True))
+    world.write_job("fox", yaml.safe_dump(job, allow_unicode=True))
     assert world.once() == 0
     stdin = world.calls()[0]["stdin"]
     assert f"<<<REQUEST\n{prompt}\nREQUEST>>>\n" in stdin
@@ -177,8 +165,8 @@ def test_wrap_prompt_puts_each_option_on_its_line_in_order() -> None:
 def test_alpha_survives_the_format_conversion(world: World, fmt: str, ext: str) -> None:
     """A transparent image converted by `format: webp` (or png) keeps its transparent pixels;
     the sidecar says `has_alpha: true`, `transparent: true` and the asked aspect."""
-    world.script(image_b64=base64.b64encode(transparent_png()).decode())
-    world.job("cut", f"prompt: a cut-out\ntransparent: true\naspect: square\nformat: {fmt}\n")
+    world.set_script(image_b64=base64.b64encode(transparent_png()).decode())
+    world.write_job("cut", f"prompt: a cut-out\ntransparent: true\naspect: square\nformat: {fmt}\n")
     assert world.once() == 0
     data = (world.outbox / f"cut.{ext}").read_bytes()
     assert sniff_format(data[:16]) is ImageFormat(fmt)
@@ -196,8 +184,8 @@ def test_alpha_survives_the_format_conversion(world: World, fmt: str, ext: str) 
 
 def test_an_opaque_image_has_no_alpha_in_the_sidecar(world: World) -> None:
     """An RGBA image whose every pixel is opaque says `has_alpha: false`, like an RGB one."""
-    world.script(image_b64=base64.b64encode(png(Image.new("RGBA", (4, 4), "red"))).decode())
-    world.job("solid", "prompt: a red square\naspect: 4:3\n")
+    world.set_script(image_b64=base64.b64encode(png(Image.new("RGBA", (4, 4), "red"))).decode())
+    world.write_job("solid", "prompt: a red square\naspect: 4:3\n")
     assert world.once() == 0
     result = world.sidecar("solid.result.yaml")
     assert result["images"][0]["has_alpha"] is False
@@ -207,7 +195,7 @@ def test_an_opaque_image_has_no_alpha_in_the_sidecar(world: World) -> None:
 def test_a_transparent_jpeg_job_fails_before_codex_runs(world: World) -> None:
     """`transparent: true` with `format: jpeg`: exit 2, an error sidecar naming both keys and
     the fix, the job in failed/, and codex never started."""
-    world.job("flat", "prompt: a fox\ntransparent: true\nformat: jpeg\n")
+    world.write_job("flat", "prompt: a fox\ntransparent: true\nformat: jpeg\n")
     assert world.once() == 2
     error = world.sidecar("flat.error.yaml")
     assert "`transparent: true` cannot be kept with `format: jpeg`" in error["message"]
@@ -241,16 +229,12 @@ def test_has_alpha_is_false_for_jpeg_and_rgb() -> None:
 # --- gen and submit ------------------------------------------------------------------------------
 
 
-def gen(world: World, *args: str) -> int:
-    return main(["gen", "--config", str(world.config), *args])
-
-
 def test_gen_transparent_to_a_jpg_is_bad_arguments(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`gen --transparent --out x.jpg` exits 2 naming the flag and the file; codex never runs."""
     out = tmp_path / "x.jpg"
-    assert gen(world, "--prompt", "a fox", "--transparent", "--out", str(out)) == 2
+    assert world.main("gen", "--prompt", "a fox", "--transparent", "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"gpt-image-inbox: arguments: --transparent cannot be kept in {out}")
     assert "hint: Give --out a .png or .webp name" in err
@@ -262,7 +246,7 @@ def test_gen_passes_its_flags_as_instruction_lines(world: World, tmp_path: Path)
     """`gen --transparent --aspect 16:9` sends both lines; the prompt stays as given."""
     out = tmp_path / "x.webp"
     args = ["--prompt", "a fox", "--transparent", "--aspect", "16:9", "--out", str(out)]
-    assert gen(world, *args) == 0
+    assert world.main("gen", *args) == 0
     stdin = world.calls()[0]["stdin"]
     lines = before_marker(stdin)
     assert lines[-2] == TRANSPARENT_INSTRUCTION
@@ -276,7 +260,7 @@ def test_gen_refuses_a_bad_aspect_as_bad_arguments(
 ) -> None:
     """A bad `--aspect` is a usage error (exit 2) naming the flag; codex never runs."""
     with pytest.raises(SystemExit) as info:
-        gen(world, "--prompt", "x", "--aspect", aspect)
+        world.main("gen", "--prompt", "x", "--aspect", aspect)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --aspect: {aspect!r} is not" in err or "1:4 to 4:1" in err, err
@@ -287,7 +271,7 @@ def test_submit_writes_the_keys_into_the_job(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`submit --transparent --aspect 16:9` writes a job with both keys that parses as such."""
-    args = ["submit", "--config", str(world.config), "--prompt", "a fox", "--name", "fox"]
+    args = ["submit", "--config", str(world.config_path), "--prompt", "a fox", "--name", "fox"]
     assert main([*args, "--transparent", "--aspect", "16:9"]) == 0
     job_path = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job_path.read_text()) == {
@@ -303,7 +287,7 @@ def test_submit_without_the_flags_writes_only_the_prompt(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without the flags the job file is `prompt:` alone, as before."""
-    assert main(["submit", "--config", str(world.config), "--prompt", "a fox"]) == 0
+    assert main(["submit", "--config", str(world.config_path), "--prompt", "a fox"]) == 0
     job_path = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job_path.read_text()) == {"prompt": "a fox"}
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from daemon.images import sniff_format
 from daemon.job.look import TRANSPARENT_INSTRUCTION
 from tests.support.mock_openai import MockOpenAI, request_between_markers
-from tests.test_e2e_real_codex import RealWorld
+from tests.support.pixels import lowest_alpha
+from tests.support.world import RealWorld
 
 pytestmark = pytest.mark.real_codex
 
@@ -22,15 +21,6 @@ LANDSCAPE_LINE = "Aspect ratio 3:2, landscape (wider than tall)."
 @pytest.fixture
 def world(tmp_path: Path, codex_bin: Path, codex_home: Path, mock_openai: MockOpenAI) -> RealWorld:
     return RealWorld(tmp_path, codex_bin, codex_home, mock_openai)
-
-
-def lowest_alpha(data: bytes) -> int:
-    """The lowest alpha value of the image's pixels (255 when it has no alpha channel)."""
-    with Image.open(io.BytesIO(data)) as image:
-        if "A" not in image.getbands():
-            return 255
-        low, _ = image.getchannel("A").getextrema()
-        return int(low)
 
 
 def sent_text(world: RealWorld) -> str:
@@ -54,7 +44,8 @@ def test_a_transparent_job_asks_for_a_transparent_background_and_keeps_alpha_in_
     text = sent_text(world)
     assert f"{TRANSPARENT_INSTRUCTION}\n<<<REQUEST\n{prompt}\nREQUEST>>>" in text
     data = (world.outbox / "fox.webp").read_bytes()
-    assert sniff_format(data[:16]) is not None and sniff_format(data[:16]).value == "webp"
+    assert sniff_format(data[:16]) is not None
+    assert sniff_format(data[:16]).value == "webp"
     assert lowest_alpha(data) == 0
     result = world.sidecar("fox.result.yaml")
     assert result["transparent"] is True
@@ -88,7 +79,8 @@ def test_an_aspect_job_carries_the_instruction_and_the_prompt_unchanged(
     assert done.returncode == 0, done.stderr
     text = sent_text(world)
     head, marker, _ = text.partition("<<<REQUEST\n")
-    assert marker and "landscape (wider than tall), 3:2 (width:height)" in head
+    assert marker
+    assert "landscape (wider than tall), 3:2 (width:height)" in head
     assert request_between_markers(text) == prompt
     # The model added the asked line of its own after the request; the request is untouched.
     assert [body["prompt"] for body in world.mock.image_bodies()] == [f"{prompt}\n{LANDSCAPE_LINE}"]
@@ -107,7 +99,8 @@ def test_gen_transparent_writes_a_webp_with_alpha(world: RealWorld, tmp_path: Pa
     assert done.stdout == f"{out}\n"
     assert [body.get("background") for body in world.mock.image_bodies()] == ["transparent"]
     data = out.read_bytes()
-    assert sniff_format(data[:16]) is not None and sniff_format(data[:16]).value == "webp"
+    assert sniff_format(data[:16]) is not None
+    assert sniff_format(data[:16]).value == "webp"
     assert lowest_alpha(data) == 0
 
 

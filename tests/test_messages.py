@@ -13,12 +13,7 @@ import pytest
 
 from daemon.errors import InboxError
 from tests.support import rollout_shapes as shapes
-from tests.test_pipeline import World, gen
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
+from tests.support.world import World
 
 
 def log_events(text: str) -> list[dict[str, object]]:
@@ -51,8 +46,8 @@ def test_no_hint_promises_what_happens_next() -> None:
 def test_gen_without_an_image_says_nothing_of_another_try(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.script(scenario="text_only")
-    assert gen(world, "--prompt", "x", "--out", str(tmp_path / "o.png")) == 7
+    world.set_script(scenario="text_only")
+    assert world.main("gen", "--prompt", "x", "--out", str(tmp_path / "o.png")) == 7
     err = capsys.readouterr().err
     assert err.startswith("gpt-image-inbox: no-image: ")
     assert "again" not in err
@@ -61,8 +56,8 @@ def test_gen_without_an_image_says_nothing_of_another_try(
 def test_a_final_failure_says_it_is_final_and_a_retry_says_when(world: World) -> None:
     """The last try's sidecar says the job is in failed/; the sidecar written while tries remain
     says it is tried again."""
-    world.script(scenario="text_only")
-    world.job("wordy", "prompt: a fox\n")
+    world.set_script(scenario="text_only")
+    world.write_job("wordy", "prompt: a fox\n")
     world.once()
     error = world.sidecar("wordy.error.yaml")
     assert error["retrying"] is False
@@ -72,8 +67,8 @@ def test_a_final_failure_says_it_is_final_and_a_retry_says_when(world: World) ->
 
 
 def test_a_waiting_job_says_the_queue_resumes(world: World) -> None:
-    world.script(scenario="usage_limit")
-    world.job("limited", "prompt: a fox\n")
+    world.set_script(scenario="usage_limit")
+    world.write_job("limited", "prompt: a fox\n")
     world.once()
     error = world.sidecar("limited.error.yaml")
     assert error["retrying"] is True

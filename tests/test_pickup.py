@@ -21,9 +21,8 @@ import yaml
 from daemon.commands.submit import submit_job
 from daemon.config import default_config
 from daemon.watching.watcher import InboxWatcher
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld
 from tests.support.rollout_shapes import tiny_png
-from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
+from tests.support.world import World
 
 LONG_SETTLE = 30.0
 AT_ONCE = 15.0  # a generous deadline, still well short of the settle time
@@ -32,13 +31,6 @@ DEADLINE = 60.0
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="arrival facts come from inotify"
 )
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
@@ -210,16 +202,16 @@ def test_polling_observer_keeps_the_settle_time(inbox: Path, tmp_path: Path) -> 
 @linux_only
 def test_daemon_runs_a_job_renamed_in_without_waiting_for_the_settle_time(tmp_path: Path) -> None:
     """`gpt-image-inbox run` with settle_sec 30 starts codex for a job renamed in within 15 s."""
-    world = DaemonWorld(tmp_path / "world")
+    world = World(tmp_path / "world")
     world.write_config(watch={"settle_sec": LONG_SETTLE})
-    daemon = DaemonProcess(world).start()
+    daemon = world.daemon().start()
     try:
         staged = world.root / "quick.prompt.yaml"
         staged.write_text("prompt: a quick fox\n", encoding="utf-8")
         os.rename(staged, world.inbox / staged.name)
-        daemon.wait_for(lambda: world.calls(), deadline=AT_ONCE, what="codex started")
+        daemon.wait_for(lambda: world.calls(), timeout=AT_ONCE, what="codex started")
         daemon.wait_for(
-            lambda: world.results_for("quick.prompt.yaml"), deadline=DEADLINE, what="result"
+            lambda: world.results_for("quick.prompt.yaml"), timeout=DEADLINE, what="result"
         )
         assert daemon.stop() == 0
     finally:

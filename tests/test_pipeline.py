@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,72 +13,15 @@ import yaml
 from daemon.cli import main
 from daemon.images import sniff_format
 from tests.support import rollout_shapes as shapes
-from tests.support.procs import wait_gone
-
-FAKE = Path(__file__).parent / "support" / "fake_codex.py"
-
-
-class World:
-    """An inbox, an outbox, a CODEX_HOME and a scripted fake codex, all in tmp_path."""
-
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.root = root
-        self.inbox = root / "inbox"
-        self.outbox = root / "outbox"
-        self.home = root / "codex-home"
-        self.record = root / "calls.jsonl"
-        self.script_path = root / "script.json"
-        self.config = root / "config.yaml"
-        for folder in (self.inbox, self.home):
-            folder.mkdir()
-        monkeypatch.setenv("FAKE_CODEX_SCRIPT", str(self.script_path))
-        self.script()
-        self.write_config()
-
-    def write_config(self, **codex: Any) -> None:
-        data = {
-            "inbox": str(self.inbox),
-            "outbox": str(self.outbox),
-            "gallery": False,
-            "retry": {"attempts": 2, "backoff_sec": 0.01},
-            "codex": {"command": [sys.executable, str(FAKE)], "home": str(self.home), **codex},
-        }
-        self.config.write_text(yaml.safe_dump(data))
-
-    def script(self, **conf: Any) -> None:
-        self.script_path.write_text(json.dumps({"record": str(self.record), **conf}))
-
-    def job(self, name: str, text: str) -> Path:
-        path = self.inbox / f"{name}.prompt.yaml"
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    def once(self) -> int:
-        return main(["once", "--config", str(self.config)])
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        return [json.loads(line) for line in self.record.read_text().splitlines()]
-
-    def sidecar(self, name: str) -> dict[str, Any]:
-        return yaml.safe_load((self.outbox / name).read_text())
-
-    def files(self, folder: Path) -> list[str]:
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
-
+from tests.support.procs import pid_alive, wait_for
+from tests.support.world import World
 
 # --- success ---------------------------------------------------------------------------
 
 
 def test_a_job_becomes_an_image_and_a_result_sidecar(world: World) -> None:
     """The image, its sidecar with every field, and the job file moved to done/."""
-    world.job("fox", "prompt: a red fox\n")
+    world.write_job("fox", "prompt: a red fox\n")
     assert world.once() == 0
     assert world.files(world.outbox) == ["fox.png", "fox.result.yaml"]
     result = world.sidecar("fox.result.yaml")
@@ -103,7 +45,7 @@ def test_a_job_becomes_an_image_and_a_result_sidecar(world: World) -> None:
 def test_the_prompt_reaches_codex_byte_for_byte(world: World) -> None:
     """Whitespace, quotes, emoji and markup in the prompt arrive unchanged on codex's stdin."""
     prompt = '  "Quoted" <b>bold</b> 🐱\n  second line\ttab  \n'
-    world.job("exact", yaml.safe_dump({"prompt": prompt}, allow_unicode=True))
+    world.write_job("exact", yaml.safe_dump({"prompt": prompt}, allow_unicode=True))
     assert world.once() == 0
     stdin = world.calls()[0]["stdin"]
     assert f"<<<REQUEST\n{prompt}\nREQUEST>>>" in stdin
@@ -112,7 +54,7 @@ def test_the_prompt_reaches_codex_byte_for_byte(world: World) -> None:
 
 def test_a_bare_string_file_is_the_prompt(world: World) -> None:
     """A job file whose whole content is a YAML string is the prompt."""
-    world.job("bare", "a lighthouse at dusk\n")
+    world.write_job("bare", "a lighthouse at dusk\n")
     assert world.once() == 0
     assert "a lighthouse at dusk" in world.calls()[0]["stdin"]
 
@@ -121,8 +63,8 @@ def test_prose_with_a_colon_is_the_prompt_and_the_sidecar_says_so(world: World) 
     """`Style: watercolor, …` is no job mapping: its whole text is sent, byte for byte, and the
     result sidecar says `prompt_source: whole-file`; other jobs name their own source."""
     prose = "Style: watercolor, a fox in the snow\nwhile you were away: a moonlit pond"
-    world.job("fox", f"{prose}\n")
-    world.job("plain", "prompt: a cat\n")
+    world.write_job("fox", f"{prose}\n")
+    world.write_job("plain", "prompt: a cat\n")
     assert world.once() == 0
     stdins = [call["stdin"] for call in world.calls()]
     assert any(f"<<<REQUEST\n{prose}\nREQUEST>>>" in stdin for stdin in stdins)
@@ -134,7 +76,7 @@ def test_prose_with_a_colon_is_the_prompt_and_the_sidecar_says_so(world: World) 
 
 def test_codex_gets_the_fixed_flags_and_an_empty_working_folder(world: World) -> None:
     """argv, never a shell: the skill's flags, -C a fresh folder, prompt only on stdin."""
-    world.job("flags", "prompt: x\nmodel: gpt-5.5\n")
+    world.write_job("flags", "prompt: x\nmodel: gpt-5.5\n")
     assert world.once() == 0
     call = world.calls()[0]
     argv = call["argv"]
@@ -149,7 +91,7 @@ def test_codex_gets_the_fixed_flags_and_an_empty_working_folder(world: World) ->
 
 def test_sibling_references_travel_with_the_job(world: World) -> None:
     """`<name>.png` and `<name>.<x>.jpg` are the references, passed with -i as ASCII copies."""
-    world.job("pet", "prompt: repaint in watercolor\n")
+    world.write_job("pet", "prompt: repaint in watercolor\n")
     (world.inbox / "pet.png").write_bytes(shapes.tiny_png(1))
     (world.inbox / "pet.side view.png").write_bytes(shapes.tiny_png(2))
     (world.inbox / "petunia.png").write_bytes(shapes.tiny_png(3))  # another job's name
@@ -165,8 +107,8 @@ def test_explicit_refs_replace_siblings_and_empty_refs_means_none(world: World) 
     """`refs: [...]` names the references; `refs: []` ignores sibling images."""
     (world.inbox / "styles").mkdir()
     (world.inbox / "styles" / "ink.png").write_bytes(shapes.tiny_png(4))
-    world.job("a", "prompt: x\nrefs: [styles/ink.png]\n")
-    world.job("b", "prompt: y\nrefs: []\n")
+    world.write_job("a", "prompt: x\nrefs: [styles/ink.png]\n")
+    world.write_job("b", "prompt: y\nrefs: []\n")
     (world.inbox / "b.png").write_bytes(shapes.tiny_png(5))
     assert world.once() == 0
     calls = {Path(c["argv"][c["argv"].index("-C") + 1]).name: c for c in world.calls()}
@@ -177,7 +119,7 @@ def test_explicit_refs_replace_siblings_and_empty_refs_means_none(world: World) 
 
 def test_format_converts_the_result(world: World) -> None:
     """`format: jpeg` turns the PNG into a JPEG named .jpg, and the sidecar says so."""
-    world.job("conv", "prompt: x\nformat: jpeg\n")
+    world.write_job("conv", "prompt: x\nformat: jpeg\n")
     assert world.once() == 0
     data = (world.outbox / "conv.jpg").read_bytes()
     assert sniff_format(data[:16]).value == "jpeg"
@@ -193,16 +135,16 @@ def test_a_jpeg_named_png_by_codex_is_named_after_its_real_format(world: World) 
 
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "blue").save(buffer, format="JPEG")
-    world.script(image_b64=base64.b64encode(buffer.getvalue()).decode())
-    world.job("real", "prompt: x\n")
+    world.set_script(image_b64=base64.b64encode(buffer.getvalue()).decode())
+    world.write_job("real", "prompt: x\n")
     assert world.once() == 0
     assert world.files(world.outbox) == ["real.jpg", "real.result.yaml"]
 
 
 def test_every_image_of_a_run_is_kept(world: World) -> None:
     """Two image calls in one run give two images, both listed in the sidecar."""
-    world.script(scenario="two_images")
-    world.job("pair", "prompt: two variants\n")
+    world.set_script(scenario="two_images")
+    world.write_job("pair", "prompt: two variants\n")
     assert world.once() == 0
     assert world.files(world.outbox) == ["pair.2.png", "pair.png", "pair.result.yaml"]
     assert len(world.sidecar("pair.result.yaml")["images"]) == 2
@@ -210,8 +152,8 @@ def test_every_image_of_a_run_is_kept(world: World) -> None:
 
 def test_images_only_on_disk_are_found_in_generated_images(world: World) -> None:
     """When the log holds no image, `$CODEX_HOME/generated_images/<thread>/` is the fallback."""
-    world.script(scenario="generated_dir_only")
-    world.job("disk", "prompt: x\n")
+    world.set_script(scenario="generated_dir_only")
+    world.write_job("disk", "prompt: x\n")
     assert world.once() == 0
     assert "disk.png" in world.files(world.outbox)
 
@@ -219,17 +161,17 @@ def test_images_only_on_disk_are_found_in_generated_images(world: World) -> None
 @pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
 def test_every_supported_log_shape_gives_the_image(world: World, version: str) -> None:
     """The session-log shapes of 0.111 to 0.169 all yield exactly one image."""
-    world.script(version=version)
-    world.job("v", "prompt: x\n")
+    world.set_script(version=version)
+    world.write_job("v", "prompt: x\n")
     assert world.once() == 0
     assert len(world.sidecar("v.result.yaml")["images"]) == 1
 
 
 def test_names_are_never_overwritten(world: World) -> None:
     """Two jobs asking for the same `out` get `cat` and `cat-2`; done/ keeps both job files."""
-    world.job("one", "prompt: x\nout: cat\n")
+    world.write_job("one", "prompt: x\nout: cat\n")
     assert world.once() == 0
-    world.job("one", "prompt: y\nout: cat\n")
+    world.write_job("one", "prompt: y\nout: cat\n")
     assert world.once() == 0
     assert world.files(world.outbox) == [
         "cat-2.png",
@@ -242,11 +184,11 @@ def test_names_are_never_overwritten(world: World) -> None:
 
 def test_a_later_success_removes_the_stale_error_sidecar(world: World) -> None:
     """A job that paused on a usage limit and then succeeds leaves only its result."""
-    world.script(scenario="usage_limit")
-    world.job("later", "prompt: x\n")
+    world.set_script(scenario="usage_limit")
+    world.write_job("later", "prompt: x\n")
     assert world.once() == 5
     assert world.files(world.outbox) == ["later.error.yaml"]
-    world.script()
+    world.set_script()
     assert world.once() == 0
     assert world.files(world.outbox) == ["later.png", "later.result.yaml"]
 
@@ -276,8 +218,8 @@ def test_failures_of_the_job_end_in_failed_with_a_sidecar(
     world: World, scenario: str, code: int, layer: str
 ) -> None:
     """Refusals, text-only answers and codex errors leave an error sidecar, the job in failed/."""
-    world.script(scenario=scenario)
-    world.job("bad", "prompt: x\n")
+    world.set_script(scenario=scenario)
+    world.write_job("bad", "prompt: x\n")
     assert world.once() == code
     error = _error(world, "bad")
     assert (error["code"], error["error"], error["retrying"]) == (code, layer, False)
@@ -287,38 +229,38 @@ def test_failures_of_the_job_end_in_failed_with_a_sidecar(
 
 def test_an_image_logged_before_codex_crashed_is_kept(world: World) -> None:
     """codex panicking after the image reached its log (truncated last line) still delivers it."""
-    world.script(scenario="crash")
-    world.job("crashy", "prompt: x\n")
+    world.set_script(scenario="crash")
+    world.write_job("crashy", "prompt: x\n")
     assert world.once() == 0
     assert "crashy.png" in world.files(world.outbox)
 
 
 def test_a_refusal_carries_codexs_reason(world: World) -> None:
     """The moderation reason from the tool output lands in `detail`."""
-    world.script(scenario="refuse")
-    world.job("mod", "prompt: x\n")
+    world.set_script(scenario="refuse")
+    world.write_job("mod", "prompt: x\n")
     world.once()
     assert "moderation_blocked" in _error(world, "mod")["detail"]
 
 
 def test_transient_failures_are_retried_before_giving_up(world: World) -> None:
     """A text-only answer is tried retry.attempts times (2 here) before the job fails."""
-    world.script(scenario="text_only")
-    world.job("again", "prompt: x\n")
+    world.write_config(retry={"attempts": 2})
+    world.set_script(scenario="text_only")
+    world.write_job("again", "prompt: x\n")
     world.once()
     assert len(world.calls()) == 2
 
 
 def test_a_hang_is_ended_by_the_job_timeout(world: World) -> None:
     """`timeout_sec` stops a hanging codex: code 5, layer timeout, no process left."""
-    world.script(scenario="hang")
-    world.job("slow", "prompt: x\ntimeout_sec: 1\n")
+    world.set_script(scenario="hang")
+    world.write_job("slow", "prompt: x\ntimeout_sec: 1\n")
     assert world.once() == 5
     assert _error(world, "slow")["error"] == "timeout"
     for call in world.calls():
         for pid in (call["pid"], call.get("child_pid")):
-            if pid:
-                assert wait_gone(pid), f"codex process {pid} still running"
+            wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"codex {pid} gone")
 
 
 @pytest.mark.parametrize(
@@ -332,9 +274,9 @@ def test_environment_failures_keep_the_job_in_the_inbox(
     world: World, scenario: str, layer: str
 ) -> None:
     """A usage limit or a login problem does not consume the job: it stays, marked retrying."""
-    world.script(scenario=scenario)
-    world.job("wait", "prompt: x\n")
-    world.job("zzz-next", "prompt: y\n")
+    world.set_script(scenario=scenario)
+    world.write_job("wait", "prompt: x\n")
+    world.write_job("zzz-next", "prompt: y\n")
     assert world.once() == 5
     error = _error(world, "wait")
     assert (error["error"], error["retrying"]) == (layer, True)
@@ -345,11 +287,11 @@ def test_environment_failures_keep_the_job_in_the_inbox(
 
 def test_a_usage_limit_sidecar_says_when_to_try_again(world: World) -> None:
     """codex's "try again at 5:46 PM" becomes `retry_at`."""
-    world.script(
+    world.set_script(
         scenario="usage_limit",
         usage_limit_message="You\u2019ve hit your usage limit. try again at 5:46 PM.",
     )
-    world.job("limit", "prompt: x\n")
+    world.write_job("limit", "prompt: x\n")
     world.once()
     retry_at = datetime.fromisoformat(_error(world, "limit")["retry_at"])
     assert (retry_at.hour, retry_at.minute) == (17, 46)
@@ -357,8 +299,8 @@ def test_a_usage_limit_sidecar_says_when_to_try_again(world: World) -> None:
 
 def test_codex_missing_keeps_the_job(world: World) -> None:
     """Exit 3 when codex cannot be started; the job waits in the inbox."""
-    world.write_config(command=[str(world.root / "no-such-codex")])
-    world.job("keep", "prompt: x\n")
+    world.write_config(codex={"command": [str(world.root / "no-such-codex")]})
+    world.write_job("keep", "prompt: x\n")
     assert world.once() == 3
     assert (world.inbox / "keep.prompt.yaml").exists()
     error = _error(world, "keep")
@@ -367,7 +309,7 @@ def test_codex_missing_keeps_the_job(world: World) -> None:
 
 def test_a_bad_job_file_fails_with_the_key_and_the_fix(world: World) -> None:
     """A typo'd key: code 2, the message names the file and suggests the key."""
-    world.job("typo", "promt: a cat\n")
+    world.write_job("typo", "promt: a cat\n")
     assert world.once() == 2
     error = _error(world, "typo")
     assert "typo.prompt.yaml" in error["message"]
@@ -378,7 +320,7 @@ def test_a_bad_job_file_fails_with_the_key_and_the_fix(world: World) -> None:
 
 def test_a_missing_reference_is_code_4(world: World) -> None:
     """An explicit reference that does not exist fails with code 4 before codex runs."""
-    world.job("noref", "prompt: x\nrefs: [missing.png]\n")
+    world.write_job("noref", "prompt: x\nrefs: [missing.png]\n")
     assert world.once() == 4
     assert _error(world, "noref")["error"] == "reference"
     assert world.calls() == []
@@ -389,7 +331,7 @@ def test_a_missing_reference_keeps_the_prompt_and_the_other_references(world: Wo
     thumbnail in outbox/references/ for the one that exists (none for the missing one)."""
     (world.inbox / "styles").mkdir()
     (world.inbox / "styles" / "ink.png").write_bytes(shapes.tiny_png(1))
-    world.job("fox", "prompt: a fox in ink\nrefs: [styles/ink.png, gone.png]\n")
+    world.write_job("fox", "prompt: a fox in ink\nrefs: [styles/ink.png, gone.png]\n")
     assert world.once() == 4
     error = _error(world, "fox")
     assert error["prompt"] == "a fox in ink"
@@ -402,7 +344,7 @@ def test_a_missing_reference_keeps_the_prompt_and_the_other_references(world: Wo
 
 def test_a_result_keeps_thumbnails_of_its_references(world: World) -> None:
     """Sibling references get small copies in outbox/references/, named in the sidecar."""
-    world.job("pet", "prompt: repaint in watercolor\n")
+    world.write_job("pet", "prompt: repaint in watercolor\n")
     (world.inbox / "pet.png").write_bytes(shapes.tiny_png(1))
     assert world.once() == 0
     result = world.sidecar("pet.result.yaml")
@@ -413,7 +355,7 @@ def test_a_result_keeps_thumbnails_of_its_references(world: World) -> None:
 
 def test_a_job_file_that_does_not_parse_lists_the_images_beside_it(world: World) -> None:
     """No prompt is known, but the images that moved to failed/ with it are named."""
-    world.job("broken", "prompt: [unclosed\n")
+    world.write_job("broken", "prompt: [unclosed\n")
     (world.inbox / "broken.png").write_bytes(shapes.tiny_png(1))
     assert world.once() == 2
     error = _error(world, "broken")
@@ -434,7 +376,7 @@ def test_recovery_takes_the_image_from_the_recorded_session_without_running_code
     (processing / "crash.prompt.yaml").write_text("prompt: after a crash\n")
     run = shapes.Run(images=[shapes.tiny_png(9)])
     started = datetime.now().astimezone()
-    shapes.write_session(world.home, run, when=started)
+    shapes.write_session(world.codex_home, run, when=started)
     (processing / ".crash.prompt.yaml.run.json").write_text(
         json.dumps(
             {
@@ -470,16 +412,12 @@ def test_recovery_returns_an_unfinished_job_to_the_inbox_and_runs_it(world: Worl
 # --- gen -----------------------------------------------------------------------------------
 
 
-def gen(world: World, *args: str) -> int:
-    return main(["gen", "--config", str(world.config), *args])
-
-
 def test_gen_prints_the_path_and_exits_0(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """gen writes --out and prints its absolute path on stdout, nothing else."""
     out = tmp_path / "result.png"
-    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert world.main("gen", "--prompt", "a cat", "--out", str(out)) == 0
     assert capsys.readouterr().out == f"{out}\n"
     assert sniff_format(out.read_bytes()[:16]).value == "png"
 
@@ -492,7 +430,7 @@ def test_gen_default_output_name(
 ) -> None:
     """Without --out the image is ./image-YYYYMMDD-HHMMSS.<ext>."""
     monkeypatch.chdir(tmp_path)
-    assert gen(world, "--prompt", "a cat") == 0
+    assert world.main("gen", "--prompt", "a cat") == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed.parent == tmp_path
     assert printed.name.startswith("image-")
@@ -502,7 +440,7 @@ def test_gen_default_output_name(
 def test_gen_converts_to_the_extension_of_out(world: World, tmp_path: Path) -> None:
     """--out x.webp gives a WebP file."""
     out = tmp_path / "x.webp"
-    assert gen(world, "--prompt", "a cat", "--out", str(out)) == 0
+    assert world.main("gen", "--prompt", "a cat", "--out", str(out)) == 0
     assert sniff_format(out.read_bytes()[:16]).value == "webp"
 
 
@@ -527,8 +465,8 @@ def test_gen_exit_codes_match_the_skill(
     layer: str,
 ) -> None:
     """Each failure has the skill's exit code and one sentence on stderr naming the layer."""
-    world.script(**setup)
-    assert gen(world, *args, "--out", str(tmp_path / "o.png")) == code
+    world.set_script(**setup)
+    assert world.main("gen", *args, "--out", str(tmp_path / "o.png")) == code
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"gpt-image-inbox: {layer}: ")
@@ -536,15 +474,15 @@ def test_gen_exit_codes_match_the_skill(
 
 def test_gen_without_codex_is_exit_3(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing codex CLI is exit code 3."""
-    world.write_config(command=[str(world.root / "nope")])
-    assert gen(world, "--prompt", "x") == 3
+    world.write_config(codex={"command": [str(world.root / "nope")]})
+    assert world.main("gen", "--prompt", "x") == 3
     assert "codex-missing" in capsys.readouterr().err
 
 
 def test_gen_bad_flags_exit_2(world: World) -> None:
     """Unknown flags are bad arguments: exit 2."""
     with pytest.raises(SystemExit) as info:
-        gen(world, "--prompt", "x", "--bogus")
+        world.main("gen", "--prompt", "x", "--bogus")
     assert info.value.code == 2
 
 
@@ -553,8 +491,8 @@ def test_the_jobs_own_timeout_is_announced_before_codex_runs(world: World) -> No
     from daemon.config import load_config
     from daemon.pipeline.flow import Status, cached_setup, process_job
 
-    path = world.job("long", "prompt: x\ntimeout_sec: 900\n")
-    config = load_config(world.config)
+    path = world.write_job("long", "prompt: x\ntimeout_sec: 900\n")
+    config = load_config(world.config_path)
     seen: list[tuple[float, list[str]]] = []
     outcome = process_job(
         path,
@@ -570,7 +508,7 @@ def test_submit_refuses_a_missing_reference_and_writes_nothing(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`submit --ref` checks the reference first: exit 4, and no file lands in the inbox."""
-    args = ["submit", "--config", str(world.config), "--prompt", "x"]
+    args = ["submit", "--config", str(world.config_path), "--prompt", "x"]
     assert main([*args, "--ref", str(tmp_path / "gone.png")]) == 4
     assert "gpt-image-inbox: reference: " in capsys.readouterr().err
     assert world.files(world.inbox) == []

@@ -31,6 +31,7 @@ from tests.support.mock_openai import (
     referenced_paths,
     user_prompt,
 )
+from tests.support.procs import wait_for
 
 RUN_TIMEOUT_SEC = 60.0
 # Quotes, non-ASCII, U+2028 and surrounding whitespace: all must reach the model untouched.
@@ -48,7 +49,8 @@ class CodexRun:
 
     @property
     def thread_id(self) -> str:
-        assert self.events and self.events[0]["type"] == "thread.started", self.events
+        assert self.events, "codex printed no event"
+        assert self.events[0]["type"] == "thread.started", self.events
         return str(self.events[0]["thread_id"])
 
     @property
@@ -168,15 +170,6 @@ def generated_files(home: Path, thread_id: str) -> list[Path]:
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = RUN_TIMEOUT_SEC) -> None:
-    """Poll until condition() holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        time.sleep(0.05)
-
-
 # -- successful turns ------------------------------------------------------------------------------
 
 
@@ -286,7 +279,8 @@ def test_refused_generation_exits_zero_with_failed_item(run_codex, codex_home, m
     assert (item["status"], item["result"], item["failure"]) == ("failed", "", None)
     [output] = payloads(lines, "custom_tool_call_output")
     reason = output["output"][-1]["text"]
-    assert "image generation failed: http 400" in reason and "moderation_blocked" in reason
+    assert "image generation failed: http 400" in reason
+    assert "moderation_blocked" in reason
     assert generated_files(codex_home, run.thread_id) == []
     assert "error" not in task_complete(lines)
 
@@ -331,7 +325,8 @@ def test_image_limit_exits_zero_with_a_typed_failed_item(
     [output] = payloads(lines, "custom_tool_call_output")
     reason = output["output"][-1]["text"]
     assert "image generation failed: http 429 Too Many Requests" in reason
-    assert "usage_limit_reached" in reason and "resets_at" in reason
+    assert "usage_limit_reached" in reason
+    assert "resets_at" in reason
     assert generated_files(codex_home, run.thread_id) == []
     assert "error" not in task_complete(lines)
 
@@ -425,7 +420,7 @@ def test_hanging_server_needs_caller_timeout(codex_bin, codex_home, mock_openai,
         codex_bin, codex_home, mock_openai.port, tmp_path / "work", "A red square.\n"
     )
     try:
-        wait_for(lambda: bool(mock_openai.requests_to("/v1/responses")))
+        wait_for(lambda: mock_openai.requests_to("/v1/responses"), what="codex asks the mock")
         time.sleep(2.0)  # codex is now waiting on a reply that never comes; it must still be alive
         assert proc.poll() is None
     finally:
@@ -462,9 +457,8 @@ def test_hosted_tool_request_gets_image_generation_call() -> None:
         "image_generation_call",
         b"\x89PNG fake",
     )
-    assert (
-        events[-1] == {**events[-1], "type": "response.completed"} and events[-1]["response"]["id"]
-    )
+    assert events[-1] == {**events[-1], "type": "response.completed"}
+    assert events[-1]["response"]["id"]
 
 
 def test_namespace_tool_request_gets_function_call_with_references() -> None:
@@ -502,7 +496,7 @@ def test_stop_returns_while_a_request_hangs() -> None:
     mock = MockOpenAI(Scenario.HANG).start()
     conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
     conn.request("POST", "/v1/responses", body=b"{}", headers={"Content-Type": "application/json"})
-    wait_for(lambda: bool(mock.requests_to("/v1/responses")), timeout=10)
+    wait_for(lambda: mock.requests_to("/v1/responses"), timeout=10, what="codex asks the mock")
     started = time.monotonic()
     mock.stop()
 

@@ -6,7 +6,6 @@ codex still running. Notifications go to a datagram socket standing in for syste
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -20,27 +19,11 @@ from pathlib import Path
 import pytest
 
 from daemon.codex import run as codex
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld, pid_alive, wait_for
+from tests.support.daemon_proc import DaemonProcess
+from tests.support.procs import pid_alive, wait_for
+from tests.support.world import World
 
 RECOVERING = "STATUS=recovering victim.prompt.yaml: waiting for the codex an earlier run left"
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> DaemonWorld:
-    return DaemonWorld(tmp_path / "world")
-
-
-@pytest.fixture
-def daemons(world: DaemonWorld) -> Iterator[list[DaemonProcess]]:
-    """Daemons a test starts; any still running at the end are killed, their codex too."""
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill_if_running()
-    for call in world.calls():
-        for pid in (call.get("pid"), call.get("child_pid")):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 class Notifications:
@@ -74,9 +57,9 @@ def notifications() -> Iterator[Notifications]:
     notes.close()
 
 
-def crash_mid_job(world: DaemonWorld, daemons: list[DaemonProcess]) -> dict[str, object]:
+def crash_mid_job(world: World, daemons: list[DaemonProcess]) -> dict[str, object]:
     """A daemon killed with SIGKILL while codex runs the job `victim`; returns codex's call."""
-    first = DaemonProcess(world)
+    first = world.daemon()
     daemons.append(first)
     first.start()
     world.write_job("victim")
@@ -93,14 +76,14 @@ def crash_mid_job(world: DaemonWorld, daemons: list[DaemonProcess]) -> dict[str,
 
 
 def test_ready_comes_before_the_recovery_wait_and_the_watchdog_is_fed_during_it(
-    world: DaemonWorld, daemons: list[DaemonProcess], notifications: Notifications
+    world: World, daemons: list[DaemonProcess], notifications: Notifications
 ) -> None:
     """The restarted daemon sends READY=1 before it waits for the leftover codex, says in STATUS=
     what it waits for, pings the watchdog throughout, and takes that codex's image."""
     world.set_script(delay_sec=6)
     crash_mid_job(world, daemons)
     env = world.env(NOTIFY_SOCKET=str(notifications.address), WATCHDOG_USEC="1000000")
-    second = DaemonProcess(world, env=env, log_name="second.log")
+    second = world.daemon(env=env, log_name="second.log")
     daemons.append(second)
     second.start(ready=False)
     second.wait_for(lambda: notifications.seen(RECOVERING), what="STATUS recovering")
@@ -115,14 +98,14 @@ def test_ready_comes_before_the_recovery_wait_and_the_watchdog_is_fed_during_it(
 
 
 def test_sigterm_during_the_recovery_wait_stops_codex_and_keeps_the_job(
-    world: DaemonWorld, daemons: list[DaemonProcess]
+    world: World, daemons: list[DaemonProcess]
 ) -> None:
     """SIGTERM while the restarted daemon waits for a hanging leftover codex: after the shutdown
     grace that codex is stopped, the job is back in the inbox root, run once, and the exit is 0."""
     world.write_config(shutdown_grace_sec=1)
     world.set_script(scenario="hang_ignoring_sigterm")  # stopping it needs the SIGKILL step
     call = crash_mid_job(world, daemons)
-    second = DaemonProcess(world, log_name="second.log")
+    second = world.daemon(log_name="second.log")
     daemons.append(second)
     second.start(ready=False)
     second.wait_for(
@@ -135,7 +118,7 @@ def test_sigterm_during_the_recovery_wait_stops_codex_and_keeps_the_job(
     assert (world.status() or {}).get("state") == "stopped"
     for pid in (call["pid"], call["child_pid"]):
         assert isinstance(pid, int)
-        wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"codex pid {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"codex pid {pid} gone")
     assert world.jobs_in() == ["victim.prompt.yaml"]
     assert world.jobs_in("processing") == []
     assert len(world.calls()) == 1

@@ -33,13 +33,6 @@ class Clock:
 
 
 @pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

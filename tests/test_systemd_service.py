@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon_proc import FAKE_CODEX, DaemonWorld, pid_alive, wait_for
+from tests.support.procs import pid_alive, wait_for
+from tests.support.world import FAKE_CODEX, World
 
 pytestmark = pytest.mark.systemd
 
@@ -149,7 +150,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
         # units that want a desktop session); this test's unit does not depend on any of them.
         state = wait_for(
             lambda: _system_state(mgr) in ("running", "degraded") and _system_state(mgr),
-            deadline=DEADLINE,
+            timeout=DEADLINE,
             what="user manager running",
             alive=lambda: _manager_alive(mgr),
         )
@@ -249,9 +250,9 @@ def _stop_manager(mgr: UserManager) -> None:
 
 
 @pytest.fixture
-def world(manager: UserManager, tmp_path: Path) -> Iterator[DaemonWorld]:
+def world(manager: UserManager, tmp_path: Path) -> Iterator[World]:
     """Inbox, outbox and fake codex in the manager's HOME; nothing of them outlives the test."""
-    world = DaemonWorld(manager.home / f"world-{tmp_path.name}")
+    world = World(manager.home / f"world-{tmp_path.name}")
     # The service gets no test environment: a wrapper names the fake codex's script.
     wrapper = world.root / "codex"
     wrapper.write_text(
@@ -267,13 +268,10 @@ def world(manager: UserManager, tmp_path: Path) -> Iterator[DaemonWorld]:
     finally:
         manager.remove_drop_in()
         manager.cli("service", "uninstall")
-        for call in world.calls():
-            for pid in (call.get("pid"), call.get("child_pid")):
-                if pid_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        world.kill_codex_leftovers()
 
 
-def run_record(world: DaemonWorld, job_file: str) -> dict[str, Any]:
+def run_record(world: World, job_file: str) -> dict[str, Any]:
     try:
         data = json.loads((world.inbox / "processing" / f".{job_file}.run.json").read_text())
     except (OSError, ValueError):
@@ -293,7 +291,7 @@ def cgroup_procs(control_group: str) -> list[int]:
     return sorted(pids)
 
 
-def install(manager: UserManager, world: DaemonWorld) -> None:
+def install(manager: UserManager, world: World) -> None:
     done = manager.cli("service", "install", "--config", str(world.config_path))
     assert done.returncode == 0, done.stdout + done.stderr
     # loginctl (the linger hint) finds no logind here and fails at once: install says nothing.
@@ -301,7 +299,7 @@ def install(manager: UserManager, world: DaemonWorld) -> None:
     wait_for(lambda: manager.show("ActiveState") == "active", what="unit active")
 
 
-def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[str, Any]:
+def kill_9_mid_job(manager: UserManager, world: World, job: str) -> dict[str, Any]:
     """SIGKILL the daemon while codex runs `job`; returns that codex's recorded call."""
     wait_for(lambda: run_record(world, job).get("thread_id"), what=f"{job}: codex running")
     wait_for(lambda: manager.show("StatusText") == f"working on {job}", what="STATUS working")
@@ -313,7 +311,7 @@ def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[s
     assert pid_alive(call["pid"]), "codex died with the daemon"
     wait_for(
         lambda: manager.show("StatusText") == f"recovering {job}: {RECOVERING}",
-        deadline=RESTART_SEC + DEADLINE,
+        timeout=RESTART_SEC + DEADLINE,
         what="the restarted daemon waiting for the leftover codex",
     )
     assert int(manager.show("MainPID")) not in (0, main)
@@ -322,13 +320,11 @@ def kill_9_mid_job(manager: UserManager, world: DaemonWorld, job: str) -> dict[s
 
 def assert_nothing_left(control_group: str, call: dict[str, Any]) -> None:
     for pid in (call["pid"], call.get("child_pid")):
-        wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"pid {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"pid {pid} gone")
     assert cgroup_procs(control_group) == []
 
 
-def test_installed_unit_survives_kill_9_and_stops_clean(
-    manager: UserManager, world: DaemonWorld
-) -> None:
+def test_installed_unit_survives_kill_9_and_stops_clean(manager: UserManager, world: World) -> None:
     """Installed and started, the daemon reports its status; after `kill -9` mid-job systemd
     restarts it and the job is done with exactly one codex run; `systemctl --user stop` mid-job
     leaves no process of the unit and the job back in the inbox; uninstall removes the unit."""
@@ -353,7 +349,7 @@ def test_installed_unit_survives_kill_9_and_stops_clean(
     call = kill_9_mid_job(manager, world, "crash.prompt.yaml")
     wait_for(
         lambda: world.jobs_in("done") == ["crash.prompt.yaml", "first.prompt.yaml"],
-        deadline=DEADLINE,
+        timeout=DEADLINE,
         what="crashed job done",
     )
     calls = world.calls()
@@ -386,7 +382,7 @@ def test_installed_unit_survives_kill_9_and_stops_clean(
 
 
 def test_stop_during_the_recovery_wait_leaves_nothing_and_keeps_the_job(
-    manager: UserManager, world: DaemonWorld
+    manager: UserManager, world: World
 ) -> None:
     """A stop while the restarted daemon waits for the codex a killed one left: that codex is
     stopped within the shutdown grace, nothing of the unit runs on, and the job is back in the
@@ -406,7 +402,7 @@ def test_stop_during_the_recovery_wait_leaves_nothing_and_keeps_the_job(
 
 
 def test_unit_cleans_up_what_a_daemon_failing_to_stop_leaves(
-    manager: UserManager, world: DaemonWorld
+    manager: UserManager, world: World
 ) -> None:
     """The shipped KillMode and ExecStopPost with a stand-in daemon that ignores SIGTERM and
     leaves a child in a session of its own: the child survives a `kill -9` of the main process
@@ -429,5 +425,5 @@ def test_unit_cleans_up_what_a_daemon_failing_to_stop_leaves(
     manager.systemctl("stop", UNIT)
     assert manager.show("Result") == "timeout"
     for pid in (int(p) for p in pids.read_text().split()):
-        wait_for(lambda pid=pid: not pid_alive(pid), deadline=10, what=f"child {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"child {pid} gone")
     assert cgroup_procs(control_group) == []

@@ -14,20 +14,15 @@ import yaml
 
 from daemon.cli import main
 from daemon.codex import run as codex
+from tests.support.world import World
 from tests.test_delivery_crash import Crash
-from tests.test_pipeline import World
 
 PROMPT = "A fox in the snow.\nMake 7 images of it, or none:  keep this line as written  \n"
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
-
-
 def variants_job(world: World, variants: int, name: str = "fox") -> Path:
     text = yaml.safe_dump({"prompt": PROMPT, "variants": variants}, allow_unicode=True)
-    return world.job(name, text)
+    return world.write_job(name, text)
 
 
 def asked(count: int, prompt: str = PROMPT) -> str:
@@ -45,7 +40,7 @@ def digests(folder: Path, names: list[str]) -> list[str]:
 def test_runs_that_make_fewer_are_followed_by_runs_for_the_rest(world: World) -> None:
     """variants: 3 from a codex that makes 2, then 1: two runs, three images, one sidecar
     counting each run; the second run is asked for the one missing, the prompt unchanged."""
-    world.script(images_by_call=[2, 1])
+    world.set_script(images_by_call=[2, 1])
     variants_job(world, 3)
     assert world.once() == 0
     assert world.files(world.outbox) == ["fox.2.png", "fox.3.png", "fox.png", "fox.result.yaml"]
@@ -67,7 +62,7 @@ def test_runs_that_make_fewer_are_followed_by_runs_for_the_rest(world: World) ->
 
 def test_the_prompt_is_byte_for_byte_between_the_markers_of_every_run(world: World) -> None:
     """The count travels on its own line before the marker; the request itself is untouched."""
-    world.script(images_by_call=[1])
+    world.set_script(images_by_call=[1])
     variants_job(world, 2)
     assert world.once() == 0
     for call in world.calls():
@@ -79,7 +74,7 @@ def test_the_prompt_is_byte_for_byte_between_the_markers_of_every_run(world: Wor
 
 def test_a_run_that_makes_more_than_asked_keeps_them_all(world: World) -> None:
     """Images codex made are the person's: variants: 2 and a run of 3 keeps 3, in one run."""
-    world.script(images_by_call=[3])
+    world.set_script(images_by_call=[3])
     variants_job(world, 2)
     assert world.once() == 0
     result = world.sidecar("fox.result.yaml")
@@ -90,7 +85,7 @@ def test_a_run_that_makes_more_than_asked_keeps_them_all(world: World) -> None:
 
 def test_one_variant_sends_no_count_line(world: World) -> None:
     """Without `variants` the instruction is exactly what it always was."""
-    world.job("one", yaml.safe_dump({"prompt": PROMPT}))
+    world.write_job("one", yaml.safe_dump({"prompt": PROMPT}))
     assert world.once() == 0
     assert world.calls()[0]["stdin"] == codex.wrap_prompt(PROMPT, has_refs=False)
     result = world.sidecar("one.result.yaml")
@@ -99,7 +94,7 @@ def test_one_variant_sends_no_count_line(world: World) -> None:
 
 def test_a_follow_up_run_without_an_image_is_retried_for_the_missing_only(world: World) -> None:
     """Run 2 answers with text only: the retry asks for the one still missing, not for all."""
-    world.script(images_by_call=[2, 0, 1])
+    world.set_script(images_by_call=[2, 0, 1])
     variants_job(world, 3)
     assert world.once() == 0
     assert [c["stdin"] for c in world.calls()] == [asked(3), asked(1), asked(1)]
@@ -119,7 +114,7 @@ def test_an_image_limit_part_way_delivers_what_was_made_and_waits_for_the_rest(
     """Run 1 makes 1 of 3 and meets the image limit: that image and an incomplete sidecar are
     delivered, the error says what is missing, the queue pauses with the job in the inbox.
     After the reset only the 2 missing are asked for, and the sidecar is completed."""
-    world.script(images_by_call=[1, 2], image_limit_calls=[1])
+    world.set_script(images_by_call=[1, 2], image_limit_calls=[1])
     job = variants_job(world, 3)
     assert world.once() == 5
     assert world.files(world.outbox) == ["fox.error.yaml", "fox.png", "fox.result.yaml"]
@@ -132,7 +127,7 @@ def test_an_image_limit_part_way_delivers_what_was_made_and_waits_for_the_rest(
     assert job.exists()
     first = digests(world.outbox, ["fox.png"])
 
-    world.script(images_by_call=[1, 2])  # the limit has reset
+    world.set_script(images_by_call=[1, 2])  # the limit has reset
     assert world.once() == 0
     calls = world.calls()
     assert [c["stdin"] for c in calls] == [asked(3), asked(2)]
@@ -149,11 +144,11 @@ def test_an_image_limit_part_way_delivers_what_was_made_and_waits_for_the_rest(
 
 def test_a_job_edited_while_it_waited_starts_afresh(world: World) -> None:
     """The incomplete sidecar belongs to the prompt it was made for: a new prompt asks for all."""
-    world.script(images_by_call=[1, 2], image_limit_calls=[1])
+    world.set_script(images_by_call=[1, 2], image_limit_calls=[1])
     variants_job(world, 2)
     assert world.once() == 5
-    world.job("fox", yaml.safe_dump({"prompt": "a hare", "variants": 2}))
-    world.script(images_by_call=[1, 2])
+    world.write_job("fox", yaml.safe_dump({"prompt": "a hare", "variants": 2}))
+    world.set_script(images_by_call=[1, 2])
     assert world.once() == 0
     assert world.calls()[1]["stdin"] == asked(2, "a hare")
     assert world.sidecar("fox.result.yaml")["complete"] is False  # the fox's, left as it was
@@ -181,7 +176,7 @@ def crash_on_run(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
 def test_a_crash_between_two_runs_neither_loses_nor_remakes_an_image(world: World) -> None:
     """Run 1 made 1 of 3, then the process died: the restart delivers that image from its
     session log and asks codex only for the 2 missing."""
-    world.script(images_by_call=[1, 2])
+    world.set_script(images_by_call=[1, 2])
     variants_job(world, 3)
     # A patch of its own: undoing the test's monkeypatch would also drop the fake's script.
     with pytest.MonkeyPatch.context() as patch:
@@ -206,10 +201,10 @@ def test_a_crash_while_completing_an_incomplete_delivery(world: World) -> None:
     restart finishes that delivery from the run's log, without another codex run."""
     from tests.test_delivery_crash import crash_on_call
 
-    world.script(images_by_call=[1, 2], image_limit_calls=[1])
+    world.set_script(images_by_call=[1, 2], image_limit_calls=[1])
     variants_job(world, 3)
     assert world.once() == 5
-    world.script(images_by_call=[1, 2])
+    world.set_script(images_by_call=[1, 2])
     with crash_on_call("write_new", 2):  # fox.2.png is written, fox.3.png is not
         world.once()
     assert world.files(world.outbox) == [
@@ -233,7 +228,7 @@ def test_gen_variants_writes_each_image_next_to_out(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`gen --variants 2 --out x.png`: x.png and x-2.png, from as many runs as it takes."""
-    world.script(images_by_call=[1, 1])
+    world.set_script(images_by_call=[1, 1])
     out = tmp_path / "x.png"
     code = main(
         [
@@ -245,7 +240,7 @@ def test_gen_variants_writes_each_image_next_to_out(
             "--out",
             str(out),
             "--config",
-            str(world.config),
+            str(world.config_path),
         ]
     )
     assert code == 0
@@ -259,14 +254,16 @@ def test_gen_refuses_a_variants_count_out_of_range(world: World) -> None:
     """--variants takes 1 to 8 only (exit 2, as for every bad flag)."""
     for bad in ("0", "9", "two"):
         with pytest.raises(SystemExit) as stopped:
-            main(["gen", "--prompt", "x", "--variants", bad, "--config", str(world.config)])
+            main(["gen", "--prompt", "x", "--variants", bad, "--config", str(world.config_path)])
         assert stopped.value.code == 2
     assert world.calls() == []
 
 
 def test_submit_variants_writes_the_key(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """`submit --variants 3` writes a job with `variants: 3` and the prompt unchanged."""
-    code = main(["submit", "--prompt", PROMPT, "--variants", "3", "--config", str(world.config)])
+    code = main(
+        ["submit", "--prompt", PROMPT, "--variants", "3", "--config", str(world.config_path)]
+    )
     assert code == 0
     job = Path(capsys.readouterr().out.strip())
     assert yaml.safe_load(job.read_text()) == {"prompt": PROMPT, "variants": 3}
@@ -282,18 +279,18 @@ def test_submit_wait_does_not_take_an_incomplete_result_for_the_end(world: World
     from daemon.commands.submit import wait_for_result
     from daemon.config import load_config
 
-    world.script(images_by_call=[1, 2], image_limit_calls=[1])
+    world.set_script(images_by_call=[1, 2], image_limit_calls=[1])
     since = datetime.now().astimezone().replace(microsecond=0)
     job = variants_job(world, 3)
     assert world.once() == 5
-    config = load_config(world.config)
+    config = load_config(world.config_path)
     stop = threading.Event()
     sleeps = []
 
     def sleep(_seconds: float) -> None:
         sleeps.append(_seconds)
         if len(sleeps) == 1:  # the wait saw only the incomplete result: the job runs on
-            world.script(images_by_call=[1, 2])
+            world.set_script(images_by_call=[1, 2])
             assert world.once() == 0
         else:
             stop.set()
@@ -310,7 +307,7 @@ def test_a_crash_in_the_delivery_after_two_runs_delivers_both_from_their_logs(
     runs from their session logs under the planned names, and runs codex no more."""
     from tests.test_delivery_crash import crash_on_call
 
-    world.script(images_by_call=[1, 2])
+    world.set_script(images_by_call=[1, 2])
     variants_job(world, 3)
     with crash_on_call("write_new", 1):
         world.once()
@@ -328,7 +325,7 @@ def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
 ) -> None:
     """`gen --variants 3` meeting the image limit after one image: that image is written, the
     message names it and the limit, exit 5 as for the image limit."""
-    world.script(images_by_call=[1], image_limit_calls=[1])
+    world.set_script(images_by_call=[1], image_limit_calls=[1])
     out = tmp_path / "x.png"
     code = main(
         [
@@ -340,7 +337,7 @@ def test_gen_at_the_image_limit_part_way_writes_what_was_made_and_exits_5(
             "--out",
             str(out),
             "--config",
-            str(world.config),
+            str(world.config_path),
         ]
     )
     assert code == 5
@@ -356,8 +353,8 @@ def test_the_count_line_follows_the_other_options_of_the_job(world: World) -> No
     """With `transparent` too, each option is a line of its own and the count comes last."""
     from daemon.job import look
 
-    world.script(images_by_call=[2])
-    world.job("fox", yaml.safe_dump({"prompt": PROMPT, "variants": 2, "transparent": True}))
+    world.set_script(images_by_call=[2])
+    world.write_job("fox", yaml.safe_dump({"prompt": PROMPT, "variants": 2, "transparent": True}))
     assert world.once() == 0
     options = [*look.instructions(transparent=True, aspect=None), codex.count_option(2)]
     assert world.calls()[0]["stdin"] == codex.wrap_prompt(PROMPT, has_refs=False, options=options)

@@ -10,29 +10,15 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
 import yaml
 
 from daemon.watching.lock import InboxLock
-from tests.support.daemon_proc import DaemonProcess, DaemonWorld, wait_for
+from tests.support.daemon_proc import DaemonProcess
+from tests.support.procs import wait_for
 from tests.support.rollout_shapes import tiny_png
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> DaemonWorld:
-    return DaemonWorld(tmp_path / "world")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill_if_running()
+from tests.support.world import World
 
 
 class Output:
@@ -68,9 +54,7 @@ class Output:
         return self.text
 
 
-def submit_wait(
-    world: DaemonWorld, name: str, *, tty: bool
-) -> tuple[subprocess.Popen[bytes], Output]:
+def submit_wait(world: World, name: str, *, tty: bool) -> tuple[subprocess.Popen[bytes], Output]:
     """`submit --wait` as a child: its stderr on a pseudo-terminal or on a pipe."""
     argv = [world.python, "-m", "daemon", "submit", "--config", str(world.config_path)]
     argv += ["--prompt", "a fox in the snow", "--name", name, "--wait"]
@@ -94,14 +78,14 @@ def now_iso(delta: float = 0.0) -> str:
     return (datetime.now().astimezone() + timedelta(seconds=delta)).isoformat(timespec="seconds")
 
 
-def write_status(world: DaemonWorld, **fields: object) -> None:
+def write_status(world: World, **fields: object) -> None:
     data = {"state": "working", "pid": os.getpid(), "since": now_iso(), "queue_length": 0}
     tmp = world.outbox / ".status.json.tmp"
     tmp.write_text(json.dumps({**data, **fields, "updated_at": now_iso()}))
     os.replace(tmp, world.outbox / "status.json")
 
 
-def write_result(world: DaemonWorld, job_file: str, image: str) -> None:
+def write_result(world: World, job_file: str, image: str) -> None:
     (world.outbox / image).write_bytes(tiny_png(1))
     sidecar = {"job": job_file, "images": [{"file": image}], "finished_at": now_iso(1)}
     tmp = world.outbox / ".r.tmp"
@@ -109,7 +93,7 @@ def write_result(world: DaemonWorld, job_file: str, image: str) -> None:
     os.replace(tmp, world.outbox / f"{image}.result.yaml")
 
 
-def test_submit_wait_ticks_the_elapsed_time_on_a_terminal(world: DaemonWorld) -> None:
+def test_submit_wait_ticks_the_elapsed_time_on_a_terminal(world: World) -> None:
     """On a terminal the working line is rewritten in place as the seconds go by, and the
     image path follows on a line of its own."""
     with InboxLock(world.inbox, command="run"):  # a daemon holds the inbox
@@ -128,7 +112,7 @@ def test_submit_wait_ticks_the_elapsed_time_on_a_terminal(world: DaemonWorld) ->
 
 
 def test_submit_wait_without_a_daemon_says_so_at_once_and_waits_for_one(
-    world: DaemonWorld, daemons: list[DaemonProcess]
+    world: World, daemons: list[DaemonProcess]
 ) -> None:
     """No daemon: `submit --wait` says so, how to start one or run `once`, and how to stop
     waiting; when a daemon starts it says that too and follows the job to its image. Off a
@@ -140,7 +124,7 @@ def test_submit_wait_without_a_daemon_says_so_at_once_and_waits_for_one(
         assert f"gpt-image-inbox once --config {world.config_path}" in text
         assert f"gpt-image-inbox run --config {world.config_path}" in text
         assert proc.poll() is None  # still waiting
-        daemon = DaemonProcess(world)
+        daemon = world.daemon()
         daemons.append(daemon)
         daemon.start()
         out.wait_for("A daemon has started: gpt-image-inbox run (pid ")
@@ -153,7 +137,7 @@ def test_submit_wait_without_a_daemon_says_so_at_once_and_waits_for_one(
     assert "\x1b" not in text
 
 
-def test_plain_progress_lines_show_the_running_job(world: DaemonWorld) -> None:
+def test_plain_progress_lines_show_the_running_job(world: World) -> None:
     """Off a terminal the running job gets a plain line with its elapsed time."""
     with InboxLock(world.inbox, command="run"):
         write_status(world, current_job="owl.prompt.yaml", job_started_at=now_iso(-4))
@@ -164,22 +148,16 @@ def test_plain_progress_lines_show_the_running_job(world: DaemonWorld) -> None:
     assert "\r" not in out.text
 
 
-def run_status(world: DaemonWorld) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [world.python, "-m", "daemon", "status", "--config", str(world.config_path)],
-        env=world.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_status(world: World) -> subprocess.CompletedProcess[str]:
+    return world.cli("status")
 
 
 def test_status_after_the_daemon_was_killed_says_it_is_not_running(
-    world: DaemonWorld, daemons: list[DaemonProcess]
+    world: World, daemons: list[DaemonProcess]
 ) -> None:
     """While the daemon runs, `status` shows its state; after `kill -9` (status.json still
     says idle) it says the daemon is not running and how to start it, and exits 1."""
-    daemon = DaemonProcess(world)
+    daemon = world.daemon()
     daemons.append(daemon)
     daemon.start()
     wait_for(lambda: (world.status() or {}).get("state") == "idle", what="status idle")
@@ -200,10 +178,10 @@ def test_status_after_the_daemon_was_killed_says_it_is_not_running(
 
 
 def test_the_daemon_logs_job_started_with_its_references(
-    world: DaemonWorld, daemons: list[DaemonProcess]
+    world: World, daemons: list[DaemonProcess]
 ) -> None:
     """A `job started` line names the job and its references before its `job finished`."""
-    daemon = DaemonProcess(world)
+    daemon = world.daemon()
     daemons.append(daemon)
     daemon.start()
     (world.inbox / "pet.png").write_bytes(tiny_png(2))

@@ -21,26 +21,10 @@ from watchdog.observers.polling import PollingObserver
 from daemon.watching.icloud import SF_DATALESS
 from daemon.watching.settle import Settler
 from daemon.watching.watcher import InboxWatcher
-from tests.support.threads import no_leaked_threads  # noqa: F401 (an autouse fixture)
+from tests.support.procs import wait_for
 
 SETTLE = 0.2
 DEADLINE = 20.0
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
-def wait_for(condition: Callable[[], bool], deadline: float = DEADLINE) -> None:
-    """Polls `condition` until true; fails after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 class Events:
@@ -222,9 +206,9 @@ def test_inbox_deleted_and_recreated_is_watched_again(watcher: InboxWatcher) -> 
     job(inbox, "before")
     assert take_all(watcher, 1) == ["before.prompt.yaml"]
     shutil.rmtree(inbox)
-    wait_for(lambda: watcher.observer_kind is None)
+    wait_for(lambda: watcher.observer_kind is None, timeout=DEADLINE)
     inbox.mkdir()
-    wait_for(lambda: watcher.observer_kind is not None)
+    wait_for(lambda: watcher.observer_kind is not None, timeout=DEADLINE)
     job(inbox, "after")
     assert take_all(watcher, 1) == ["after.prompt.yaml"]
 
@@ -290,7 +274,7 @@ def test_stopped_observer_is_restarted(inbox: Path, polling: bool) -> None:
         for emitter in list(made[0].emitters):
             emitter.stop()
             emitter.join()
-        wait_for(lambda: len(made) == 2 and w.observer_kind is not None)
+        wait_for(lambda: len(made) == 2 and w.observer_kind is not None, timeout=DEADLINE)
         job(inbox, "after-restart")
         assert take_all(w, 1) == ["after-restart.prompt.yaml"]
 
@@ -320,7 +304,7 @@ def test_unreadable_inbox_is_not_listed_in_a_tight_loop(inbox: Path) -> None:
 
     job(inbox, "waiting")
     with InboxWatcher(inbox, settle_sec=SETTLE, listdir=failing_listdir) as w:
-        wait_for(lambda: len(calls) >= 3)
+        wait_for(lambda: len(calls) >= 3, timeout=DEADLINE)
         time.sleep(1.0)  # the span whose listings are counted, not a synchronisation
         assert w.get(timeout=0) is None  # still waiting: no listing has seen it settle
     assert len(calls) < 60  # about 20 a second at settle 0.2 s; a tight loop makes thousands

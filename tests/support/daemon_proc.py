@@ -1,7 +1,7 @@
-"""A real `python -m daemon run` subprocess on real folders, with a fake codex, for daemon tests.
+"""A real `gpt-image-inbox run` subprocess, for daemon tests and benchmarks: started on a config
+file, sent signals, polled for conditions with a deadline, its JSON log read back.
 
-`DaemonWorld` lays out inbox, outbox, CODEX_HOME, the config and the fake codex's script;
-`DaemonProcess` starts the daemon, sends it signals and polls for conditions with a deadline.
+No pytest here: bench/ starts its daemons with `DaemonProcess` too (tests through World.daemon).
 """
 
 from __future__ import annotations
@@ -9,224 +9,44 @@ from __future__ import annotations
 import json
 import os
 import signal
-import site
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
+from tests.support.procs import TIMEOUT, Timeout, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE_CODEX = REPO / "tests" / "support" / "fake_codex.py"
-JOB_SUFFIX = ".prompt.yaml"
-DEADLINE = 60.0
-
-
-class Timeout(AssertionError):
-    """A polled condition did not come true before its deadline."""
-
-
-def wait_for(
-    condition: Callable[[], Any],
-    *,
-    deadline: float = DEADLINE,
-    what: str = "condition",
-    interval: float = 0.05,
-    alive: Callable[[], None] | None = None,
-) -> Any:
-    """Poll `condition` until it returns something truthy, which is returned; `alive` may raise
-    early (a daemon that died will never meet the condition)."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if alive is not None:
-            alive()
-        if time.monotonic() > end:
-            raise Timeout(f"{what}: not met within {deadline:g} s")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True while `pid` runs (a zombie counts as gone)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-@dataclass
-class DaemonWorld:
-    """Folders, config file and fake codex script of one daemon under test."""
-
-    root: Path
-    settings: dict[str, Any] = field(default_factory=dict)
-    python: str = sys.executable  # runs the daemon and the fake codex
-
-    def __post_init__(self) -> None:
-        for folder in (self.inbox, self.outbox, self.codex_home):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.set_script()
-        self.write_config()
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
-
-    @property
-    def codex_home(self) -> Path:
-        return self.root / "codex-home"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def script_path(self) -> Path:
-        return self.root / "fake-codex.json"
-
-    @property
-    def record_path(self) -> Path:
-        return self.root / "codex-calls.jsonl"
-
-    def write_config(self, **overrides: Any) -> None:
-        """The config: fast settle and backoff, the fake codex; `overrides` merge per section."""
-        config: dict[str, Any] = {
-            "inbox": str(self.inbox),
-            "outbox": str(self.outbox),
-            "gallery": False,
-            "shutdown_grace_sec": 5,
-            "codex": {
-                "command": [self.python, str(FAKE_CODEX)],
-                "home": str(self.codex_home),
-                "timeout_sec": 60,
-            },
-            "watch": {"settle_sec": 0.3, "rescan_sec": 3},
-            "retry": {"attempts": 3, "backoff_sec": 0.2, "max_backoff_sec": 1},
-        }
-        for key, value in {**self.settings, **overrides}.items():
-            if isinstance(value, dict):
-                config[key] = {**config.get(key, {}), **value}
-            else:
-                config[key] = value
-        self.settings = {**self.settings, **overrides}
-        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-
-    def set_script(self, **conf: Any) -> None:
-        """What the fake codex does from its next call on (it records every `exec`)."""
-        conf.setdefault("record", str(self.record_path))
-        tmp = self.script_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(conf), encoding="utf-8")
-        os.replace(tmp, self.script_path)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        path = os.pathsep.join([str(REPO), *site.getsitepackages()])
-        env.update(
-            FAKE_CODEX_SCRIPT=str(self.script_path),
-            CODEX_HOME=str(self.codex_home),
-            PYTHONPATH=path,
-            PYTHONUNBUFFERED="1",
-            **extra,
-        )
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            if name not in extra:
-                env.pop(name, None)
-        return env
-
-    # --- what the user sees ---------------------------------------------------------------
-
-    def calls(self) -> list[dict[str, Any]]:
-        """One entry per `codex exec` the fake codex played."""
-        try:
-            text = self.record_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        # The last piece is a line the fake codex may still be writing: only whole lines count.
-        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
-
-    def sidecars(self, suffix: str) -> dict[str, dict[str, Any]]:
-        """Sidecar file name -> content, for `.result.yaml` or `.error.yaml`."""
-        found = {}
-        for path in sorted(self.outbox.glob(f"*{suffix}")):
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                found[path.name] = data
-        return found
-
-    def results(self) -> dict[str, dict[str, Any]]:
-        return self.sidecars(".result.yaml")
-
-    def errors(self) -> dict[str, dict[str, Any]]:
-        return self.sidecars(".error.yaml")
-
-    def results_for(self, job_file: str) -> list[dict[str, Any]]:
-        return [d for d in self.results().values() if d.get("job") == job_file]
-
-    def jobs_in(self, state: str = "") -> list[str]:
-        """Job file names in the inbox root ("") or one of its state folders."""
-        folder = self.inbox / state if state else self.inbox
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.name.endswith(JOB_SUFFIX))
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.outbox / "status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def write_job(self, name: str, text: str = "prompt: a red fox\n") -> Path:
-        """A job file written in one go under its final name."""
-        path = self.inbox / f"{name}{JOB_SUFFIX}"
-        path.write_text(text, encoding="utf-8")
-        return path
+T = TypeVar("T")
 
 
 class DaemonProcess:
-    """`python -m daemon run --config ...` as a child process; stderr (JSON log lines) to a file."""
+    """`gpt-image-inbox run --config PATH` as a child process in the config's folder; its
+    stdout and stderr (JSON log lines) go to a file."""
 
     def __init__(
         self,
-        world: DaemonWorld,
+        config: Path,
         *,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "daemon"),
         prefix: Sequence[str] = (),
-        log_name: str = "daemon.log",
+        log_path: Path | None = None,
     ) -> None:
-        self.world = world
-        self.env = env if env is not None else world.env()
-        self.prefix = list(prefix)
-        self.log_path = world.root / log_name
+        self.config = config
+        self.env = dict(env if env is not None else os.environ)
+        self.argv = [*prefix, *command, "run", "--config", str(config)]
+        self.log_path = log_path or config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self, *, ready: bool = True) -> DaemonProcess:
         """Start the daemon; with `ready`, wait until it logs that it is watching."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    *self.prefix,
-                    self.world.python,
-                    "-m",
-                    "daemon",
-                    "run",
-                    "--config",
-                    str(self.world.config_path),
-                ],
-                cwd=self.world.root,
+                self.argv,
+                cwd=self.config.parent,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -235,6 +55,15 @@ class DaemonProcess:
         if ready:
             self.wait_for(lambda: self.logged("watching"), what="daemon watching")
         return self
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill_if_running()
 
     @property
     def pid(self) -> int:
@@ -250,10 +79,18 @@ class DaemonProcess:
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def wait_for(
-        self, condition: Callable[[], Any], *, deadline: float = DEADLINE, what: str = "condition"
-    ) -> Any:
+        self,
+        condition: Callable[[], T],
+        *,
+        timeout: float = TIMEOUT,
+        what: str = "condition",
+        interval: float = 0.05,
+    ) -> T:
+        """`procs.wait_for`, failing at once if the daemon exits, with its log's tail."""
         try:
-            return wait_for(condition, deadline=deadline, what=what, alive=self.check_alive)
+            return wait_for(
+                condition, timeout=timeout, what=what, interval=interval, alive=self.check_alive
+            )
         except Timeout as exc:
             raise Timeout(f"{exc}\n--- daemon log ---\n{self.log_tail()}") from None
 
@@ -267,14 +104,14 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
 
-    def wait_exit(self, timeout: float = DEADLINE) -> int:
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
         assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Timeout(f"daemon still running after {timeout:g} s\n{self.log_tail()}") from None
 
-    def stop(self, timeout: float = DEADLINE) -> int:
+    def stop(self, timeout: float = TIMEOUT) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.running():
             self.signal(signal.SIGTERM)
@@ -286,7 +123,7 @@ class DaemonProcess:
         """This run's JSON log lines (other output, such as a traceback, as {"raw": line})."""
         try:
             with self.log_path.open("rb") as f:
-                f.seek(getattr(self, "_log_offset", 0))
+                f.seek(self._log_offset)
                 text = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return []

@@ -91,12 +91,7 @@ def parse_exec(args: list[str]) -> dict[str, Any]:
     while i < len(args):
         arg = args[i]
         if arg in ("-i", "--image"):
-            i += 1
-            while i < len(args) and not args[i].startswith("-"):
-                opts["refs"] += [p for p in args[i].split(",") if p]
-                i += 1
-            if i < len(args) and args[i] == "--":
-                i += 1
+            i = take_images(args, i + 1, opts["refs"])
             continue
         if arg in VALUE_FLAGS:
             if i + 1 >= len(args):
@@ -117,6 +112,17 @@ def parse_exec(args: list[str]) -> dict[str, Any]:
             raise BadArgs(f"error: unexpected argument '{arg}' found")
         i += 1
     return opts
+
+
+def take_images(args: list[str], i: int, refs: list[str]) -> int:
+    """The values of one -i from args[i] on (comma-separated too, up to the next option or a
+    `--`, which is consumed) into `refs`; the index after them."""
+    while i < len(args) and not args[i].startswith("-"):
+        refs += [p for p in args[i].split(",") if p]
+        i += 1
+    if i < len(args) and args[i] == "--":
+        i += 1
+    return i
 
 
 def call_number(conf: dict[str, Any]) -> int:
@@ -167,27 +173,35 @@ def outcome(conf: dict[str, Any], opts: dict[str, Any]) -> tuple[shapes.Run, int
     scenario = conf.get("scenario", "image")
     if scenario == "image" and ("images_by_call" in conf or "image_limit_calls" in conf):
         return counted_images(conf), 0
-    if scenario in ("image", "no_session_log", "crash"):
-        return shapes.Run(images=[image_bytes(conf, 0)]), 0
-    if scenario == "two_images":
-        return shapes.Run(images=[image_bytes(conf, 0), image_bytes(conf, 1)]), 0
-    if scenario == "generated_dir_only":
-        return shapes.Run(images=[image_bytes(conf, 0)]), 0
-    if scenario == "refuse":
-        return shapes.Run(refusals=[shapes.MODERATION_FAILURE], agent_text="I can't make that."), 0
-    if scenario == "text_only":
-        return shapes.Run(agent_text="I can only describe it: a small red square."), 0
     if scenario == "usage_limit":
         message = conf.get("usage_limit_message", shapes.USAGE_LIMIT_MESSAGE)
         return fail(message, "usage_limit_exceeded")
-    if scenario == "unauthorized":
-        return fail(UNAUTHORIZED_MESSAGE, "unauthorized")
-    if scenario == "server_error":
-        return fail(SERVER_ERROR_MESSAGE, "internal_server_error")
-    if scenario == "network_down":
-        return fail(
-            CONNECTION_FAILED_MESSAGE, {"http_connection_failed": {"http_status_code": None}}
-        )
+    if scenario in FAILURES:
+        return fail(*FAILURES[scenario])
+    return successful_run(conf, scenario), 0
+
+
+# Scenarios whose turn fails: codex's message and the error kind its session log names.
+FAILURES: dict[str, tuple[str, Any]] = {
+    "unauthorized": (UNAUTHORIZED_MESSAGE, "unauthorized"),
+    "server_error": (SERVER_ERROR_MESSAGE, "internal_server_error"),
+    "network_down": (
+        CONNECTION_FAILED_MESSAGE,
+        {"http_connection_failed": {"http_status_code": None}},
+    ),
+}
+
+
+def successful_run(conf: dict[str, Any], scenario: str) -> shapes.Run:
+    """The run of a scenario whose turn completes (with an image or not)."""
+    if scenario in ("image", "no_session_log", "crash", "generated_dir_only"):
+        return shapes.Run(images=[image_bytes(conf, 0)])
+    if scenario == "two_images":
+        return shapes.Run(images=[image_bytes(conf, 0), image_bytes(conf, 1)])
+    if scenario == "refuse":
+        return shapes.Run(refusals=[shapes.MODERATION_FAILURE], agent_text="I can't make that.")
+    if scenario == "text_only":
+        return shapes.Run(agent_text="I can only describe it: a small red square.")
     raise SystemExit(f"fake codex: unknown scenario {scenario!r}")
 
 

@@ -1,4 +1,4 @@
-"""A fixture that fails a test leaving a thread of its own running (import it into a module)."""
+"""A fixture that fails a test leaving a thread of its own running (every test: see conftest)."""
 
 from __future__ import annotations
 
