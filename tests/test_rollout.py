@@ -11,13 +11,9 @@ from typing import Any
 
 import pytest
 
-from daemon.codex import session_log as rollout
-from daemon.codex.session_log import (
-    GENERIC_REFUSAL,
-    find_session_log,
-    generated_images,
-    scan_rollout,
-)
+from daemon.codex.log_lines import BufferSizes
+from daemon.codex.log_scan import GENERIC_REFUSAL, Scanner
+from daemon.codex.session_log import find_session_log, generated_images, scan_rollout
 from daemon.images import ImageFormat
 from tests.support.rollout_shapes import (
     MODERATION_FAILURE,
@@ -67,8 +63,7 @@ def test_each_release_shape_yields_its_one_image(tmp_path: Path, version: str) -
     assert [i.data for i in scan.images] == [image]
     assert scan.images[0].format is ImageFormat.PNG
     assert scan.images[0].revised_prompt == "revised: a red fox in the snow #0"
-    assert scan.completed and scan.turn_error is None and scan.refusals == ()
-    assert scan.cli_version == version
+    assert scan.turn_error is None and scan.refusals == ()
 
 
 @pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
@@ -203,7 +198,7 @@ def test_an_echo_alone_is_not_an_image(tmp_path: Path) -> None:
 
     scan = scan_rollout(path)
 
-    assert scan.images == () and scan.completed
+    assert scan.images == () and scan.turn_error is None
 
 
 def test_results_that_are_not_images_are_ignored(tmp_path: Path) -> None:
@@ -219,7 +214,7 @@ def test_text_only_answer_has_no_image_and_no_refusal(tmp_path: Path) -> None:
     """A model that answered in words leaves a completed turn with nothing to keep."""
     scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", Run(references=[tiny_png(1)])))
 
-    assert scan.images == () and scan.refusals == () and scan.completed
+    assert scan.images == () and scan.refusals == () and scan.turn_error is None
 
 
 # --- turn outcome ---------------------------------------------------------------------------------
@@ -231,7 +226,6 @@ def test_usage_limit_is_recorded_with_its_kind(tmp_path: Path) -> None:
 
     scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
 
-    assert scan.completed
     assert scan.turn_error == USAGE_LIMIT_MESSAGE
     assert scan.turn_error_kind == "usage_limit_exceeded"
 
@@ -256,8 +250,20 @@ def test_error_event_explains_a_turn_without_task_complete(tmp_path: Path) -> No
 
     scan = scan_rollout(write_lines(tmp_path / "log.jsonl", lines))
 
-    assert not scan.completed
     assert (scan.turn_error, scan.turn_error_kind) == ("Quota exceeded.", "quota_exceeded")
+
+
+def test_error_event_before_a_completed_turn_is_not_the_turn_error(tmp_path: Path) -> None:
+    """A Reconnecting-style error event the turn outlived is not what ended it."""
+    lines = rollout_lines(Run(images=[tiny_png(1)]))
+    error = {"type": "error", "message": "Quota exceeded.", "codex_error_info": "quota_exceeded"}
+    lines.insert(len(lines) - 1, {"timestamp": "t", "type": "event_msg", "payload": error})
+    assert lines[-1]["payload"]["type"] == "task_complete"
+
+    scan = scan_rollout(write_lines(tmp_path / "log.jsonl", lines))
+
+    assert (scan.turn_error, scan.turn_error_kind) == (None, None)
+    assert [i.data for i in scan.images] == [tiny_png(1)]
 
 
 # --- robustness -----------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ def test_truncated_last_line_keeps_earlier_images(tmp_path: Path, size: int) -> 
     scan = scan_rollout(path)
 
     assert [i.data for i in scan.images] == [first, second]
-    assert not scan.completed
+    assert scan.turn_error is None
 
 
 def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> None:
@@ -285,7 +291,7 @@ def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> No
 
     scan = scan_rollout(path)
 
-    assert [i.data for i in scan.images] == [tiny_png(1)] and not scan.completed
+    assert [i.data for i in scan.images] == [tiny_png(1)] and scan.turn_error is None
 
 
 @pytest.mark.parametrize("image_size", [1000, 4 << 20])
@@ -354,7 +360,7 @@ def test_lines_in_another_key_order_or_spacing_are_read_the_same(
     client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
     assert [i.data for i in scan.images] == images
     assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
-    assert scan.completed and scan.cli_version == version
+    assert scan.turn_error is None
 
 
 @pytest.mark.parametrize("version", ["0.125.0", "0.144.0", "0.169.0"])
@@ -370,7 +376,7 @@ def test_image_lines_quoted_inside_a_prompt_are_not_taken(tmp_path: Path, versio
     scan = scan_rollout(path)
 
     assert [i.data for i in scan.images] == [image]
-    assert scan.turn_error is None and scan.completed
+    assert scan.turn_error is None
 
 
 def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> None:
@@ -395,30 +401,23 @@ def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("read,inline,head", [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
 def test_tiny_reads_split_every_line_string_and_escape_the_same_way(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    version: str,
-    read: int,
-    inline: int,
-    head: int,
+    tmp_path: Path, version: str, read: int, inline: int, head: int
 ) -> None:
     """With reads of a few bytes, escapes, backslash runs and U+2028 across reads decode exactly."""
-    monkeypatch.setattr(rollout, "_READ", read)
-    monkeypatch.setattr(rollout, "_INLINE_LINE_MAX", inline)
-    monkeypatch.setattr(rollout, "_HEAD", head)
-    monkeypatch.setattr(rollout, "_BLOB_MIN", 64)  # longer than any key or type name
+    # Strings over 64 bytes (longer than any key or type name) stay in the file.
+    sizes = BufferSizes(read=read, inline_line_max=inline, head=head, blob_min=64)
     prompt = 'a "quoted" \\ word, \\\\ four\u2028 \\" and a trailing \\'
     images = [tiny_png(1), fake_webp(b"x" * 300)]
     run = Run(version=version, prompt=prompt, images=images, refusals=[MODERATION_FAILURE])
     path = write_rollout(tmp_path / "log.jsonl", run)
 
-    scan = scan_rollout(path)
+    scan = scan_rollout(path, sizes=sizes)
 
     client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
     assert [i.data for i in scan.images] == images
     assert [i.revised_prompt for i in scan.images] == [f"revised: {prompt} #{n}" for n in (0, 1)]
     assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
-    assert scan.completed and scan.cli_version == version
+    assert scan.turn_error is None
 
 
 # --- the real captured 0.169 and 0.171 logs ------------------------------------------------------
@@ -458,7 +457,7 @@ def test_real_image_log_yields_the_generated_png(version: str) -> None:
     assert len(scan.images) == 1 and scan.images[0].format is ImageFormat.PNG
     assert scan.images[0].call_id is not None and scan.images[0].call_id.startswith("exec-")
     assert _b64_strings(path, "image_url") == [scan.images[0].data]
-    assert scan.cli_version == f"{version}.0" and scan.completed and scan.turn_error is None
+    assert scan.turn_error is None
     assert scan.limits == ()
 
 
@@ -510,7 +509,7 @@ def test_real_text_only_log_has_nothing(version: str) -> None:
     """The captured text-only answer is a completed turn without images or refusals."""
     scan = scan_rollout(_real(version, "text_only"))
 
-    assert (scan.images, scan.refusals, scan.limits, scan.completed) == ((), (), (), True)
+    assert (scan.images, scan.refusals, scan.limits, scan.turn_error) == ((), (), (), None)
 
 
 @pytest.mark.parametrize("version", REAL_VERSIONS)
@@ -539,7 +538,7 @@ def test_real_image_limit_log_is_a_limit_with_its_reset_time_not_a_refusal() -> 
     scan = scan_rollout(path)
 
     assert scan.images == () and scan.refusals == ()
-    assert scan.completed and scan.turn_error is None
+    assert scan.turn_error is None
     [hit] = scan.limits
     assert hit.limit_id == "image_gen"
     assert hit.resets_at == datetime.fromtimestamp(failure["resetsAt"]).astimezone()
@@ -763,7 +762,7 @@ def limits(limit_id: object = "codex", **fields: object) -> dict[str, object]:
 def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
     """A real 0.171 log of a run whose server sent x-codex-primary/secondary headers holds the
     primary window: 42 % of 300 minutes, with an aware reset time from the header's epoch."""
-    scan = rollout.scan_rollout(REAL / "real-0.171-rate_limits.jsonl")
+    scan = scan_rollout(REAL / "real-0.171-rate_limits.jsonl")
     assert len(scan.images) == 1
     (snapshot,) = scan.rate_limits
     assert (snapshot.limit_id, snapshot.used_percent, snapshot.window_minutes) == (
@@ -779,7 +778,7 @@ def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
 def test_real_0171_image_limit_log_names_the_image_limit_and_the_chat_limit() -> None:
     """At the image limit the typed failure (`limitId: image_gen`, `resetsAt`) is a snapshot
     of that limit, used up; the chat limit's token_count stays beside it."""
-    scan = rollout.scan_rollout(REAL / "real-0.171-image_limit-rate_limits.jsonl")
+    scan = scan_rollout(REAL / "real-0.171-image_limit-rate_limits.jsonl")
     by_id = {s.limit_id: s for s in scan.rate_limits}
     assert set(by_id) == {"image_gen", "codex"}
     image = by_id["image_gen"]
@@ -790,7 +789,7 @@ def test_real_0171_image_limit_log_names_the_image_limit_and_the_chat_limit() ->
 
 def test_real_logs_without_rate_limit_headers_hold_no_snapshot() -> None:
     """Without the headers codex writes `primary: null, secondary: null`: nothing to show."""
-    assert rollout.scan_rollout(REAL / "real-0.171-image.jsonl").rate_limits == ()
+    assert scan_rollout(REAL / "real-0.171-image.jsonl").rate_limits == ()
 
 
 def test_null_windows_give_no_snapshot(tmp_path: Path) -> None:
@@ -803,7 +802,7 @@ def test_null_windows_give_no_snapshot(tmp_path: Path) -> None:
             token_count("2026-12-02T10:00:02Z", "not a mapping"),
         ],
     )
-    assert rollout.scan_rollout(path).rate_limits == ()
+    assert scan_rollout(path).rate_limits == ()
 
 
 def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
@@ -819,7 +818,7 @@ def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
             token_count("2026-12-02T10:00:01Z", limits("image_gen", primary={"resets_at": 5})),
         ],
     )
-    codex_limit, image_limit = rollout.scan_rollout(path).rate_limits
+    codex_limit, image_limit = scan_rollout(path).rate_limits
     assert codex_limit.limit_id == "codex"
     assert (codex_limit.used_percent, codex_limit.window_minutes) == (7.0, None)
     assert codex_limit.resets_at is None and codex_limit.plan_type is None
@@ -844,7 +843,7 @@ def test_several_snapshots_keep_the_newest_of_each_limit(tmp_path: Path) -> None
             token_count("2026-12-02T10:00:02Z", newest),
         ],
     )
-    by_id = {s.limit_id: s for s in rollout.scan_rollout(path).rate_limits}
+    by_id = {s.limit_id: s for s in scan_rollout(path).rate_limits}
     assert by_id["codex"].used_percent == 55.5
     assert by_id["codex"].resets_at == datetime.fromtimestamp(1796179300, timezone.utc)
     assert by_id["image_gen"].used_percent == 80.0
@@ -854,13 +853,13 @@ def test_the_window_nearest_its_cap_is_the_one_kept(tmp_path: Path) -> None:
     """When the weekly window is fuller than the 5-hour one, the weekly one is shown."""
     weekly_full = limits(secondary={"used_percent": 95, "window_minutes": 10080, "resets_at": 9})
     path = write_lines(tmp_path / "log.jsonl", [token_count("2026-12-02T10:00:00Z", weekly_full)])
-    (snapshot,) = rollout.scan_rollout(path).rate_limits
+    (snapshot,) = scan_rollout(path).rate_limits
     assert (snapshot.used_percent, snapshot.window_minutes) == (95.0, 10080)
 
 
 def test_token_count_lines_are_read_and_big_lines_still_skipped() -> None:
     """The scanner wants token_count events, and still steps over what cannot matter."""
-    scanner = rollout._Scanner()
+    scanner = Scanner()
     assert scanner.wanted(b"event_msg", b"token_count")
     assert not scanner.wanted(b"event_msg", b"agent_message")
     assert not scanner.wanted(b"turn_context", None)

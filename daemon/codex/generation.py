@@ -23,7 +23,7 @@ from daemon.codex import version_cache
 from daemon.codex.failures import classify, image_limit
 from daemon.codex.quota import RateLimit
 from daemon.codex.quota import merge as merge_limits
-from daemon.codex.session_log import FoundImage, RolloutScan
+from daemon.codex.log_scan import FoundImage, RolloutScan
 from daemon.config import CodexConfig
 from daemon.errors import (
     ImageLimit,
