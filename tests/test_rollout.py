@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from daemon.codex.log_lines import BufferSizes
+from daemon.codex.log_lines import BufferSizes, FileStrings, LogLines
 from daemon.codex.log_scan import GENERIC_REFUSAL, Scanner
 from daemon.codex.session_log import find_session_log, generated_images, scan_rollout
 from daemon.images import ImageFormat
@@ -282,6 +285,21 @@ def test_truncated_last_line_keeps_earlier_images(tmp_path: Path, size: int) -> 
 
     assert [i.data for i in scan.images] == [first, second]
     assert scan.turn_error is None
+
+
+def test_a_whole_long_last_line_without_a_newline_is_kept(tmp_path: Path) -> None:
+    """A long last line cut before its newline only is read like a short one: kept."""
+    image = big_png(3 << 20)
+    lines = rollout_lines(Run(images=[image]))
+    at = next(
+        n
+        for n, line in enumerate(lines)
+        if base64.b64encode(image[:30])[:36] in json.dumps(line).encode()
+    )
+    path = write_lines(tmp_path / "log.jsonl", lines[: at + 1])
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+
+    assert [i.data for i in scan_rollout(path).images] == [image]
 
 
 def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> None:
@@ -863,3 +881,113 @@ def test_token_count_lines_are_read_and_big_lines_still_skipped() -> None:
     assert scanner.wanted(b"event_msg", b"token_count")
     assert not scanner.wanted(b"event_msg", b"agent_message")
     assert not scanner.wanted(b"turn_context", None)
+
+
+# --- the line reader against json.loads -----------------------------------------------------------
+
+
+class _Trickle(io.RawIOBase):
+    """A file that hands out at most `step` bytes per read, so reads end anywhere in a line."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.step, len(self.data) - self.at)
+        buffer[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+# Characters that are hard on a byte-level string scanner: quotes, backslashes, what JSON must
+# escape, line separators that are not b"\n", astral characters (surrogate pairs when escaped)
+# and lone surrogates (only ever written as \\uXXXX escapes).
+_HARD_TEXT = st.text(
+    alphabet=st.sampled_from(
+        ['"', "\\", "/", "\n", "\r", "\t", "\x00", "\u2028", "\u2029", "\x85", "é", "\U0001f98a"]
+        + ["\ud800", "\udbff", "\udc00", "\udfff", "a", "b", " ", "u", "0", "{", "}", ":", ","]
+    ),
+    max_size=40,
+)
+_BASE64_RUN = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+    min_size=40,
+    max_size=400,
+)
+_STRINGS = _HARD_TEXT | _BASE64_RUN | st.builds(lambda a, b: a + b, _BASE64_RUN, _HARD_TEXT)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _STRINGS
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_STRINGS, inner, max_size=4),
+    max_leaves=12,
+)
+_LINES = st.builds(
+    lambda kind, payload, rest: {"type": kind, "payload": payload, **rest},
+    st.sampled_from(["event_msg", "response_item", "skip"]),
+    _VALUES,
+    st.dictionaries(st.sampled_from(["timestamp", "id", "x"]), _VALUES, max_size=2),
+)
+
+
+def _render(value: Any, ascii_only: bool, compact: bool) -> bytes:
+    separators = (",", ":") if compact else (", ", ": ")
+    try:
+        return json.dumps(value, ensure_ascii=ascii_only, separators=separators).encode()
+    except UnicodeEncodeError:  # a lone surrogate can only be written as an escape
+        return json.dumps(value, separators=separators).encode()
+
+
+def _resolve(value: Any, strings: FileStrings) -> Any:
+    """The parsed line with every string left in the file read back whole."""
+    if isinstance(value, dict):
+        return {_resolve(k, strings): _resolve(v, strings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, strings) for v in value]
+    if strings.blob(value) is not None:
+        return strings.text(value, limit=1 << 30)
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.tuples(_LINES, st.booleans(), st.booleans()), max_size=6),
+    blank_lines=st.integers(0, 2),
+    final_newline=st.booleans(),
+    step=st.integers(1, 17),
+    sizes=st.builds(
+        BufferSizes,
+        read=st.integers(1, 64),
+        inline_line_max=st.integers(1, 300),
+        head=st.integers(16, 64),
+        blob_min=st.integers(1, 100),
+    ),
+)
+def test_the_line_reader_yields_what_json_loads_gives(
+    lines: list[tuple[dict[str, Any], bool, bool]],
+    blank_lines: int,
+    final_newline: bool,
+    step: int,
+    sizes: BufferSizes,
+) -> None:
+    """Any JSON lines, read a few bytes at a time with tiny buffers, come out as json.loads
+    reads them, big strings read back from the file; only lines turned down by their head are
+    left out."""
+    rendered = [_render(line, ascii_only, compact) for line, ascii_only, compact in lines]
+    data = (b"\n" * (1 + blank_lines)).join(rendered) + (
+        b"\n" if final_newline and rendered else b""
+    )
+    # The head names a line's kind only when "type" comes first and unspaced.
+    expected = [json.loads(raw) for raw in rendered if not raw.startswith(b'{"type":"skip"')]
+
+    blob_file = io.BytesIO(data)
+    got = [
+        _resolve(value, FileStrings(blob_file, blobs))
+        for value, blobs in LogLines(
+            _Trickle(data, step), lambda kind, _ptype: kind != b"skip", sizes
+        )
+    ]
+
+    assert got == expected

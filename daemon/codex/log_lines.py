@@ -165,7 +165,8 @@ class LogLines:
                 out += self.view[self.pos : self.end]
                 self.pos = self.end
                 if not self._refill():
-                    return None, blobs
+                    # A last line without "\n", like a short one: kept if it parses.
+                    return bytes(out), blobs
                 continue
             out += self.view[self.pos : quote]
             self.pos = quote + 1
