@@ -11,7 +11,8 @@ import pytest
 
 from daemon.codex.failures import image_limit
 from daemon.codex.generation import CodexSetup, collect
-from daemon.codex.run import CodexRun, CodexVersion
+from daemon.codex.run import CodexRun
+from daemon.codex.version import CodexVersion
 from daemon.errors import Disposition, ImageLimit, Refused, UsageLimit, class_for_layer
 from tests.support.rollout_shapes import session_log_path
 

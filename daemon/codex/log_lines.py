@@ -55,6 +55,9 @@ class BufferSizes:
     blob_min: int = 64 << 10
 
 
+DEFAULT_SIZES = BufferSizes()
+
+
 @dataclass(frozen=True, slots=True)
 class Blob:
     """A JSON string left in the file: the raw bytes between its quotes."""
@@ -80,7 +83,7 @@ class LogLines:
     One fixed buffer is read into, so no chunk is copied to join it to the rest of a line.
     """
 
-    def __init__(self, f: io.RawIOBase, wanted: Wanted, sizes: BufferSizes = BufferSizes()):
+    def __init__(self, f: io.RawIOBase, wanted: Wanted, sizes: BufferSizes = DEFAULT_SIZES):
         self.f = f
         self.wanted = wanted
         self.sizes = sizes
@@ -114,7 +117,9 @@ class LogLines:
 
     def _fill_head(self) -> bool:
         """Read until the next line's head or end is in the buffer; False when none is left."""
-        while self.end - self.pos < self.sizes.head and self.buf.find(b"\n", self.pos, self.end) < 0:
+        while (
+            self.end - self.pos < self.sizes.head and self.buf.find(b"\n", self.pos, self.end) < 0
+        ):
             if not self._refill():
                 break
         return self.pos < self.end

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from daemon.codex.log_lines import BufferSizes, FileStrings, LogLines
+from daemon.codex.log_lines import DEFAULT_SIZES, BufferSizes, FileStrings, LogLines
 from daemon.codex.log_scan import FoundImage, RolloutScan, Scanner
 from daemon.images import sniff_format
 
@@ -80,7 +80,7 @@ def generated_images(codex_home: Path, thread_id: str) -> list[FoundImage]:
     return found
 
 
-def scan_rollout(path: Path, *, sizes: BufferSizes = BufferSizes()) -> RolloutScan:
+def scan_rollout(path: Path, *, sizes: BufferSizes = DEFAULT_SIZES) -> RolloutScan:
     """Everything one session log says about its run's images, refusals and turn outcome."""
     scanner = Scanner()
     with path.open("rb", buffering=0) as lines_file, path.open("rb") as blob_file:
