@@ -80,7 +80,8 @@ def test_prompt_is_embedded_byte_for_byte(prompt: str) -> None:
     head, _, rest = text.partition("<<<REQUEST\n")
     assert rest[: len(prompt)] == prompt
     assert rest[len(prompt) :] == "\nREQUEST>>>\n"
-    assert "image" in head and "SVG" in head
+    assert "image" in head
+    assert "SVG" in head
 
 
 def test_instruction_mentions_references_only_when_there_are_some() -> None:

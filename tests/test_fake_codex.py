@@ -53,7 +53,8 @@ def test_version_and_login_status_answer_like_codex(tmp_path: Path) -> None:
 
     assert version.stdout.decode().strip() == "codex-cli 0.144.0"
     assert (logged_in.returncode, logged_in.stderr.decode()) == (0, "Logged in using ChatGPT\n")
-    assert logged_out.returncode == 1 and b"Not logged in" in logged_out.stderr
+    assert logged_out.returncode == 1
+    assert b"Not logged in" in logged_out.stderr
 
 
 def test_image_run_records_argv_and_stdin_and_writes_a_readable_log(tmp_path: Path) -> None:
@@ -71,12 +72,15 @@ def test_image_run_records_argv_and_stdin_and_writes_a_readable_log(tmp_path: Pa
     assert first["type"] == "thread.started"
     assert rest[-1]["type"] == "turn.completed"
     (rec,) = records(tmp_path)
-    assert rec["argv"] == args and rec["refs"] == [str(ref)] and rec["cwd"] == str(tmp_path)
+    assert rec["argv"] == args
+    assert rec["refs"] == [str(ref)]
+    assert rec["cwd"] == str(tmp_path)
     assert rec["stdin"].encode() == prompt
     log = find_session_log(tmp_path / "home", first["thread_id"], started_at=started)
     assert log is not None
     scan = scan_rollout(log)
-    assert len(scan.images) == 1 and scan.images[0].data != ref.read_bytes()
+    assert len(scan.images) == 1
+    assert scan.images[0].data != ref.read_bytes()
     assert generated_images(tmp_path / "home", first["thread_id"])[0].data == scan.images[0].data
 
 
@@ -103,7 +107,8 @@ def test_image_size_makes_a_valid_png_of_that_size(tmp_path: Path) -> None:
     log = find_session_log(tmp_path / "home", "t-0000-0001", started_at=datetime.now())
     assert log is not None
     (image,) = scan_rollout(log).images
-    assert len(image.data) == 50_000 and inspect(image.data) is not None
+    assert len(image.data) == 50_000
+    assert inspect(image.data) is not None
 
 
 @pytest.mark.parametrize(
@@ -122,14 +127,16 @@ def test_turn_failures_exit_1_with_codex_words(
 
     assert done.returncode == 1
     kinds = [e["type"] for e in events(done)]
-    assert kinds[0] == "thread.started" and kinds[-2:] == ["error", "turn.failed"]
+    assert kinds[0] == "thread.started"
+    assert kinds[-2:] == ["error", "turn.failed"]
     assert needle in events(done)[-1]["error"]["message"]
     log = find_session_log(
         tmp_path / "home", events(done)[0]["thread_id"], started_at=datetime.now()
     )
     assert log is not None
     scan = scan_rollout(log)
-    assert scan.turn_error_kind == kind and needle in (scan.turn_error or "")
+    assert scan.turn_error_kind == kind
+    assert needle in (scan.turn_error or "")
 
 
 def test_usage_limit_message_can_be_scripted(tmp_path: Path) -> None:
@@ -169,11 +176,14 @@ def test_no_session_log_and_crash(tmp_path: Path) -> None:
     home, now = tmp_path / "home", datetime.now()
     assert quiet.returncode == 0
     assert find_session_log(home, events(quiet)[0]["thread_id"], started_at=now) is None
-    assert crash.returncode == 101 and b"panicked" in crash.stderr
+    assert crash.returncode == 101
+    assert b"panicked" in crash.stderr
     log = find_session_log(home, events(crash)[0]["thread_id"], started_at=now)
-    assert log is not None and not log.read_bytes().endswith(b"\n")
+    assert log is not None
+    assert not log.read_bytes().endswith(b"\n")
     scan = scan_rollout(log)  # the image before the cut-off line is kept; no turn outcome
-    assert len(scan.images) == 1 and scan.turn_error is None
+    assert len(scan.images) == 1
+    assert scan.turn_error is None
 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
@@ -182,7 +192,9 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     scripted = run_fake(tmp_path, {"scenario": "bad_args"}, ARGV)
 
     for done in (unknown, scripted):
-        assert done.returncode == 2 and b"unexpected argument" in done.stderr and not done.stdout
+        assert done.returncode == 2
+        assert b"unexpected argument" in done.stderr
+        assert not done.stdout
 
 
 def test_feature_flag_unknown_to_the_release_exits_1(tmp_path: Path) -> None:
@@ -192,7 +204,8 @@ def test_feature_flag_unknown_to_the_release_exits_1(tmp_path: Path) -> None:
     old = run_fake(tmp_path, {"version": "0.145.0"}, args)
     new = run_fake(tmp_path, {"version": "0.150.0"}, args)
 
-    assert old.returncode == 1 and b"Unknown feature flag" in old.stderr
+    assert old.returncode == 1
+    assert b"Unknown feature flag" in old.stderr
     assert new.returncode == 0
 
 
@@ -213,8 +226,10 @@ def test_missing_codex_home_and_empty_prompt_exit_1(tmp_path: Path) -> None:
     missing = subprocess.run([str(FAKE), *ARGV], input=b"x", capture_output=True, env=env)
     empty = run_fake(tmp_path, {}, ARGV, stdin=b"  \n")
 
-    assert missing.returncode == 1 and b"CODEX_HOME" in missing.stderr
-    assert empty.returncode == 1 and b"No prompt provided" in empty.stderr
+    assert missing.returncode == 1
+    assert b"CODEX_HOME" in missing.stderr
+    assert empty.returncode == 1
+    assert b"No prompt provided" in empty.stderr
 
 
 def _start_hang(
@@ -232,7 +247,8 @@ def _start_hang(
         env=env,
         start_new_session=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(b"a fox\n")
     proc.stdin.close()
     assert json.loads(proc.stdout.readline())["type"] == "thread.started"

@@ -56,7 +56,8 @@ def test_the_real_image_limit_is_an_image_limit_with_codexs_reset_time(tmp_path:
         collect(run, setup_for(tmp_path))
 
     error = raised.value
-    assert isinstance(error, UsageLimit) and not isinstance(error, Refused)
+    assert isinstance(error, UsageLimit)
+    assert not isinstance(error, Refused)
     assert (error.exit_code, error.layer, error.disposition) == (
         5,
         "image-limit",
@@ -64,7 +65,8 @@ def test_the_real_image_limit_is_an_image_limit_with_codexs_reset_time(tmp_path:
     )
     assert error.retrying
     assert error.retry_at == datetime.fromtimestamp(resets).astimezone()
-    assert error.retry_at is not None and error.retry_at.utcoffset() is not None
+    assert error.retry_at is not None
+    assert error.retry_at.utcoffset() is not None
     assert error.message.startswith("The ChatGPT plan's image limit is reached; it resets at ")
     assert "usage_limit_reached" in error.detail
 

@@ -66,7 +66,8 @@ def test_each_release_shape_yields_its_one_image(tmp_path: Path, version: str) -
     assert [i.data for i in scan.images] == [image]
     assert scan.images[0].format is ImageFormat.PNG
     assert scan.images[0].revised_prompt == "revised: a red fox in the snow #0"
-    assert scan.turn_error is None and scan.refusals == ()
+    assert scan.turn_error is None
+    assert scan.refusals == ()
 
 
 @pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
@@ -77,7 +78,8 @@ def test_call_ids_follow_the_release(tmp_path: Path, version: str) -> None:
     call_id = scan_rollout(path).images[0].call_id
 
     hosted = shape_for(version) in (Shape.HOSTED_CALL, Shape.HOSTED_BOTH)
-    assert call_id is not None and call_id.startswith("ig_" if hosted else "exec-")
+    assert call_id is not None
+    assert call_id.startswith("ig_" if hosted else "exec-")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -201,7 +203,8 @@ def test_an_echo_alone_is_not_an_image(tmp_path: Path) -> None:
 
     scan = scan_rollout(path)
 
-    assert scan.images == () and scan.turn_error is None
+    assert scan.images == ()
+    assert scan.turn_error is None
 
 
 def test_results_that_are_not_images_are_ignored(tmp_path: Path) -> None:
@@ -217,7 +220,9 @@ def test_text_only_answer_has_no_image_and_no_refusal(tmp_path: Path) -> None:
     """A model that answered in words leaves a completed turn with nothing to keep."""
     scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", Run(references=[tiny_png(1)])))
 
-    assert scan.images == () and scan.refusals == () and scan.turn_error is None
+    assert scan.images == ()
+    assert scan.refusals == ()
+    assert scan.turn_error is None
 
 
 # --- turn outcome ---------------------------------------------------------------------------------
@@ -309,7 +314,8 @@ def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> No
 
     scan = scan_rollout(path)
 
-    assert [i.data for i in scan.images] == [tiny_png(1)] and scan.turn_error is None
+    assert [i.data for i in scan.images] == [tiny_png(1)]
+    assert scan.turn_error is None
 
 
 @pytest.mark.parametrize("image_size", [1000, 4 << 20])
@@ -417,7 +423,7 @@ def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("read,inline,head", [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
+@pytest.mark.parametrize(("read", "inline", "head"), [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
 def test_tiny_reads_split_every_line_string_and_escape_the_same_way(
     tmp_path: Path, version: str, read: int, inline: int, head: int
 ) -> None:
@@ -472,8 +478,10 @@ def test_real_image_log_yields_the_generated_png(version: str) -> None:
 
     scan = scan_rollout(path)
 
-    assert len(scan.images) == 1 and scan.images[0].format is ImageFormat.PNG
-    assert scan.images[0].call_id is not None and scan.images[0].call_id.startswith("exec-")
+    assert len(scan.images) == 1
+    assert scan.images[0].format is ImageFormat.PNG
+    assert scan.images[0].call_id is not None
+    assert scan.images[0].call_id.startswith("exec-")
     assert _b64_strings(path, "image_url") == [scan.images[0].data]
     assert scan.turn_error is None
     assert scan.limits == ()
@@ -516,7 +524,8 @@ def test_real_refusal_log_gives_codex_reason(version: str) -> None:
     """The captured refusal yields no image and the moderation reason from the tool output."""
     scan = scan_rollout(_real(version, "refuse"))
 
-    assert scan.images == () and scan.limits == ()
+    assert scan.images == ()
+    assert scan.limits == ()
     assert len(scan.refusals) == 1
     assert scan.refusals[0].startswith("image generation failed: http 400")
     assert "moderation_blocked" in scan.refusals[0]
@@ -555,12 +564,14 @@ def test_real_image_limit_log_is_a_limit_with_its_reset_time_not_a_refusal() -> 
 
     scan = scan_rollout(path)
 
-    assert scan.images == () and scan.refusals == ()
+    assert scan.images == ()
+    assert scan.refusals == ()
     assert scan.turn_error is None
     [hit] = scan.limits
     assert hit.limit_id == "image_gen"
     assert hit.resets_at == datetime.fromtimestamp(failure["resetsAt"]).astimezone()
-    assert hit.resets_at is not None and hit.resets_at.utcoffset() is not None
+    assert hit.resets_at is not None
+    assert hit.resets_at.utcoffset() is not None
     assert hit.reason.startswith("image generation failed: http 429 Too Many Requests")
     assert "usage_limit_reached" in hit.reason
 
@@ -592,7 +603,8 @@ def test_a_429_without_usage_limit_words_stays_a_refusal(tmp_path: Path) -> None
     scan = scan_rollout(path)
 
     assert scan.limits == ()
-    assert len(scan.refusals) == 1 and "http 429" in scan.refusals[0]
+    assert len(scan.refusals) == 1
+    assert "http 429" in scan.refusals[0]
 
 
 def _extension_item(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -684,9 +696,9 @@ def test_missing_sessions_folder_means_no_log(tmp_path: Path) -> None:
 )
 def test_thread_ids_that_could_escape_the_pattern_are_refused(tmp_path: Path, bad: str) -> None:
     """A thread id with separators, glob characters or spaces raises ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a codex thread id"):
         find_session_log(tmp_path, bad, started_at=datetime.now())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a codex thread id"):
         generated_images(tmp_path, bad)
 
 
@@ -788,8 +800,10 @@ def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
         42.0,
         300,
     )
-    assert snapshot.resets_at is not None and snapshot.resets_at.tzinfo is not None
-    assert snapshot.seen_at is not None and snapshot.resets_at > snapshot.seen_at
+    assert snapshot.resets_at is not None
+    assert snapshot.resets_at.tzinfo is not None
+    assert snapshot.seen_at is not None
+    assert snapshot.resets_at > snapshot.seen_at
     assert snapshot.plan_type is None  # 0.171 writes null: the mock sends no plan header
 
 
@@ -800,7 +814,8 @@ def test_real_0171_image_limit_log_names_the_image_limit_and_the_chat_limit() ->
     by_id = {s.limit_id: s for s in scan.rate_limits}
     assert set(by_id) == {"image_gen", "codex"}
     image = by_id["image_gen"]
-    assert image.used_percent == 100.0 and image.window_minutes is None
+    assert image.used_percent == 100.0
+    assert image.window_minutes is None
     assert image.resets_at == scan.limits[0].resets_at
     assert by_id["codex"].used_percent == 42.0
 
@@ -839,7 +854,8 @@ def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
     codex_limit, image_limit = scan_rollout(path).rate_limits
     assert codex_limit.limit_id == "codex"
     assert (codex_limit.used_percent, codex_limit.window_minutes) == (7.0, None)
-    assert codex_limit.resets_at is None and codex_limit.plan_type is None
+    assert codex_limit.resets_at is None
+    assert codex_limit.plan_type is None
     assert codex_limit.seen_at == datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
     # The image limit's primary has no percentage: its secondary window is the one kept.
     assert (image_limit.used_percent, image_limit.window_minutes) == (12.0, 10080)
