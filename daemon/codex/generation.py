@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import files, processes
 from daemon.codex import run as codex
-from daemon.codex import session_log
 from daemon.codex.failures import classify, image_limit
-from daemon.codex.log_scan import FoundImage, RolloutScan
 from daemon.codex.quota import RateLimit
 from daemon.codex.quota import merge as merge_limits
 from daemon.codex.version import CodexVersion, default_cache_file, probe_version
@@ -36,6 +35,9 @@ from daemon.errors import (
 )
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
 from daemon.job import look
+
+if TYPE_CHECKING:
+    from daemon.codex.log_scan import FoundImage, RolloutScan
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +356,10 @@ def _thread_images(
 ) -> tuple[RolloutScan | None, tuple[FoundImage, ...]]:
     """This thread's log scan (None without a log) and its images, from the log or else from
     `generated_images/<thread>/`."""
+    # Needed only once codex has finished: imported then, or while it runs by a one-shot
+    # command's warm-up, not before codex starts (~10 ms of `once`'s start, measured).
+    from daemon.codex import session_log
+
     log = session_log.find_session_log(codex_home, thread_id, started_at=started_at.astimezone())
     scan = session_log.scan_rollout(log) if log is not None else None
     images = scan.images if scan else ()
