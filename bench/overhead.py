@@ -26,6 +26,7 @@ from bench.common import (
     write_config,
 )
 from daemon.codex import run as codex
+from daemon.codex.version import CodexVersion, probe_version
 from daemon.watching.settle import ARRIVAL_QUIET_SEC
 from tests.support.daemon_proc import DaemonProcess
 
@@ -86,7 +87,7 @@ def _variant(root: Path, binary: Path, port: int, rounds: int, *, old: int) -> d
         command=[str(binary)],
         home=home,
     )
-    version = codex.probe_version([str(binary)], env=env)
+    version = probe_version([str(binary)], env=env)
     bare, daemon, daemon_idle, once, listing = [], [], [], [], []
     with start_daemon(d_cfg, root / "d-out", env=env) as proc:
         # Warm-up: the first run pays for cold disk caches and codex's one-time session index.
@@ -113,7 +114,7 @@ def _variant(root: Path, binary: Path, port: int, rounds: int, *, old: int) -> d
 
 
 def _bare(
-    binary: Path, version: codex.CodexVersion, env: dict[str, str], timeout: float = JOB_TIMEOUT
+    binary: Path, version: CodexVersion, env: dict[str, str], timeout: float = JOB_TIMEOUT
 ) -> float:
     """One bare `codex exec` with the daemon's flags and prompt; seconds from start to exit."""
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:

@@ -1,38 +1,44 @@
 """structlog set-up: readable lines on a terminal, JSON lines elsewhere (journald, launchd logs).
 
-structlog costs ~40 ms to import, a large share of a one-shot command's own time: `configure`
-only remembers the settings, and structlog is imported and set up on the first `get_logger()`,
-which `warm_up()` can do in the background while codex runs.
+structlog costs ~60 ms to import, more than a one-shot command's own work around codex: so
+`configure` only notes the set-up, the first `get_logger()` imports structlog and applies it,
+and a one-shot command has `warm_up()` do that in a background thread while codex runs.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 # The stdlib logging levels, written out: importing `logging` alone costs ~5 ms.
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _lock = threading.Lock()
-_settings: dict[str, Any] = {"level": "info", "stream": None, "applied": False}
+# configure() calls not yet applied, while structlog is not imported; structlog itself holds
+# the configuration once they are.
+_unapplied: list[Callable[[Any], None]] = []
 
 
 def configure(level: str = "info", *, stream: TextIO | None = None) -> None:
     """Logs go to stderr: stdout is kept for what a command prints (`gen` prints the path)."""
     with _lock:
-        _settings.update(level=level, stream=stream, applied=False)
+        _unapplied.append(functools.partial(_apply, level=level, stream=stream))
     if "structlog" in sys.modules:
         get_logger()  # loggers made before this call follow the new settings at once
 
 
 def get_logger() -> Any:
-    """structlog's logger; the first call imports structlog and applies the settings."""
+    """structlog's logger; the first call imports structlog and applies the set-up."""
     import structlog
 
     with _lock:
-        if not _settings["applied"]:
-            _apply(structlog, _settings["level"], _settings["stream"])
-            _settings["applied"] = True
+        for apply in _unapplied:
+            apply(structlog)
+        _unapplied.clear()
+        if not structlog.is_configured():
+            _apply(structlog, level="info", stream=None)
     return structlog.get_logger()
 
 
@@ -49,7 +55,7 @@ def warm_up(*modules: str) -> threading.Thread:
     return thread
 
 
-def _apply(structlog: Any, level: str, stream: TextIO | None) -> None:
+def _apply(structlog: Any, *, level: str, stream: TextIO | None) -> None:
     out = stream if stream is not None else sys.stderr
     renderer = (
         structlog.dev.ConsoleRenderer(colors=True)

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.codex import run as codex
 from daemon.codex.failures import classify, parse_retry_at
+from daemon.codex.version import CodexVersion, probe_version
 from daemon.errors import (
     Cancelled,
     CodexFailed,
@@ -26,8 +27,8 @@ from daemon.errors import (
 )
 from tests.support.procs import kill_alive, pid_alive, wait_for
 
-V169 = codex.CodexVersion("codex-cli 0.169.0", (0, 169, 0))
-V117 = codex.CodexVersion("codex-cli 0.117.0", (0, 117, 0))
+V169 = CodexVersion("codex-cli 0.169.0", (0, 169, 0))
+V117 = CodexVersion("codex-cli 0.117.0", (0, 117, 0))
 
 
 def test_argv_has_the_fixed_flags_and_no_shell(tmp_path: Path) -> None:
@@ -79,7 +80,8 @@ def test_prompt_is_embedded_byte_for_byte(prompt: str) -> None:
     head, _, rest = text.partition("<<<REQUEST\n")
     assert rest[: len(prompt)] == prompt
     assert rest[len(prompt) :] == "\nREQUEST>>>\n"
-    assert "image" in head and "SVG" in head
+    assert "image" in head
+    assert "SVG" in head
 
 
 def test_instruction_mentions_references_only_when_there_are_some() -> None:
@@ -118,9 +120,9 @@ def test_version_probe_parses_and_rejects_old_releases(tmp_path: Path) -> None:
     """`codex --version` is read once; releases before 0.111 are refused with a hint."""
     good = _script(tmp_path, "print('codex-cli 0.169.0')\n", "good")
     old = _script(tmp_path, "print('codex-cli 0.98.0')\n", "old")
-    assert codex.probe_version([str(good)]).number == (0, 169, 0)
+    assert probe_version([str(good)]).number == (0, 169, 0)
     with pytest.raises(CodexMissing, match="too old"):
-        codex.probe_version([str(old)])
+        probe_version([str(old)])
 
 
 def test_version_is_remembered_until_the_program_changes(tmp_path: Path) -> None:
@@ -136,17 +138,17 @@ def test_version_is_remembered_until_the_program_changes(tmp_path: Path) -> None
     )
     cache = tmp_path / "cache" / "codex-version.json"
     for _ in range(3):
-        assert codex.probe_version([str(program)], cache_file=cache).number == (0, 169, 0)
+        assert probe_version([str(program)], cache_file=cache).number == (0, 169, 0)
     assert counter.read_text() == "x"
     program.write_text(program.read_text().replace("0.169.0", "0.170.0") + "\n")
-    assert codex.probe_version([str(program)], cache_file=cache).number == (0, 170, 0)
+    assert probe_version([str(program)], cache_file=cache).number == (0, 170, 0)
     assert counter.read_text() == "xx"
 
 
 def test_version_probe_of_a_missing_program_is_codex_missing(tmp_path: Path) -> None:
     """A codex that is not installed is exit code 3, naming the command."""
     with pytest.raises(CodexMissing) as info:
-        codex.probe_version([str(tmp_path / "nope")])
+        probe_version([str(tmp_path / "nope")])
     assert info.value.exit_code == 3
     assert "nope" in info.value.message
 

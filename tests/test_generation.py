@@ -11,7 +11,8 @@ import pytest
 
 from daemon.codex.failures import image_limit
 from daemon.codex.generation import CodexSetup, collect
-from daemon.codex.run import CodexRun, CodexVersion
+from daemon.codex.run import CodexRun
+from daemon.codex.version import CodexVersion
 from daemon.errors import Disposition, ImageLimit, Refused, UsageLimit, class_for_layer
 from tests.support.rollout_shapes import session_log_path
 
@@ -55,14 +56,16 @@ def test_the_real_image_limit_is_an_image_limit_with_codexs_reset_time(tmp_path:
         collect(run, setup_for(tmp_path))
 
     error = raised.value
-    assert isinstance(error, UsageLimit) and not isinstance(error, Refused)
+    assert isinstance(error, UsageLimit)
+    assert not isinstance(error, Refused)
     assert (error.exit_code, error.layer, error.disposition) == (
         5,
         "image-limit",
         Disposition.PAUSE,
     )
     assert error.retry_at == datetime.fromtimestamp(resets).astimezone()
-    assert error.retry_at is not None and error.retry_at.utcoffset() is not None
+    assert error.retry_at is not None
+    assert error.retry_at.utcoffset() is not None
     assert error.message.startswith("The ChatGPT plan's image limit is reached; it resets at ")
     assert "usage_limit_reached" in error.detail
 

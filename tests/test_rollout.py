@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -10,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from daemon.codex import session_log as rollout
-from daemon.codex.session_log import (
-    GENERIC_REFUSAL,
-    find_session_log,
-    generated_images,
-    scan_rollout,
-)
+from daemon.codex.log_lines import BufferSizes, FileStrings, LogLines
+from daemon.codex.log_scan import GENERIC_REFUSAL, Scanner
+from daemon.codex.session_log import find_session_log, generated_images, scan_rollout
 from daemon.images import ImageFormat
 from tests.support.rollout_shapes import (
     MODERATION_FAILURE,
@@ -67,8 +66,8 @@ def test_each_release_shape_yields_its_one_image(tmp_path: Path, version: str) -
     assert [i.data for i in scan.images] == [image]
     assert scan.images[0].format is ImageFormat.PNG
     assert scan.images[0].revised_prompt == "revised: a red fox in the snow #0"
-    assert scan.completed and scan.turn_error is None and scan.refusals == ()
-    assert scan.cli_version == version
+    assert scan.turn_error is None
+    assert scan.refusals == ()
 
 
 @pytest.mark.parametrize("version", ["0.111.0", "0.125.0", "0.144.0", "0.169.0"])
@@ -79,7 +78,8 @@ def test_call_ids_follow_the_release(tmp_path: Path, version: str) -> None:
     call_id = scan_rollout(path).images[0].call_id
 
     hosted = shape_for(version) in (Shape.HOSTED_CALL, Shape.HOSTED_BOTH)
-    assert call_id is not None and call_id.startswith("ig_" if hosted else "exec-")
+    assert call_id is not None
+    assert call_id.startswith("ig_" if hosted else "exec-")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -203,7 +203,8 @@ def test_an_echo_alone_is_not_an_image(tmp_path: Path) -> None:
 
     scan = scan_rollout(path)
 
-    assert scan.images == () and scan.completed
+    assert scan.images == ()
+    assert scan.turn_error is None
 
 
 def test_results_that_are_not_images_are_ignored(tmp_path: Path) -> None:
@@ -219,7 +220,9 @@ def test_text_only_answer_has_no_image_and_no_refusal(tmp_path: Path) -> None:
     """A model that answered in words leaves a completed turn with nothing to keep."""
     scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", Run(references=[tiny_png(1)])))
 
-    assert scan.images == () and scan.refusals == () and scan.completed
+    assert scan.images == ()
+    assert scan.refusals == ()
+    assert scan.turn_error is None
 
 
 # --- turn outcome ---------------------------------------------------------------------------------
@@ -231,7 +234,6 @@ def test_usage_limit_is_recorded_with_its_kind(tmp_path: Path) -> None:
 
     scan = scan_rollout(write_rollout(tmp_path / "log.jsonl", run))
 
-    assert scan.completed
     assert scan.turn_error == USAGE_LIMIT_MESSAGE
     assert scan.turn_error_kind == "usage_limit_exceeded"
 
@@ -256,8 +258,20 @@ def test_error_event_explains_a_turn_without_task_complete(tmp_path: Path) -> No
 
     scan = scan_rollout(write_lines(tmp_path / "log.jsonl", lines))
 
-    assert not scan.completed
     assert (scan.turn_error, scan.turn_error_kind) == ("Quota exceeded.", "quota_exceeded")
+
+
+def test_error_event_before_a_completed_turn_is_not_the_turn_error(tmp_path: Path) -> None:
+    """A Reconnecting-style error event the turn outlived is not what ended it."""
+    lines = rollout_lines(Run(images=[tiny_png(1)]))
+    error = {"type": "error", "message": "Quota exceeded.", "codex_error_info": "quota_exceeded"}
+    lines.insert(len(lines) - 1, {"timestamp": "t", "type": "event_msg", "payload": error})
+    assert lines[-1]["payload"]["type"] == "task_complete"
+
+    scan = scan_rollout(write_lines(tmp_path / "log.jsonl", lines))
+
+    assert (scan.turn_error, scan.turn_error_kind) == (None, None)
+    assert [i.data for i in scan.images] == [tiny_png(1)]
 
 
 # --- robustness -----------------------------------------------------------------------------------
@@ -275,7 +289,22 @@ def test_truncated_last_line_keeps_earlier_images(tmp_path: Path, size: int) -> 
     scan = scan_rollout(path)
 
     assert [i.data for i in scan.images] == [first, second]
-    assert not scan.completed
+    assert scan.turn_error is None
+
+
+def test_a_whole_long_last_line_without_a_newline_is_kept(tmp_path: Path) -> None:
+    """A long last line cut before its newline only is read like a short one: kept."""
+    image = big_png(3 << 20)
+    lines = rollout_lines(Run(images=[image]))
+    at = next(
+        n
+        for n, line in enumerate(lines)
+        if base64.b64encode(image[:30])[:36] in json.dumps(line).encode()
+    )
+    path = write_lines(tmp_path / "log.jsonl", lines[: at + 1])
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+
+    assert [i.data for i in scan_rollout(path).images] == [image]
 
 
 def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> None:
@@ -285,7 +314,8 @@ def test_builder_truncation_leaves_an_unparsable_last_line(tmp_path: Path) -> No
 
     scan = scan_rollout(path)
 
-    assert [i.data for i in scan.images] == [tiny_png(1)] and not scan.completed
+    assert [i.data for i in scan.images] == [tiny_png(1)]
+    assert scan.turn_error is None
 
 
 @pytest.mark.parametrize("image_size", [1000, 4 << 20])
@@ -354,7 +384,7 @@ def test_lines_in_another_key_order_or_spacing_are_read_the_same(
     client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
     assert [i.data for i in scan.images] == images
     assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
-    assert scan.completed and scan.cli_version == version
+    assert scan.turn_error is None
 
 
 @pytest.mark.parametrize("version", ["0.125.0", "0.144.0", "0.169.0"])
@@ -370,7 +400,7 @@ def test_image_lines_quoted_inside_a_prompt_are_not_taken(tmp_path: Path, versio
     scan = scan_rollout(path)
 
     assert [i.data for i in scan.images] == [image]
-    assert scan.turn_error is None and scan.completed
+    assert scan.turn_error is None
 
 
 def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> None:
@@ -393,32 +423,25 @@ def test_refusal_reason_is_found_past_lines_that_are_skipped(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("read,inline,head", [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
+@pytest.mark.parametrize(("read", "inline", "head"), [(1, 200, 16), (7, 300, 1024), (64, 100, 40)])
 def test_tiny_reads_split_every_line_string_and_escape_the_same_way(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    version: str,
-    read: int,
-    inline: int,
-    head: int,
+    tmp_path: Path, version: str, read: int, inline: int, head: int
 ) -> None:
     """With reads of a few bytes, escapes, backslash runs and U+2028 across reads decode exactly."""
-    monkeypatch.setattr(rollout, "_READ", read)
-    monkeypatch.setattr(rollout, "_INLINE_LINE_MAX", inline)
-    monkeypatch.setattr(rollout, "_HEAD", head)
-    monkeypatch.setattr(rollout, "_BLOB_MIN", 64)  # longer than any key or type name
+    # Strings over 64 bytes (longer than any key or type name) stay in the file.
+    sizes = BufferSizes(read=read, inline_line_max=inline, head=head, blob_min=64)
     prompt = 'a "quoted" \\ word, \\\\ four\u2028 \\" and a trailing \\'
     images = [tiny_png(1), fake_webp(b"x" * 300)]
     run = Run(version=version, prompt=prompt, images=images, refusals=[MODERATION_FAILURE])
     path = write_rollout(tmp_path / "log.jsonl", run)
 
-    scan = scan_rollout(path)
+    scan = scan_rollout(path, sizes=sizes)
 
     client_side = shape_for(version) in (Shape.EXEC_END, Shape.EXTENSION)
     assert [i.data for i in scan.images] == images
     assert [i.revised_prompt for i in scan.images] == [f"revised: {prompt} #{n}" for n in (0, 1)]
     assert scan.refusals == (MODERATION_FAILURE if client_side else GENERIC_REFUSAL,)
-    assert scan.completed and scan.cli_version == version
+    assert scan.turn_error is None
 
 
 # --- the real captured 0.169 and 0.171 logs ------------------------------------------------------
@@ -455,10 +478,12 @@ def test_real_image_log_yields_the_generated_png(version: str) -> None:
 
     scan = scan_rollout(path)
 
-    assert len(scan.images) == 1 and scan.images[0].format is ImageFormat.PNG
-    assert scan.images[0].call_id is not None and scan.images[0].call_id.startswith("exec-")
+    assert len(scan.images) == 1
+    assert scan.images[0].format is ImageFormat.PNG
+    assert scan.images[0].call_id is not None
+    assert scan.images[0].call_id.startswith("exec-")
     assert _b64_strings(path, "image_url") == [scan.images[0].data]
-    assert scan.cli_version == f"{version}.0" and scan.completed and scan.turn_error is None
+    assert scan.turn_error is None
     assert scan.limits == ()
 
 
@@ -499,7 +524,8 @@ def test_real_refusal_log_gives_codex_reason(version: str) -> None:
     """The captured refusal yields no image and the moderation reason from the tool output."""
     scan = scan_rollout(_real(version, "refuse"))
 
-    assert scan.images == () and scan.limits == ()
+    assert scan.images == ()
+    assert scan.limits == ()
     assert len(scan.refusals) == 1
     assert scan.refusals[0].startswith("image generation failed: http 400")
     assert "moderation_blocked" in scan.refusals[0]
@@ -510,7 +536,7 @@ def test_real_text_only_log_has_nothing(version: str) -> None:
     """The captured text-only answer is a completed turn without images or refusals."""
     scan = scan_rollout(_real(version, "text_only"))
 
-    assert (scan.images, scan.refusals, scan.limits, scan.completed) == ((), (), (), True)
+    assert (scan.images, scan.refusals, scan.limits, scan.turn_error) == ((), (), (), None)
 
 
 @pytest.mark.parametrize("version", REAL_VERSIONS)
@@ -538,12 +564,14 @@ def test_real_image_limit_log_is_a_limit_with_its_reset_time_not_a_refusal() -> 
 
     scan = scan_rollout(path)
 
-    assert scan.images == () and scan.refusals == ()
-    assert scan.completed and scan.turn_error is None
+    assert scan.images == ()
+    assert scan.refusals == ()
+    assert scan.turn_error is None
     [hit] = scan.limits
     assert hit.limit_id == "image_gen"
     assert hit.resets_at == datetime.fromtimestamp(failure["resetsAt"]).astimezone()
-    assert hit.resets_at is not None and hit.resets_at.utcoffset() is not None
+    assert hit.resets_at is not None
+    assert hit.resets_at.utcoffset() is not None
     assert hit.reason.startswith("image generation failed: http 429 Too Many Requests")
     assert "usage_limit_reached" in hit.reason
 
@@ -575,7 +603,8 @@ def test_a_429_without_usage_limit_words_stays_a_refusal(tmp_path: Path) -> None
     scan = scan_rollout(path)
 
     assert scan.limits == ()
-    assert len(scan.refusals) == 1 and "http 429" in scan.refusals[0]
+    assert len(scan.refusals) == 1
+    assert "http 429" in scan.refusals[0]
 
 
 def _extension_item(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -667,9 +696,9 @@ def test_missing_sessions_folder_means_no_log(tmp_path: Path) -> None:
 )
 def test_thread_ids_that_could_escape_the_pattern_are_refused(tmp_path: Path, bad: str) -> None:
     """A thread id with separators, glob characters or spaces raises ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a codex thread id"):
         find_session_log(tmp_path, bad, started_at=datetime.now())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a codex thread id"):
         generated_images(tmp_path, bad)
 
 
@@ -763,7 +792,7 @@ def limits(limit_id: object = "codex", **fields: object) -> dict[str, object]:
 def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
     """A real 0.171 log of a run whose server sent x-codex-primary/secondary headers holds the
     primary window: 42 % of 300 minutes, with an aware reset time from the header's epoch."""
-    scan = rollout.scan_rollout(REAL / "real-0.171-rate_limits.jsonl")
+    scan = scan_rollout(REAL / "real-0.171-rate_limits.jsonl")
     assert len(scan.images) == 1
     (snapshot,) = scan.rate_limits
     assert (snapshot.limit_id, snapshot.used_percent, snapshot.window_minutes) == (
@@ -771,26 +800,29 @@ def test_real_0171_log_keeps_the_chat_limit_the_server_sent() -> None:
         42.0,
         300,
     )
-    assert snapshot.resets_at is not None and snapshot.resets_at.tzinfo is not None
-    assert snapshot.seen_at is not None and snapshot.resets_at > snapshot.seen_at
+    assert snapshot.resets_at is not None
+    assert snapshot.resets_at.tzinfo is not None
+    assert snapshot.seen_at is not None
+    assert snapshot.resets_at > snapshot.seen_at
     assert snapshot.plan_type is None  # 0.171 writes null: the mock sends no plan header
 
 
 def test_real_0171_image_limit_log_names_the_image_limit_and_the_chat_limit() -> None:
     """At the image limit the typed failure (`limitId: image_gen`, `resetsAt`) is a snapshot
     of that limit, used up; the chat limit's token_count stays beside it."""
-    scan = rollout.scan_rollout(REAL / "real-0.171-image_limit-rate_limits.jsonl")
+    scan = scan_rollout(REAL / "real-0.171-image_limit-rate_limits.jsonl")
     by_id = {s.limit_id: s for s in scan.rate_limits}
     assert set(by_id) == {"image_gen", "codex"}
     image = by_id["image_gen"]
-    assert image.used_percent == 100.0 and image.window_minutes is None
+    assert image.used_percent == 100.0
+    assert image.window_minutes is None
     assert image.resets_at == scan.limits[0].resets_at
     assert by_id["codex"].used_percent == 42.0
 
 
 def test_real_logs_without_rate_limit_headers_hold_no_snapshot() -> None:
     """Without the headers codex writes `primary: null, secondary: null`: nothing to show."""
-    assert rollout.scan_rollout(REAL / "real-0.171-image.jsonl").rate_limits == ()
+    assert scan_rollout(REAL / "real-0.171-image.jsonl").rate_limits == ()
 
 
 def test_null_windows_give_no_snapshot(tmp_path: Path) -> None:
@@ -803,7 +835,7 @@ def test_null_windows_give_no_snapshot(tmp_path: Path) -> None:
             token_count("2026-12-02T10:00:02Z", "not a mapping"),
         ],
     )
-    assert rollout.scan_rollout(path).rate_limits == ()
+    assert scan_rollout(path).rate_limits == ()
 
 
 def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
@@ -819,10 +851,11 @@ def test_missing_fields_are_left_empty(tmp_path: Path) -> None:
             token_count("2026-12-02T10:00:01Z", limits("image_gen", primary={"resets_at": 5})),
         ],
     )
-    codex_limit, image_limit = rollout.scan_rollout(path).rate_limits
+    codex_limit, image_limit = scan_rollout(path).rate_limits
     assert codex_limit.limit_id == "codex"
     assert (codex_limit.used_percent, codex_limit.window_minutes) == (7.0, None)
-    assert codex_limit.resets_at is None and codex_limit.plan_type is None
+    assert codex_limit.resets_at is None
+    assert codex_limit.plan_type is None
     assert codex_limit.seen_at == datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
     # The image limit's primary has no percentage: its secondary window is the one kept.
     assert (image_limit.used_percent, image_limit.window_minutes) == (12.0, 10080)
@@ -844,7 +877,7 @@ def test_several_snapshots_keep_the_newest_of_each_limit(tmp_path: Path) -> None
             token_count("2026-12-02T10:00:02Z", newest),
         ],
     )
-    by_id = {s.limit_id: s for s in rollout.scan_rollout(path).rate_limits}
+    by_id = {s.limit_id: s for s in scan_rollout(path).rate_limits}
     assert by_id["codex"].used_percent == 55.5
     assert by_id["codex"].resets_at == datetime.fromtimestamp(1796179300, timezone.utc)
     assert by_id["image_gen"].used_percent == 80.0
@@ -854,13 +887,126 @@ def test_the_window_nearest_its_cap_is_the_one_kept(tmp_path: Path) -> None:
     """When the weekly window is fuller than the 5-hour one, the weekly one is shown."""
     weekly_full = limits(secondary={"used_percent": 95, "window_minutes": 10080, "resets_at": 9})
     path = write_lines(tmp_path / "log.jsonl", [token_count("2026-12-02T10:00:00Z", weekly_full)])
-    (snapshot,) = rollout.scan_rollout(path).rate_limits
+    (snapshot,) = scan_rollout(path).rate_limits
     assert (snapshot.used_percent, snapshot.window_minutes) == (95.0, 10080)
 
 
 def test_token_count_lines_are_read_and_big_lines_still_skipped() -> None:
     """The scanner wants token_count events, and still steps over what cannot matter."""
-    scanner = rollout._Scanner()
+    scanner = Scanner()
     assert scanner.wanted(b"event_msg", b"token_count")
     assert not scanner.wanted(b"event_msg", b"agent_message")
     assert not scanner.wanted(b"turn_context", None)
+
+
+# --- the line reader against json.loads -----------------------------------------------------------
+
+
+class _Trickle(io.RawIOBase):
+    """A file that hands out at most `step` bytes per read, so reads end anywhere in a line."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.step, len(self.data) - self.at)
+        buffer[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+# Characters that are hard on a byte-level string scanner: quotes, backslashes, what JSON must
+# escape, line separators that are not b"\n", astral characters (surrogate pairs when escaped)
+# and lone surrogates (only ever written as \\uXXXX escapes).
+_HARD_TEXT = st.text(
+    alphabet=st.sampled_from(
+        [
+            *('"', "\\", "/", "\n", "\r", "\t", "\x00", "\u2028", "\u2029", "\x85", "é"),
+            *("\U0001f98a", "\ud800", "\udbff", "\udc00", "\udfff", "a", "b", " ", "u", "0"),
+            *("{", "}", ":", ","),
+        ]
+    ),
+    max_size=40,
+)
+_BASE64_RUN = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+    min_size=40,
+    max_size=400,
+)
+_STRINGS = _HARD_TEXT | _BASE64_RUN | st.builds(lambda a, b: a + b, _BASE64_RUN, _HARD_TEXT)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _STRINGS
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_STRINGS, inner, max_size=4),
+    max_leaves=12,
+)
+_LINES = st.builds(
+    lambda kind, payload, rest: {"type": kind, "payload": payload, **rest},
+    st.sampled_from(["event_msg", "response_item", "skip"]),
+    _VALUES,
+    st.dictionaries(st.sampled_from(["timestamp", "id", "x"]), _VALUES, max_size=2),
+)
+
+
+def _render(value: Any, ascii_only: bool, compact: bool) -> bytes:
+    separators = (",", ":") if compact else (", ", ": ")
+    try:
+        return json.dumps(value, ensure_ascii=ascii_only, separators=separators).encode()
+    except UnicodeEncodeError:  # a lone surrogate can only be written as an escape
+        return json.dumps(value, separators=separators).encode()
+
+
+def _resolve(value: Any, strings: FileStrings) -> Any:
+    """The parsed line with every string left in the file read back whole."""
+    if isinstance(value, dict):
+        return {_resolve(k, strings): _resolve(v, strings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, strings) for v in value]
+    if strings.blob(value) is not None:
+        return strings.text(value, limit=1 << 30)
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.tuples(_LINES, st.booleans(), st.booleans()), max_size=6),
+    blank_lines=st.integers(0, 2),
+    final_newline=st.booleans(),
+    step=st.integers(1, 17),
+    sizes=st.builds(
+        BufferSizes,
+        read=st.integers(1, 64),
+        inline_line_max=st.integers(1, 300),
+        head=st.integers(16, 64),
+        blob_min=st.integers(1, 100),
+    ),
+)
+def test_the_line_reader_yields_what_json_loads_gives(
+    lines: list[tuple[dict[str, Any], bool, bool]],
+    blank_lines: int,
+    final_newline: bool,
+    step: int,
+    sizes: BufferSizes,
+) -> None:
+    """Any JSON lines, read a few bytes at a time with tiny buffers, come out as json.loads
+    reads them, big strings read back from the file; only lines turned down by their head are
+    left out."""
+    rendered = [_render(line, ascii_only, compact) for line, ascii_only, compact in lines]
+    data = (b"\n" * (1 + blank_lines)).join(rendered) + (
+        b"\n" if final_newline and rendered else b""
+    )
+    # The head names a line's kind only when "type" comes first and unspaced.
+    expected = [json.loads(raw) for raw in rendered if not raw.startswith(b'{"type":"skip"')]
+
+    blob_file = io.BytesIO(data)
+    got = [
+        _resolve(value, FileStrings(blob_file, blobs))
+        for value, blobs in LogLines(
+            _Trickle(data, step), lambda kind, _ptype: kind != b"skip", sizes
+        )
+    ]
+
+    assert got == expected

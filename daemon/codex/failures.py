@@ -149,22 +149,27 @@ def parse_retry_at(message: str, *, now: datetime) -> datetime | None:
     if hour > 23 or minute > 59:
         return None
     if match["mon"]:
-        month = _MONTHS.get(match["mon"].lower())
-        if month is None:
-            return None
-        year = int(match["year"]) if match["year"] else now.year
-        try:
-            return now.replace(
-                year=year,
-                month=month,
-                day=int(match["day"]),
-                hour=hour,
-                minute=minute,
-                second=0,
-                microsecond=0,
-            )
-        except ValueError:
-            return None
+        return _on_date(match, hour, minute, now)
     candidate = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     # A bare time names the next time the clock shows it.
     return candidate if candidate > now else candidate + timedelta(days=1)
+
+
+def _on_date(match: re.Match[str], hour: int, minute: int, now: datetime) -> datetime | None:
+    """The time on the date codex named ("Mar 17th, 2030"), the year now's when left out."""
+    month = _MONTHS.get(match["mon"].lower())
+    if month is None:
+        return None
+    year = int(match["year"]) if match["year"] else now.year
+    try:
+        return now.replace(
+            year=year,
+            month=month,
+            day=int(match["day"]),
+            hour=hour,
+            minute=minute,
+            second=0,
+            microsecond=0,
+        )
+    except ValueError:
+        return None

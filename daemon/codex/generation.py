@@ -15,15 +15,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from daemon import files as disk
+from daemon import files, processes
 from daemon.codex import run as codex
-from daemon.codex import session_log as rollout
-from daemon.codex import version_cache
 from daemon.codex.failures import classify, image_limit
 from daemon.codex.quota import RateLimit
 from daemon.codex.quota import merge as merge_limits
-from daemon.codex.session_log import FoundImage, RolloutScan
+from daemon.codex.version import CodexVersion, default_cache_file, probe_version
 from daemon.config import CodexConfig
 from daemon.errors import (
     ImageLimit,
@@ -37,6 +36,9 @@ from daemon.errors import (
 from daemon.images import MAX_REFERENCE_BYTES, sniff_format
 from daemon.job import look
 
+if TYPE_CHECKING:
+    from daemon.codex.log_scan import FoundImage, RolloutScan
+
 
 @dataclass(frozen=True, slots=True)
 class CodexSetup:
@@ -45,7 +47,7 @@ class CodexSetup:
     command: tuple[str, ...]
     extra_args: tuple[str, ...]
     env: Mapping[str, str]
-    version: codex.CodexVersion
+    version: CodexVersion
     term_grace_sec: float = codex.TERM_GRACE_SEC
 
     @property
@@ -56,8 +58,8 @@ class CodexSetup:
 def prepare_codex(config: CodexConfig, *, environ: Mapping[str, str] = os.environ) -> CodexSetup:
     """Probe `codex --version`; raises CodexMissing when codex cannot be started."""
     env = codex.child_environment(environ, config.home)
-    cache = version_cache.default_cache_file(environ)
-    version = codex.probe_version(config.command, env=env, cache_file=cache)
+    cache = default_cache_file(environ)
+    version = probe_version(config.command, env=env, cache_file=cache)
     return CodexSetup(config.command, config.extra_args, env, version, config.term_grace_sec)
 
 
@@ -266,14 +268,14 @@ def remove_dead_run_folders(temp_root: Path | None = None) -> list[Path]:
         return []
     for name in names:
         match = _RUN_FOLDER.match(name)
-        if match is None or codex.process_alive(int(match["pid"])):
+        if match is None or processes.process_alive(int(match["pid"])):
             continue
         folder = root / name
         try:
             if os.lstat(folder).st_uid != os.getuid() or not folder.is_dir():
                 continue
             pgid = (folder / _CODEX_GROUP_NOTE).read_text().strip()
-            if pgid.isdigit() and codex.group_alive(int(pgid)):
+            if pgid.isdigit() and processes.group_alive(int(pgid)):
                 continue
         except FileNotFoundError:
             pass  # no codex was started from it
@@ -297,7 +299,7 @@ def copy_references(refs: Sequence[Path], workdir: Path) -> list[Path]:
     copies = []
     for n, ref in enumerate(refs, 1):
         try:
-            data = disk.read_regular(ref, limit=MAX_REFERENCE_BYTES)
+            data = files.read_regular(ref, limit=MAX_REFERENCE_BYTES)
         except OSError as error:
             raise ReferenceMissing(
                 f"The reference {ref.name} can no longer be read: {error.strerror}.",
@@ -354,10 +356,14 @@ def _thread_images(
 ) -> tuple[RolloutScan | None, tuple[FoundImage, ...]]:
     """This thread's log scan (None without a log) and its images, from the log or else from
     `generated_images/<thread>/`."""
-    log = rollout.find_session_log(codex_home, thread_id, started_at=started_at.astimezone())
-    scan = rollout.scan_rollout(log) if log is not None else None
+    # Needed only once codex has finished: imported then, or while it runs by a one-shot
+    # command's warm-up, not before codex starts (~10 ms of `once`'s start, measured).
+    from daemon.codex import session_log
+
+    log = session_log.find_session_log(codex_home, thread_id, started_at=started_at.astimezone())
+    scan = session_log.scan_rollout(log) if log is not None else None
     images = scan.images if scan else ()
-    return scan, images or tuple(rollout.generated_images(codex_home, thread_id))
+    return scan, images or tuple(session_log.generated_images(codex_home, thread_id))
 
 
 def _short_reason(reason: str) -> str:

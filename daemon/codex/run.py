@@ -1,4 +1,4 @@
-"""Run `codex exec` for one image request: the argv, the version probe, the wall-clock timeout.
+"""Run `codex exec` for one image request: the argv, the prompt, the wall-clock timeout.
 
 The prompt goes in on stdin, never through a shell; codex runs in its own process group so a
 timeout or a shutdown stops the node launcher and the native binary together.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon.codex import version_cache
+from daemon.codex.version import CodexVersion
 from daemon.errors import Cancelled, CodexMissing, CodexTimeout
+from daemon.processes import group_alive, stop_group
 
 # The user's request goes between the markers byte for byte; the words around it only ask the
 # agent to use its image tool and nothing else (no SVG, HTML or code drawings). A job's options
@@ -37,26 +38,10 @@ INSTRUCTION_REFS = " The attached images are the reference images of the request
 REQUEST_START = "<<<REQUEST\n"
 INSTRUCTION_TAIL = "\nREQUEST>>>\n"
 
-# codex-cli releases this tool knows how to read.
-MIN_SUPPORTED = (0, 111, 0)
-# `--disable unbounded_connection_retries` makes a network outage fail fast instead of retrying
-# forever; releases before it exit 1 on an unknown feature flag, so it is added only from here.
-BOUNDED_RETRIES_SINCE = (0, 150, 0)
-
 TERM_GRACE_SEC = 5.0
 CANCELLED_MESSAGE = "The run was stopped on request."
 STDERR_TAIL_BYTES = 4096
 _NETWORK_WAIT = re.compile(r"waiting for network", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class CodexVersion:
-    text: str
-    number: tuple[int, int, int]
-
-    @property
-    def bounded_retries(self) -> bool:
-        return self.number >= BOUNDED_RETRIES_SINCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,68 +119,6 @@ def build_argv(
     return argv
 
 
-def parse_version(text: str) -> CodexVersion | None:
-    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
-    if match is None:
-        return None
-    major, minor, patch = (int(g) for g in match.groups())
-    return CodexVersion(text.strip(), (major, minor, patch))
-
-
-def probe_version(
-    command: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
-    cache_file: Path | None = None,
-) -> CodexVersion:
-    """Ask `codex --version` (or the cache, when given); CodexMissing when codex cannot be
-    started, answers oddly or is older than this tool supports."""
-    key = version_cache.program_key(command, env or os.environ) if cache_file else None
-    cached = version_cache.read(cache_file, key) if cache_file and key else None
-    version = parse_version(cached) if cached else None
-    if version is None:
-        version = _ask_version(command, env=env, run=run)
-        if cache_file and key:
-            version_cache.write(cache_file, key, version.text)
-    if version.number < MIN_SUPPORTED:
-        raise CodexMissing(
-            f"codex {version.text} is too old; codex-cli 0.111 or later is needed.",
-            hint="Update the Codex CLI (`npm install -g @openai/codex`).",
-        )
-    return version
-
-
-def _ask_version(
-    command: Sequence[str],
-    *,
-    env: Mapping[str, str] | None,
-    run: Callable[..., subprocess.CompletedProcess[str]],
-) -> CodexVersion:
-    try:
-        done = run(
-            [*command, "--version"],
-            capture_output=True,
-            text=True,
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-        raise CodexMissing(
-            f"The codex command {command[0]!r} cannot be started.", detail=str(exc)
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CodexMissing("`codex --version` did not answer within 60 seconds.") from exc
-    version = parse_version(done.stdout) if done.returncode == 0 else None
-    if version is None:
-        raise CodexMissing(
-            f"`{' '.join(command)} --version` did not print a codex-cli version.",
-            detail=(done.stdout + done.stderr)[-STDERR_TAIL_BYTES:],
-        )
-    return version
-
-
 def child_environment(base: Mapping[str, str], codex_home: Path | None) -> dict[str, str]:
     """The daemon's environment, with CODEX_HOME set when the config names one."""
     env = dict(base)
@@ -252,6 +175,13 @@ class _EventReader:
             self.error_message = message
 
 
+class _Ending(enum.Enum):
+    EXITED = "exited"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    NETWORK = "network"  # an endless wait for the network, stopped early
+
+
 def run_codex(
     argv: Sequence[str],
     *,
@@ -277,8 +207,35 @@ def run_codex(
     if cancel is not None and cancel.is_set():
         raise Cancelled(CANCELLED_MESSAGE)
     started_at = now()
+    proc = _start(argv, cwd=cwd, env=env)
+    on_start(proc.pid)
+    stop_early = threading.Event()
+    events = _EventReader(on_thread_id, stop_early.set)
+    stderr_tail: collections.deque[bytes] = collections.deque()
+    exited = threading.Event()
+    threads = [
+        threading.Thread(target=_write_stdin, args=(proc, prompt_text), daemon=True),
+        threading.Thread(target=_read_events, args=(proc, events), daemon=True),
+        threading.Thread(target=_read_tail, args=(proc, stderr_tail), daemon=True),
+        # A thread blocked in wait() learns of codex's exit at once; polling wait() with a
+        # timeout sleeps in growing steps and would notice it up to 50 ms late.
+        threading.Thread(target=_reap, args=(proc, exited), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    ending = _wait(exited, timeout_sec, cancel, stop_early)
+    if ending is not _Ending.EXITED:
+        stop_group(proc.pid, grace_sec=term_grace_sec, ended=exited.is_set, cut_short=kill_now)
+        exited.wait()
+    for t in threads:
+        t.join(timeout=10)
+    tail = b"".join(stderr_tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:]
+    return _result(ending, proc, events, tail, timeout_sec, started_at, now())
+
+
+def _start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -292,44 +249,31 @@ def run_codex(
             f"The codex command {argv[0]!r} cannot be started.", detail=str(exc)
         ) from exc
 
-    on_start(proc.pid)
-    stop_early = threading.Event()
-    events = _EventReader(on_thread_id, stop_early.set)
-    stderr_tail: collections.deque[bytes] = collections.deque()
-    threads = [
-        threading.Thread(target=_write_stdin, args=(proc, prompt_text), daemon=True),
-        threading.Thread(target=_read_events, args=(proc, events), daemon=True),
-        threading.Thread(target=_read_tail, args=(proc, stderr_tail), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    # A thread blocked in wait() learns of codex's exit at once; polling wait() with a timeout
-    # sleeps in growing steps and would notice it up to 50 ms late.
-    exited = threading.Event()
-    reaper = threading.Thread(target=_reap, args=(proc, exited), daemon=True)
-    reaper.start()
-    threads.append(reaper)
-    outcome = _wait(exited, timeout_sec, cancel, stop_early)
-    if outcome != "exited":
-        _stop_group(proc.pid, exited, grace_sec=term_grace_sec, kill_now=kill_now)
-    for t in threads:
-        t.join(timeout=10)
-    tail = b"".join(stderr_tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:]
-    if outcome == "timeout":
+
+def _result(
+    ending: _Ending,
+    proc: subprocess.Popen[bytes],
+    events: _EventReader,
+    tail: str,
+    timeout_sec: float,
+    started_at: datetime,
+    finished_at: datetime,
+) -> CodexRun:
+    if ending is _Ending.TIMEOUT:
         raise CodexTimeout(
             f"codex did not finish within {timeout_sec:g} seconds and was stopped.",
             detail=tail,
         )
-    if outcome == "cancelled":
+    if ending is _Ending.CANCELLED:
         raise Cancelled(CANCELLED_MESSAGE)
     return CodexRun(
-        returncode=proc.returncode if outcome == "exited" else 1,
+        returncode=proc.returncode if ending is _Ending.EXITED else 1,
         thread_id=events.thread_id,
         error_message=events.error_message,
         agent_message=events.agent_message,
         stderr_tail=tail,
         started_at=started_at,
-        finished_at=now(),
+        finished_at=finished_at,
         network_down=events.network_down,
     )
 
@@ -344,63 +288,19 @@ def _wait(
     timeout_sec: float,
     cancel: threading.Event | None,
     stop_early: threading.Event,
-) -> str:
+) -> _Ending:
     """Wait in short steps so that a cancel or a network wait is noticed within a second."""
     deadline = time.monotonic() + timeout_sec
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return "timeout"
+            return _Ending.TIMEOUT
         if exited.wait(min(0.25, remaining)):
-            return "exited"
+            return _Ending.EXITED
         if cancel is not None and cancel.is_set():
-            return "cancelled"
+            return _Ending.CANCELLED
         if stop_early.is_set():
-            return "network"
-
-
-def _stop_group(
-    pgid: int,
-    exited: threading.Event,
-    *,
-    grace_sec: float = TERM_GRACE_SEC,
-    kill_now: threading.Event | None = None,
-) -> None:
-    """SIGTERM the whole group, a grace period, then SIGKILL: a SIGKILL during a token refresh
-    can corrupt auth.json, so codex always gets the chance to stop cleanly first, unless the
-    person asks again (`kill_now`)."""
-    _signal_group(pgid, signal.SIGTERM)
-    grace_end = time.monotonic() + grace_sec
-    while not exited.is_set() and not (kill_now is not None and kill_now.is_set()):
-        remaining = grace_end - time.monotonic()
-        if remaining <= 0:
-            break
-        exited.wait(min(0.1, remaining))
-    # Grandchildren may outlive the leader; the group id stays valid while any member lives.
-    _signal_group(pgid, signal.SIGKILL)
-    exited.wait()
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any process of the group `pgid` still runs."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_alive(pid: int) -> bool:
-    """True while the process `pid` exists (it may belong to another user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            return _Ending.NETWORK
 
 
 def wait_for_group(
@@ -417,16 +317,9 @@ def wait_for_group(
     while group_alive(pgid) and time.monotonic() < deadline and not stop.is_set():
         stop.wait(poll_sec)
     if group_alive(pgid):
-        _signal_group(pgid, signal.SIGTERM)
-        grace_end = time.monotonic() + TERM_GRACE_SEC
-        while group_alive(pgid) and time.monotonic() < grace_end:
-            time.sleep(poll_sec)
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        stop_group(
+            pgid, grace_sec=TERM_GRACE_SEC, ended=lambda: not group_alive(pgid), poll_sec=poll_sec
+        )
 
 
 def _write_stdin(proc: subprocess.Popen[bytes], text: str) -> None:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.codex.run import MIN_SUPPORTED, CodexVersion, child_environment, parse_version
+from daemon.codex.run import child_environment
+from daemon.codex.version import MIN_SUPPORTED, CodexVersion, parse_version
 from daemon.config import Config, default_config, load_config
 from daemon.errors import ConfigError
 from daemon.service import manager

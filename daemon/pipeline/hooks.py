@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import IO, Any
 
 from daemon.config import HooksConfig
 from daemon.pipeline.flow import Outcome, Status
+from daemon.processes import group_alive, stop_group
 
 # How much of each output stream reaches the log: the end, where errors usually are.
 OUTPUT_TAIL_BYTES = 4096
@@ -143,7 +143,7 @@ def run_hook(
         reader.start()
     finished = _wait(proc, readers, time.monotonic() + timeout, stop)
     if not finished:
-        _stop_group(proc)
+        stop_group(proc.pid, grace_sec=TERM_GRACE_SEC, ended=lambda: _group_gone(proc))
         for reader in readers:
             reader.join(timeout=TERM_GRACE_SEC)
     proc.wait()
@@ -186,29 +186,9 @@ def _wait(
     return False
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the hook's whole group, a grace period, then SIGKILL whatever is left."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    end = time.monotonic() + TERM_GRACE_SEC
-    while time.monotonic() < end and _group_alive(proc):
-        time.sleep(0.05)
-    _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
+def _group_gone(proc: subprocess.Popen[bytes]) -> bool:
     proc.poll()  # a leader that exited is reaped, or it would count as a member forever
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    return not group_alive(proc.pid)
 
 
 class _Tail:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from daemon import files
+from daemon import files, processes
 from daemon.codex import run as codex_run
 from daemon.codex.generation import CodexSetup, Generation, merge, recover, remove_dead_run_folders
 from daemon.config import Config
@@ -66,7 +66,7 @@ def remove_leftovers(config: Config) -> None:
         config.inbox / files.PROCESSING,
     ]
     for folder in folders:
-        files.remove_dead_temp_files(folder, alive=codex_run.process_alive)
+        files.remove_dead_temp_files(folder, alive=processes.process_alive)
     remove_dead_run_folders()
 
 
@@ -210,7 +210,7 @@ def _wait_for_leftover_codex(
     """A codex started by a process that died keeps running in its own session: let it
     finish (its image is this job's), but no longer than the job's own timeout allowed, nor
     past a stop request."""
-    if record.pgid is None or not codex_run.group_alive(record.pgid):
+    if record.pgid is None or not processes.group_alive(record.pgid):
         return
     remaining = record.timeout_sec or 300.0
     if record.started_at:
