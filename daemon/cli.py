@@ -235,8 +235,8 @@ def _load_config(path: Path | None) -> Config:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    from daemon.commands.gen import generate_to_file
     from daemon.commands.interrupt import stop_signals
-    from daemon.commands.oneshot import generate_to_file
     from daemon.errors import Cancelled
 
     config = _load_config(args.config)
@@ -269,7 +269,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from daemon.commands.interrupt import stop_signals
-    from daemon.commands.oneshot import pending_jobs, process_inbox
+    from daemon.commands.once import pending_jobs, process_inbox
     from daemon.errors import Cancelled
 
     config = _load_config(args.config)

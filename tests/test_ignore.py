@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon.commands.oneshot import pending_jobs
+from daemon.commands.once import pending_jobs
 from daemon.commands.submit import submit_job
 from daemon.config import default_config
 from daemon.errors import UsageError

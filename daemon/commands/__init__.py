@@ -1,1 +1,1 @@
-"""The one-shot commands: `gen`, `once`, `submit` and `doctor`."""
+"""The commands that run and end: `gen`, `once`, `submit` and `doctor`; Ctrl-C for all of them."""
