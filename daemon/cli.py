@@ -212,8 +212,8 @@ def script() -> None:
     and log handlers flush."""
     code = main()
     # The interpreter's last collections would walk every object the imported modules made:
-    # ~15 ms, a sizeable share of a one-shot command's own time. Frozen, they are skipped;
-    # teardown by reference count (closing files, flushing streams) still happens.
+    # 4-15 ms for `once` on an empty inbox (median and best of 25 runs). Frozen, they are
+    # skipped; teardown by reference count (closing files, flushing streams) still happens.
     gc.freeze()
     sys.exit(code)
 
